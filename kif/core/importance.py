@@ -1,0 +1,163 @@
+"""Importance-aware knowledge localization (METHOD.md §3, Algorithm 1).
+
+Per trainable parameter w with mini-batch gradient g, at every optimizer step:
+  eq. (8)  first order   I = |w·g|
+  eq. (9)  second order  I = |w·g − ½(w·g)²|   (Hessian diagonal ≈ empirical Fisher)
+  ablation "grad"        I = |g|
+  eq. (10) Ī_t = α1·Ī_{t−1} + (1−α1)·I_t
+  eq. (11) Ū_t = α2·Ū_{t−1} + (1−α2)·|I_t − Ī_t|   (uses the updated Ī_t, as AdaLoRA)
+  eq. (12) s = Ī_t·Ū_t
+Unit scores (eq. 6) are computed from ``scores()`` by ``SkillUnits.unit_scores``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from kif.errors import ArtifactError
+
+SENSITIVITIES = ("first", "second", "grad")
+_CHUNK = 1 << 26  # elements per fused batch: bounds the fp32 temporaries on full fine-tuning
+
+
+class ImportanceTracker:
+    """Running per-parameter importance over the optimizer steps of one task.
+
+    Call ``update()`` after gradients are accumulated and before ``optimizer.step()``
+    (and before ``zero_grad``). State is fp32 on each param's device whatever the param
+    dtype; create the tracker after the model is on its device.
+
+    smoothing=False is the Table IV ablation "s = I only": with no EMA there is no single
+    step to pick, so the score is the plain mean of I_t over all steps of the task.
+    """
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter] | Iterable[tuple[str, Tensor]],
+                 sensitivity: str = "first", smoothing: bool = True,
+                 alpha1: float = 0.85, alpha2: float = 0.85):
+        if sensitivity not in SENSITIVITIES:
+            raise ValueError(f"sensitivity must be one of {SENSITIVITIES}, got {sensitivity!r}")
+        for name, a in (("alpha1", alpha1), ("alpha2", alpha2)):
+            if not 0.0 <= a < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {a}")
+        params = dict(params)
+        self.names = list(params)
+        self.sensitivity, self.smoothing = sensitivity, smoothing
+        self.alpha1, self.alpha2 = alpha1, alpha2
+        self._params = list(params.values())
+
+        def zeros():
+            return [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in self._params]
+
+        self._ibar = zeros()  # Ī (smoothing) or the running mean of I (no smoothing)
+        self._ubar = zeros() if smoothing else []
+        self._chunks = _chunks([p.numel() for p in self._params])
+        self.steps = 0  # successful updates this task
+        self.skipped = 0  # non-finite updates skipped this task
+        self.skipped_total = 0  # ... over the tracker's lifetime (survives reset)
+        self._warned = False
+
+    @torch.no_grad()
+    def update(self) -> bool:
+        """Fold the current ``.grad``s into the state; False (and no change) if any is non-finite."""
+        grads = [p.grad for p in self._params]
+        if not _all_finite([g for g in grads if g is not None and g.numel()]):
+            self.skipped += 1
+            self.skipped_total += 1
+            if not self._warned:
+                self._warned = True
+                warnings.warn("kif: non-finite gradient, importance update skipped "
+                              "(further skips are counted in .skipped, not warned)", stacklevel=2)
+            return False
+        self.steps += 1
+        for lo, hi in self._chunks:
+            imp = self._sensitivity(self._params[lo:hi], grads[lo:hi])
+            ibar = self._ibar[lo:hi]
+            if not self.smoothing:
+                torch._foreach_lerp_(ibar, imp, 1.0 / self.steps)  # running mean of I_t
+                continue
+            torch._foreach_lerp_(ibar, imp, 1.0 - self.alpha1)  # eq. (10)
+            torch._foreach_sub_(imp, ibar)
+            torch._foreach_abs_(imp)  # |I_t − Ī_t|
+            torch._foreach_lerp_(self._ubar[lo:hi], imp, 1.0 - self.alpha2)  # eq. (11)
+        return True
+
+    def _sensitivity(self, params: list[Tensor], grads: list[Tensor | None]) -> list[Tensor]:
+        """Fresh fp32 tensors I_t (never aliases a param or grad, so callers may mutate it)."""
+        w = [p.detach().float() for p in params]  # no copy if already fp32: only read below
+        g = [torch.zeros_like(x) if gr is None else gr.detach().float() for x, gr in zip(w, grads)]
+        if self.sensitivity == "grad":
+            return torch._foreach_abs(g)
+        wg = torch._foreach_mul(w, g)
+        if self.sensitivity == "second":  # eq. (9): w·g − ½(w·g)²
+            sq = torch._foreach_mul(wg, wg)
+            torch._foreach_mul_(sq, -0.5)
+            torch._foreach_add_(wg, sq)
+        torch._foreach_abs_(wg)  # eq. (8) / (9)
+        return wg
+
+    @torch.no_grad()
+    def scores(self) -> dict[str, Tensor]:
+        """Per-parameter scores s (fp32, param shapes): eq. (12) Ī·Ū, or mean I without smoothing."""
+        s = torch._foreach_mul(self._ibar, self._ubar) if self.smoothing else [t.clone() for t in self._ibar]
+        return dict(zip(self.names, s))
+
+    def reset(self) -> None:
+        """New task: zero the state and the per-task counters (``skipped_total`` is kept)."""
+        torch._foreach_zero_(self._ibar)
+        if self._ubar:
+            torch._foreach_zero_(self._ubar)
+        self.steps = self.skipped = 0
+
+    # -- checkpointing ---------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        """Flat dict: ``ibar.<name>`` / ``ubar.<name>`` tensors (copies) + int counters."""
+        sd: dict[str, Tensor | int] = {"steps": self.steps, "skipped": self.skipped,
+                                       "skipped_total": self.skipped_total}
+        sd.update({f"ibar.{n}": t.clone() for n, t in zip(self.names, self._ibar)})
+        sd.update({f"ubar.{n}": t.clone() for n, t in zip(self.names, self._ubar)})
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Tensor | int]) -> None:
+        own = self.state_dict()
+        missing = [k for k in own if k not in sd]
+        extra = [k for k in sd if k not in own]
+        if missing or extra:
+            what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+            raise ArtifactError(f"importance state does not match the tracker: {what} "
+                                f"(smoothing={self.smoothing})")
+        for prefix, state in (("ibar", self._ibar), ("ubar", self._ubar)):
+            for n, t in zip(self.names, state):
+                src = sd[f"{prefix}.{n}"]
+                if tuple(src.shape) != tuple(t.shape):
+                    raise ArtifactError(f"importance state {prefix}.{n}: shape {list(src.shape)}, "
+                                        f"param has {list(t.shape)}")
+                t.copy_(src)
+        self.steps, self.skipped = int(sd["steps"]), int(sd["skipped"])
+        self.skipped_total = int(sd["skipped_total"])
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """One fused max-|x| per tensor (NaN/inf propagate, no overflow) and a single sync."""
+    if not tensors:
+        return True
+    norms = torch._foreach_norm(tensors, ord=float("inf"))
+    dev = norms[0].device
+    return bool(torch.stack([n.float().to(dev) for n in norms]).isfinite().all())
+
+
+def _chunks(numels: list[int]) -> list[tuple[int, int]]:
+    """Split tensor indices into consecutive runs of at most _CHUNK elements (>= 1 tensor each)."""
+    cap, out, lo, acc = _CHUNK, [], 0, 0
+    for i, n in enumerate(numels):
+        if acc and acc + n > cap:
+            out.append((lo, i))
+            lo, acc = i, 0
+        acc += n
+    if lo < len(numels):
+        out.append((lo, len(numels)))
+    return out

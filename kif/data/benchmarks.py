@@ -1,0 +1,279 @@
+"""Benchmarks: named sets of tasks plus their standard task orders.
+
+Built-ins (``long_sequence``, ``superni``) read the layouts of ``shared/benchmarks``;
+any other benchmark is a YAML file::
+
+    name: mybench
+    description: optional text
+    tasks:
+      qa:   {path: data/qa, metric: rougeL, layout: superni}   # folder with <split>.json[.gz]
+      sent: {path: sent.json, metric: accuracy}                 # one file serves every split
+    orders:
+      main: [qa, sent]
+
+Paths are relative to the YAML's folder (or absolute); ``layout`` defaults to ``auto``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from kif.data.loaders import LAYOUTS, Example, load_task_file
+from kif.errors import ConfigError, DataError
+from kif.metrics import METRICS
+
+SPLITS = ("train", "dev", "test")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Last-resort data location: the benchmarks folder next to the repository.
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
+
+LONG_SEQUENCE_ORDERS = {
+    "1": "mnli cb wic copa qqp boolq rte imdb yelp amazon sst2 dbpedia agnews multirc yahoo",
+    "2": "multirc boolq wic mnli cb copa qqp rte imdb sst2 dbpedia agnews yelp amazon yahoo",
+    "3": "yelp amazon mnli cb copa qqp rte imdb sst2 dbpedia agnews yahoo multirc boolq wic",
+    "std1": "dbpedia amazon yahoo agnews",
+    "std2": "dbpedia amazon agnews yahoo",
+    "std3": "yahoo amazon agnews dbpedia",
+}
+SUPERNI_ORDERS = {
+    "1": "task1572 task363 task1290 task181 task002 task1510 task639 task1729 task073 "
+         "task1590 task748 task511 task591 task1687 task875",
+    "2": "task748 task073 task1590 task639 task1572 task1687 task591 task363 task1510 "
+         "task1729 task181 task511 task002 task1290 task875",
+}
+_SUPERNI_DIR = re.compile(r"^(task\d+)(_.*)?$")
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path:
+    """Benchmark data folder: ``explicit``, else ``$KIF_DATA``, else ``../shared/benchmarks``
+    from the current directory, else the same next to the repository root."""
+    if explicit is not None or os.environ.get("KIF_DATA"):
+        source = "data_dir" if explicit is not None else "KIF_DATA"
+        p = Path(explicit if explicit is not None else os.environ["KIF_DATA"]).expanduser()
+        if not p.is_dir():
+            raise DataError(f"{p}: data directory not found (from {source}); "
+                            "set KIF_DATA or data_dir")
+        return p
+    tried = [Path.cwd() / ".." / "shared" / "benchmarks", DEFAULT_DATA_DIR]
+    for p in tried:
+        if p.is_dir():
+            return p.resolve()
+    raise DataError(f"no benchmark data directory (looked in {', '.join(map(str, tried))}); "
+                    "set KIF_DATA or pass data_dir")
+
+
+@dataclass
+class TaskSpec:
+    """One task: ``path`` is a folder of ``<split>.json.gz``/``<split>.json`` files, or a
+    single file used for every split."""
+
+    name: str
+    path: Path
+    metric: str = "accuracy"
+    layout: str = "auto"
+
+    def split_file(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        if self.path.is_file():
+            return self.path
+        for name in (f"{split}.json.gz", f"{split}.json"):
+            if (self.path / name).is_file():
+                return self.path / name
+        what = "folder" if self.path.is_dir() else "missing folder"
+        raise DataError(f"{self.path}: no {split}.json.gz or {split}.json for task "
+                        f"{self.name} ({what})")
+
+    def load(self, split: str = "test") -> list[Example]:
+        return load_task_file(self.split_file(split), self.layout)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    tasks: dict[str, TaskSpec]
+    orders: dict[str, list[str]]
+    description: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)  # other name -> canonical name
+
+    def canonical(self, task: str) -> str:
+        """Canonical task name (e.g. ``task1572_samsum_summary`` -> ``task1572``)."""
+        name = self.aliases.get(task, task)
+        if name not in self.tasks:
+            raise ConfigError(f"benchmark {self.name}: unknown task {task!r} "
+                              f"(valid: {', '.join(self.tasks)})")
+        return name
+
+
+def _builtin_dir(data_dir: Path, folder: str) -> Path:
+    root = Path(data_dir) / folder
+    if not root.is_dir():
+        raise DataError(f"{root}: benchmark folder not found; set KIF_DATA or data_dir")
+    return root
+
+
+def long_sequence(data_dir: Path) -> Benchmark:
+    root = _builtin_dir(data_dir, "long_sequence")
+    names = LONG_SEQUENCE_ORDERS["1"].split()
+    names += sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in names)
+    return Benchmark(
+        "long_sequence", {n: TaskSpec(n, root / n, "accuracy", "flat") for n in names},
+        {k: v.split() for k, v in LONG_SEQUENCE_ORDERS.items()},
+        "Long Sequence Benchmark: 15 classification tasks, accuracy (exact match)")
+
+
+def superni(data_dir: Path) -> Benchmark:
+    """Tasks are named by short id (``task1572``); folders carry the full name."""
+    root = _builtin_dir(data_dir, "superni")
+    folders = {}
+    for d in sorted(root.iterdir()):
+        m = _SUPERNI_DIR.match(d.name)
+        if d.is_dir() and m:
+            folders.setdefault(m.group(1), d)
+    # Known tasks without a folder still get a spec, so the error comes when loading.
+    names = SUPERNI_ORDERS["1"].split()
+    names += sorted(n for n in folders if n not in names)
+    tasks = {n: TaskSpec(n, folders.get(n, root / n), "rougeL", "superni") for n in names}
+    return Benchmark(
+        "superni", tasks, {k: v.split() for k, v in SUPERNI_ORDERS.items()},
+        "SuperNI subset: 15 generation tasks, Rouge-L",
+        aliases={d.name: n for n, d in folders.items()})
+
+
+BUILTINS = {"long_sequence": long_sequence, "superni": superni}
+
+
+def get_benchmark(name: str | Path, data_dir: Path) -> Benchmark:
+    """A built-in benchmark by name, or a custom one from a YAML file path."""
+    if str(name) in BUILTINS:
+        return BUILTINS[str(name)](data_dir)
+    p = Path(name).expanduser()
+    if p.is_file():
+        return load_benchmark_yaml(p)
+    if p.suffix in (".yaml", ".yml") or os.sep in str(name):
+        raise ConfigError(f"{p}: benchmark file not found")
+    raise ConfigError(f"unknown benchmark {str(name)!r} (expected {', '.join(BUILTINS)} "
+                      "or a path to a benchmark YAML file)")
+
+
+def list_benchmarks(data_dir: Path) -> list[Benchmark]:
+    """Built-in benchmarks whose folder exists under ``data_dir``."""
+    return [fn(data_dir) for name, fn in BUILTINS.items() if (Path(data_dir) / name).is_dir()]
+
+
+def resolve_sequence(bench: Benchmark, order: str | None, tasks: list[str] | None) -> list[str]:
+    """The task sequence to train: an explicit ``tasks`` list wins over a named ``order``."""
+    if tasks:
+        seq = [bench.canonical(t) for t in tasks]
+        dup = sorted({t for t in seq if seq.count(t) > 1})
+        if dup:
+            raise ConfigError(f"benchmark {bench.name}: task(s) listed twice: {', '.join(dup)}")
+        return seq
+    if order is not None:
+        if str(order) not in bench.orders:
+            raise ConfigError(f"benchmark {bench.name}: unknown order {order!r} "
+                              f"(valid: {', '.join(bench.orders) or 'none'})")
+        return list(bench.orders[str(order)])
+    raise ConfigError(f"benchmark {bench.name}: give an order "
+                      f"({', '.join(bench.orders) or 'none defined'}) or a task list")
+
+
+def label_set(examples: list[Example]) -> list[str]:
+    """Sorted distinct training targets: the candidate labels of a classification task."""
+    return sorted({e.references[0] for e in examples})
+
+
+# ---- custom YAML benchmarks -----------------------------------------------------------
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last silently)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"{loader.name}: duplicate key {key!r} "
+                              f"(line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _mapping(p: Path, value, key: str, allowed: set[str], required: set[str]) -> dict:
+    """Check a YAML mapping's keys; ``key`` is its dotted location ("" = top level)."""
+    where = f" in {key}" if key else ""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{p}: {key or 'top level'} must be a mapping")
+    unknown = sorted(map(str, set(value) - allowed))
+    if unknown:
+        raise ConfigError(f"{p}: unknown key(s){where}: {', '.join(unknown)} "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(value))
+    if missing:
+        raise ConfigError(f"{p}: missing key(s){where}: {', '.join(missing)}")
+    return value
+
+
+def load_benchmark_yaml(path: Path) -> Benchmark:
+    """Parse and validate a custom benchmark file; errors name the file and the key."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            doc = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    doc = _mapping(p, doc, "", {"name", "description", "tasks", "orders"},
+                   {"name", "tasks"})
+    if not isinstance(doc["name"], str) or not doc["name"]:
+        raise ConfigError(f"{p}: 'name' must be a non-empty string")
+    if not isinstance(doc["tasks"], dict) or not doc["tasks"]:
+        raise ConfigError(f"{p}: 'tasks' must be a non-empty mapping")
+    tasks = {}
+    for tname, spec in doc["tasks"].items():
+        key = f"tasks.{tname}"
+        if not isinstance(tname, str):
+            raise ConfigError(f"{p}: task name {tname!r} must be a string (quote it)")
+        spec = _mapping(p, spec, key, {"path", "metric", "layout"}, {"path", "metric"})
+        if spec["metric"] not in METRICS:
+            raise ConfigError(f"{p}: {key}.metric {spec['metric']!r} "
+                              f"not one of {', '.join(METRICS)}")
+        layout = spec.get("layout", "auto")
+        if layout not in LAYOUTS:
+            raise ConfigError(f"{p}: {key}.layout {layout!r} not one of {', '.join(LAYOUTS)}")
+        if not isinstance(spec["path"], str) or not spec["path"]:
+            raise ConfigError(f"{p}: {key}.path must be a non-empty string")
+        tpath = p.parent / Path(spec["path"]).expanduser()  # absolute paths stay absolute
+        if not tpath.exists():
+            raise ConfigError(f"{p}: {key}.path {tpath} does not exist")
+        tasks[tname] = TaskSpec(tname, tpath, spec["metric"], layout)
+    orders = doc.get("orders") or {}
+    if not isinstance(orders, dict):
+        raise ConfigError(f"{p}: 'orders' must be a mapping of name -> task list")
+    for oname, seq in orders.items():
+        key = f"orders.{oname}"
+        if not isinstance(seq, list) or not seq or not all(isinstance(t, str) for t in seq):
+            raise ConfigError(f"{p}: {key} must be a non-empty list of task names")
+        bad = [t for t in seq if t not in tasks]
+        if bad:
+            raise ConfigError(f"{p}: {key} names unknown task(s) {', '.join(bad)} "
+                              f"(tasks: {', '.join(tasks)})")
+        if len(set(seq)) != len(seq):
+            raise ConfigError(f"{p}: {key} lists a task twice")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{p}: 'description' must be a string")
+    return Benchmark(doc["name"], tasks, {str(k): list(v) for k, v in orders.items()}, description)

@@ -1,0 +1,76 @@
+"""Turn examples into token ids: prompt, target, and the loss mask.
+
+One function builds the prompt ids for both training and evaluation, so what the
+model is trained to continue is exactly what it is asked at test time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import Example
+
+IGNORE = -100  # label value that the loss skips
+
+
+def truncate_middle(ids: list[int], limit: int) -> list[int]:
+    """Keep the head (instruction) and the tail (options, "Answer:") of an over-long prompt."""
+    if len(ids) <= limit:
+        return ids
+    head = limit // 2
+    return ids[:head] + ids[len(ids) - (limit - head):]
+
+
+@dataclass
+class Encoder:
+    tokenizer: object
+    is_seq2seq: bool
+    use_chat_template: bool
+    eos_token_id: int
+    max_input_length: int = 512
+    max_target_length: int = 128
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        tok = self.tokenizer
+        if self.use_chat_template:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tok(prompt)["input_ids"]  # BOS (decoder-only) or EOS (T5) as the tokenizer adds them
+        return truncate_middle(ids, self.max_input_length)
+
+    def target_ids(self, target: str) -> list[int]:
+        # Plain decoder-only prompts end in e.g. "Answer:", so the answer starts after a space.
+        text = " " + target if not (self.is_seq2seq or self.use_chat_template) else target
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_target_length - 1] + [self.eos_token_id]
+
+    def train_features(self, ex: Example) -> dict[str, list[int]]:
+        prompt, target = self.prompt_ids(ex.prompt), self.target_ids(ex.references[0])
+        if self.is_seq2seq:
+            return {"input_ids": prompt, "labels": target}
+        # decoder-only: loss on the target tokens only (the prompt is masked out)
+        return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
+
+
+def pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    rows = [([value] * (width - len(s)) + s) if left else (s + [value] * (width - len(s))) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+@dataclass
+class TrainCollator:
+    """Right-pads a batch of ``train_features`` dicts; padded labels are ignored by the loss."""
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        ids = [f["input_ids"] for f in features]
+        batch = {
+            "input_ids": pad(ids, self.pad_token_id),
+            "attention_mask": pad([[1] * len(s) for s in ids], 0),
+            "labels": pad([f["labels"] for f in features], IGNORE),
+        }
+        return batch

@@ -1,0 +1,9 @@
+"""SeqLoRA: one LoRA trained through the whole sequence (METHOD.md §8), the lower bound."""
+from .base import CLMethod
+from .registry import register
+
+
+@register
+class SeqLoRA(CLMethod):
+    name = "seqlora"
+    description = "one LoRA fine-tuned on each task in turn (no protection against forgetting)"

@@ -1,0 +1,130 @@
+"""The continual-learning loop: train task k, let the method consolidate, evaluate all tasks.
+
+Produces the full score matrix a[j][i] (METHOD.md §7) plus a zero-shot row, and the
+metrics AP/FWT/BWT (eq. 18-20) after every task, so partial runs are reported too.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import RunConfig, dump_config
+from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
+from .encoding import Encoder
+from .errors import KifError
+from .evaluation import evaluate_task
+from .io import atomic_write_json, atomic_write_text, dir_bytes, write_jsonl
+from .methods import RunContext, get_method
+from .metrics import cl_metrics
+from .models import load_model
+from .training import train_task
+
+log = logging.getLogger("kif")
+
+
+def load_sequence_data(cfg: RunConfig):
+    """Resolve the benchmark and read every split the run needs (fails before any output)."""
+    bench = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
+    seq = resolve_sequence(bench, cfg.order, cfg.tasks)
+    train = {t: sample(bench.tasks[t].load("train"), cfg.data.train_samples, cfg.seed) for t in seq}
+    test = {t: sample(bench.tasks[t].load("test"), cfg.data.test_samples, cfg.seed) for t in seq}
+    metrics = {t: bench.tasks[t].metric for t in seq}
+    return bench, seq, train, test, metrics
+
+
+def task_dir_name(k: int, task: str) -> str:
+    return f"{k + 1:02d}_{task}"
+
+
+def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True) -> dict:
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if (out_dir / "results.json").exists() and not overwrite:
+        raise KifError(f"{out_dir}: holds a finished or running result; choose another -o or pass --overwrite")
+    method_cls = get_method(cfg.method)
+    bench, seq, train, test, metrics = load_sequence_data(cfg)
+
+    torch.manual_seed(cfg.seed)
+    lm = load_model(cfg.model, cfg.data.prompt_format)
+    if torch.cuda.is_available():
+        lm.model.to("cuda")
+    encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
+                      cfg.data.max_input_length, cfg.data.max_target_length)
+    ctx = RunContext(cfg, lm, encoder, seq, out_dir)
+    method = method_cls(ctx)
+    t_setup = time.perf_counter() - t_start
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
+    prompts = {t: [encoder.prompt_ids(ex.prompt) for ex in test[t]] for t in seq}
+
+    def evaluate_all(pred_dir: Path) -> list[float]:
+        row = []
+        for t in seq:
+            res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
+                                cfg.eval.batch_size, cfg.eval.max_new_tokens)
+            write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
+            row.append(round(res.score, 4))
+        return row
+
+    results = {
+        "kif_version": __version__, "method": cfg.method, "model": cfg.model,
+        "benchmark": bench.name, "order": cfg.order if not cfg.tasks else None,
+        "tasks": seq, "metrics": metrics,
+        "n_train": {t: len(train[t]) for t in seq}, "n_test": {t: len(test[t]) for t in seq},
+        "zero_shot": None, "matrix": [], "AP": None, "FWT": None, "BWT": None,
+        "tasks_completed": 0, "per_task": [],
+        "timings": {"setup": round(t_setup, 3)},
+        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+    }
+    t0 = time.perf_counter()
+    results["zero_shot"] = evaluate_all(out_dir / "zero_shot" / "predictions")
+    results["timings"]["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
+    log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
+    atomic_write_json(out_dir / "results.json", results)
+
+    for k, task in enumerate(seq):
+        tdir = out_dir / "tasks" / task_dir_name(k, task)
+        t0 = time.perf_counter()
+        examples = method.train_examples(k, train[task])
+        method.before_task(k)
+        stats = train_task(method.model, encoder, examples, cfg.train, cfg.seed + k,
+                           extra_loss=method.extra_loss, step_hook=method.on_gradients,
+                           progress_label=f"task {k + 1}/{len(seq)} {task}", show_progress=show_progress)
+        t1 = time.perf_counter()
+        stats.update(method.after_task(k, tdir) or {})
+        t2 = time.perf_counter()
+        row = evaluate_all(tdir / "predictions")
+        t3 = time.perf_counter()
+        results["matrix"].append(row)
+        results["tasks_completed"] = k + 1
+        results.update(cl_metrics(results["matrix"]))
+        stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
+                      "eval_s": round(t3 - t2, 3), "train_examples": len(examples)})
+        results["per_task"].append(stats)
+        results["timings"]["total"] = round(time.perf_counter() - t_start, 3)
+        results["adapter_bytes"] = dir_bytes(out_dir / "tasks") if (out_dir / "tasks").exists() else 0
+        results["adapter_bytes_last"] = _last_adapter_bytes(tdir)
+        results.update(method.state_summary())
+        atomic_write_json(out_dir / "results.json", results)
+        log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(seq), task,
+                 _fmt(stats.get("loss")), _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
+    return results
+
+
+def _last_adapter_bytes(tdir: Path) -> int:
+    """Bytes a user must keep to use the model after this task (the method's adapter dirs)."""
+    return sum(dir_bytes(p) for p in tdir.glob("adapter*") if p.is_dir() and p.name != "adapter_trained")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _fmt_row(seq, row) -> str:
+    return " ".join(f"{t}={v:.1f}" for t, v in zip(seq, row))

@@ -1,0 +1,139 @@
+"""Training one task with the Hugging Face Trainer (no patched trainer: callbacks only).
+
+Methods plug in through three hooks: an extra loss term, a hook that sees the
+gradients after accumulation and before the optimizer step, and the examples.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .config import TrainConfig
+from .encoding import Encoder, TrainCollator
+
+
+class FeatureDataset(Dataset):
+    def __init__(self, features: list[dict]):
+        self.features = features
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return self.features[i]
+
+
+class KifTrainer(Trainer):
+    """Trainer whose loss may carry a method's regulariser (e.g. eq. 5)."""
+
+    def __init__(self, *args, extra_loss: Optional[Callable] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_loss = extra_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        extra = self.extra_loss(model) if self.extra_loss else None
+        if extra is not None:
+            # The LM loss is already normalised over the accumulated batch when the model
+            # takes num_items_in_batch; the regulariser must count once per optimizer step.
+            scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            loss = loss + (extra / self.current_gradient_accumulation_steps if scaled else extra)
+        return (loss, outputs) if return_outputs else loss
+
+
+class StepGuard(TrainerCallback):
+    """Sees each optimizer step's gradients: skips non-finite ones, then runs the method's hook.
+
+    A skipped step drops every gradient (``grad = None``), so the optimizer leaves the
+    weights and its moments untouched for that step.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], hook: Optional[Callable[[], None]] = None):
+        self.params, self.hook = params, hook
+        self.skipped = 0
+        self._warned = False
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        grads = [p.grad for p in self.params if p.grad is not None]
+        finite = all(torch.isfinite(g).all() for g in grads) if grads else True
+        if not finite:
+            self.skipped += 1
+            for p in self.params:
+                p.grad = None
+            if not self._warned:
+                warnings.warn("non-finite gradient: optimizer step skipped (counted in results.json)")
+                self._warned = True
+            return
+        if self.hook is not None:
+            self.hook()
+
+
+class TaskProgress(TrainerCallback):
+    """One progress bar per task: ``task k/K name``, epoch, loss."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.label, self.enabled, self.bar = label, enabled, None
+        self.last_loss = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=state.max_steps, desc=self.label, leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_loss = logs["loss"]
+            if self.bar is not None:
+                self.bar.set_postfix(epoch=f"{state.epoch:.2f}", loss=f"{logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def use_bf16(precision: str) -> bool:
+    if precision == "fp32":
+        return False
+    has = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return has if precision == "auto" else True
+
+
+def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *,
+               extra_loss=None, step_hook=None, progress_label="train", show_progress=True) -> dict:
+    """Fine-tune ``model`` in place on ``examples``; returns stats (loss, steps, skipped, tokens)."""
+    features = [encoder.train_features(ex) for ex in examples]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    guard = StepGuard(trainable, step_hook)
+    progress = TaskProgress(progress_label, show_progress)
+    with tempfile.TemporaryDirectory(prefix="kif-trainer-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
+            max_grad_norm=cfg.max_grad_norm, bf16=use_bf16(cfg.precision), seed=seed, data_seed=seed,
+            logging_steps=cfg.logging_steps, save_strategy="no", report_to=[], disable_tqdm=True,
+            remove_unused_columns=False, dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        )
+        trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
+                             data_collator=TrainCollator(encoder.tokenizer.pad_token_id),
+                             callbacks=[guard, progress], extra_loss=extra_loss)
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        out = trainer.train()
+    n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
+    return {"loss": float(out.training_loss) if math.isfinite(out.training_loss) else None,
+            "steps": int(out.global_step), "skipped_steps": guard.skipped,
+            "target_tokens_per_epoch": n_tokens}
