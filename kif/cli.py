@@ -24,6 +24,14 @@ def _f(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    path = build_report(args.run_dirs, args.output)
+    print(f"{path}\n{path.with_name('report.md')}")
+    return 0
+
+
 def _cmd_benchmarks(args) -> int:
     from .data import list_benchmarks, resolve_data_dir
 
@@ -71,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace results already in the output directory")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=_cmd_run)
+
+    rp = sub.add_parser("report", help="compare run directories: report.md, report.html and figures")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="a directory written by 'kif run' (or a folder of such directories)")
+    rp.add_argument("-o", "--output", default="report", help="output directory (default ./report)")
+    rp.set_defaults(fn=_cmd_report)
 
     b = sub.add_parser("benchmarks", help="list benchmarks, task orders and tasks")
     b.add_argument("--data-dir", help="benchmark data folder (default: $KIF_DATA or ../shared/benchmarks)")

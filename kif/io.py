@@ -18,10 +18,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -38,6 +45,7 @@ def atomic_save_dir(dest: str | Path, save_fn) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         save_fn(tmp)
         if dest.exists():
             shutil.rmtree(dest)
@@ -49,3 +57,29 @@ def atomic_save_dir(dest: str | Path, save_fn) -> None:
 
 def dir_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict) -> None:
+    """safetensors file written under a temporary name, then renamed."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_tensors(path: str | Path) -> dict:
+    """Read a safetensors file; a missing or corrupt file is an ArtifactError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .errors import ArtifactError
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: corrupt safetensors file ({str(exc).splitlines()[0]})") from None

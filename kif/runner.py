@@ -9,6 +9,7 @@ import logging
 import platform
 import time
 from pathlib import Path
+from statistics import fmean
 
 import torch
 
@@ -88,38 +89,40 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
     atomic_write_json(out_dir / "results.json", results)
 
-    for k, task in enumerate(seq):
+    # A joint method (multi-task learning, the upper reference) has one stage: the union of
+    # all tasks' training sets, evaluated once -> a one-row matrix, AP over all tasks.
+    joint = bool(getattr(method, "joint", False))
+    results["joint"] = joint
+    stages = [("joint", [ex for t in seq for ex in train[t]])] if joint else [(t, train[t]) for t in seq]
+    for k, (task, task_train) in enumerate(stages):
         tdir = out_dir / "tasks" / task_dir_name(k, task)
         t0 = time.perf_counter()
-        examples = method.train_examples(k, train[task])
+        examples = method.train_examples(k, task_train)
         method.before_task(k)
         stats = train_task(method.model, encoder, examples, cfg.train, cfg.seed + k,
                            extra_loss=method.extra_loss, step_hook=method.on_gradients,
-                           progress_label=f"task {k + 1}/{len(seq)} {task}", show_progress=show_progress)
+                           post_step_hook=method.on_step_end,
+                           progress_label=f"task {k + 1}/{len(stages)} {task}", show_progress=show_progress)
         t1 = time.perf_counter()
         stats.update(method.after_task(k, tdir) or {})
         t2 = time.perf_counter()
         row = evaluate_all(tdir / "predictions")
         t3 = time.perf_counter()
         results["matrix"].append(row)
-        results["tasks_completed"] = k + 1
-        results.update(cl_metrics(results["matrix"]))
+        results["tasks_completed"] = len(seq) if joint else k + 1
+        results.update({"AP": fmean(row), "FWT": None, "BWT": None} if joint
+                       else cl_metrics(results["matrix"]))
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
                       "eval_s": round(t3 - t2, 3), "train_examples": len(examples)})
         results["per_task"].append(stats)
         results["timings"]["total"] = round(time.perf_counter() - t_start, 3)
-        results["adapter_bytes"] = dir_bytes(out_dir / "tasks") if (out_dir / "tasks").exists() else 0
-        results["adapter_bytes_last"] = _last_adapter_bytes(tdir)
+        # what a user keeps to use the model after this task (IncLoRA's holds K adapters)
+        results["adapter_bytes"] = dir_bytes(tdir / "adapter") if (tdir / "adapter").exists() else 0
         results.update(method.state_summary())
         atomic_write_json(out_dir / "results.json", results)
-        log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(seq), task,
+        log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(stages), task,
                  _fmt(stats.get("loss")), _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
     return results
-
-
-def _last_adapter_bytes(tdir: Path) -> int:
-    """Bytes a user must keep to use the model after this task (the method's adapter dirs)."""
-    return sum(dir_bytes(p) for p in tdir.glob("adapter*") if p.is_dir() and p.name != "adapter_trained")
 
 
 def _fmt(x) -> str:
