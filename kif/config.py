@@ -36,6 +36,8 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it")
     group_by_length: bool = Field(True, description="length-bucketed batches: less padding")
+    target_logits_only: bool = Field(True, description="decoder-only: vocabulary logits only at target "
+                                     "positions (needs a model taking logits_to_keep)")
     logging_steps: int = Field(10, gt=0)
 
 

@@ -63,14 +63,38 @@ def pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
 
 @dataclass
 class TrainCollator:
-    """Right-pads a batch of ``train_features`` dicts; padded labels are ignored by the loss."""
+    """Pads a batch of ``train_features`` dicts; padded labels are ignored by the loss.
+
+    ``target_logits_only`` (decoder-only models that take ``logits_to_keep``): the batch is
+    left-padded so every target sits in the last positions, and the model projects only
+    those onto the vocabulary. The prompt's positions need no logits (they carry no loss),
+    and the vocabulary projection + cross-entropy is a large share of a small model's step.
+    """
     pad_token_id: int
+    target_logits_only: bool = False
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         ids = [f["input_ids"] for f in features]
+        left = self.target_logits_only
+        mask = pad([[1] * len(s) for s in ids], 0, left=left)
         batch = {
-            "input_ids": pad(ids, self.pad_token_id),
-            "attention_mask": pad([[1] * len(s) for s in ids], 0),
-            "labels": pad([f["labels"] for f in features], IGNORE),
+            "input_ids": pad(ids, self.pad_token_id, left=left),
+            "attention_mask": mask,
+            "labels": pad([f["labels"] for f in features], IGNORE, left=left),
         }
+        if left:
+            # real positions 0..n-1 whatever the padding; the window holds every target
+            # token plus the position that predicts the first one
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = 1 + max(sum(1 for t in f["labels"] if t != IGNORE) for f in features)
+            keep = min(keep, batch["labels"].shape[1])
+            batch["labels"] = batch["labels"][:, -keep:]
+            batch["logits_to_keep"] = keep
         return batch
+
+
+def supports_logits_to_keep(model) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters

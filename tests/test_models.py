@@ -1,0 +1,52 @@
+"""Model loading, EOS handling, and that a trained model stops on its EOS."""
+import pytest
+import torch
+
+from kif.data import Example
+from kif.encoding import Encoder
+from kif.evaluation import _until_eos, generate
+from kif.models import load_model
+from kif.models.smollm2 import END_OF_TURN, fix_eos
+from kif.models.tiny import byte_tokenizer
+
+
+def test_fix_eos_uses_end_of_turn_not_im_start():
+    tok = byte_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", END_OF_TURN]})
+    tok.eos_token = "<|im_start|>"  # what a faulty GGUF reader reports
+    fix_eos(tok)
+    assert tok.eos_token == END_OF_TURN
+    assert tok.eos_token_id == tok.convert_tokens_to_ids(END_OF_TURN)
+
+
+def test_until_eos_cuts_at_first_eos_of_any_kind():
+    assert _until_eos([5, 6, 2, 7, 2], [2]) == [5, 6]
+    assert _until_eos([5, 9, 6], [2, 9]) == [5]
+    assert _until_eos([5, 6], [2]) == [5, 6]
+
+
+@pytest.mark.parametrize("name,seq2seq", [("tiny-llama", False), ("tiny-t5", True)])
+def test_builtin_tiny_models_load(name, seq2seq):
+    lm = load_model(name)
+    assert lm.is_seq2seq is seq2seq
+    assert lm.eos_token_ids == [2] and lm.tokenizer.pad_token_id == 0
+    assert not lm.use_chat_template
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_trained_model_stops_on_eos(name):
+    """Overfit one example: generation must return exactly the target, cut at EOS."""
+    torch.manual_seed(0)
+    lm = load_model(name)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, False, 2)
+    ex = Example("a", "Say hi. Answer:", ("hi",))
+    feats = enc.train_features(ex)
+    batch = {k: torch.tensor([v]) for k, v in feats.items()}
+    opt = torch.optim.Adam(lm.model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = lm.model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = generate(lm.model, enc, [enc.prompt_ids(ex.prompt)], [2], max_new_tokens=12)
+    assert out[0].strip() == "hi"
