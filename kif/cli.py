@@ -15,7 +15,8 @@ def _cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.set)
     out = args.output or os.path.join("runs", f"{cfg.method}-{cfg.model}")
-    res = run(cfg, out, overwrite=args.overwrite, show_progress=not args.quiet)
+    res = run(cfg, out, overwrite=args.overwrite, show_progress=not args.quiet,
+              accept_config_change=args.accept_config_change)
     print(f"{out}/results.json  AP={_f(res['AP'])} FWT={_f(res['FWT'])} BWT={_f(res['BWT'])}")
     return 0
 
@@ -71,12 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Knowledge Localization and Fusion (KIF).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a continual-learning sequence from a YAML config")
+    r = sub.add_parser("run", help="run (or resume: same command, same -o) a continual-learning sequence")
     r.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: defaults + --set")
     r.add_argument("-o", "--output", help="output directory (default runs/<method>-<model>)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=3 --set method=kiflora")
-    r.add_argument("--overwrite", action="store_true", help="replace results already in the output directory")
+    r.add_argument("--overwrite", action="store_true", help="discard what the output directory holds and start afresh")
+    r.add_argument("--accept-config-change", action="store_true",
+                   help="resume even though the config differs from the one the run started with")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=_cmd_run)
 

@@ -6,19 +6,24 @@ metrics AP/FWT/BWT (eq. 18-20) after every task, so partial runs are reported to
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from statistics import fmean
 
 import torch
+import yaml
 
 from . import __version__
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig, dump_config
 from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
 from .encoding import Encoder
 from .errors import KifError
 from .evaluation import evaluate_task
+from .faults import fault_point
 from .io import atomic_write_json, atomic_write_text, dir_bytes, write_jsonl
 from .methods import RunContext, get_method
 from .metrics import cl_metrics
@@ -42,13 +47,22 @@ def task_dir_name(k: int, task: str) -> str:
     return f"{k + 1:02d}_{task}"
 
 
-def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True) -> dict:
+def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True,
+        accept_config_change: bool = False) -> dict:
+    """Run (or resume) a sequence; returns the results dict that results.json holds.
+
+    Re-running with the same output directory continues after the last completed task
+    (see ``kif.checkpoint``); a different config is refused unless ``accept_config_change``.
+    """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    if (out_dir / "results.json").exists() and not overwrite:
-        raise KifError(f"{out_dir}: holds a finished or running result; choose another -o or pass --overwrite")
     method_cls = get_method(cfg.method)
     bench, seq, train, test, metrics = load_sequence_data(cfg)
+    resume = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change)
+    checkpoint = load_checkpoint(resume) if resume else None  # a damaged one fails before the model loads
+    if checkpoint and checkpoint[2].get("finished"):
+        log.info("%s: run already complete", out_dir)
+        return checkpoint[2]
 
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.data.prompt_format)
@@ -71,30 +85,50 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
                                 cfg.eval.batch_size, cfg.eval.max_new_tokens)
             write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
             row.append(round(res.score, 4))
+            fault_point("eval")
         return row
-
-    results = {
-        "kif_version": __version__, "method": cfg.method, "model": cfg.model,
-        "benchmark": bench.name, "order": cfg.order if not cfg.tasks else None,
-        "tasks": seq, "metrics": metrics,
-        "n_train": {t: len(train[t]) for t in seq}, "n_test": {t: len(test[t]) for t in seq},
-        "zero_shot": None, "matrix": [], "AP": None, "FWT": None, "BWT": None,
-        "tasks_completed": 0, "per_task": [],
-        "timings": {"setup": round(t_setup, 3)},
-        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-    }
-    t0 = time.perf_counter()
-    results["zero_shot"] = evaluate_all(out_dir / "zero_shot" / "predictions")
-    results["timings"]["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
-    log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
-    atomic_write_json(out_dir / "results.json", results)
 
     # A joint method (multi-task learning, the upper reference) has one stage: the union of
     # all tasks' training sets, evaluated once -> a one-row matrix, AP over all tasks.
     joint = bool(getattr(method, "joint", False))
-    results["joint"] = joint
     stages = [("joint", [ex for t in seq for ex in train[t]])] if joint else [(t, train[t]) for t in seq]
-    for k, (task, task_train) in enumerate(stages):
+
+    def commit(done: int) -> None:
+        """Checkpoint first (the commit point), then the user-facing results.json."""
+        results["finished"] = done == len(stages)
+        tensors, meta = method.state_dict()
+        fault_point("write")
+        save_checkpoint(out_dir, done, tensors, {"stages_done": done, "method": meta}, results)
+        atomic_write_json(out_dir / "results.json", results)
+
+    if checkpoint:
+        tensors, meta, results = checkpoint
+        done = meta.get("stages_done", 0)
+        method.load_state_dict(tensors, meta.get("method", {}))
+        results["resumed"] = results.get("resumed", 0) + 1
+        log.info("resuming %s after %d of %d tasks", out_dir, done, len(stages))
+    else:
+        done = 0
+        results = {
+            "kif_version": __version__, "method": cfg.method, "model": cfg.model,
+            "benchmark": bench.name, "order": cfg.order if not cfg.tasks else None,
+            "tasks": seq, "metrics": metrics, "joint": joint,
+            "n_train": {t: len(train[t]) for t in seq}, "n_test": {t: len(test[t]) for t in seq},
+            "zero_shot": None, "matrix": [], "AP": None, "FWT": None, "BWT": None,
+            "tasks_completed": 0, "per_task": [],
+            "timings": {"setup": round(t_setup, 3)},
+            "device": ("cuda:" + torch.cuda.get_device_name(0)) if torch.cuda.is_available()
+            else (platform.processor() or "cpu"),
+        }
+        t0 = time.perf_counter()
+        results["zero_shot"] = evaluate_all(out_dir / "zero_shot" / "predictions")
+        results["timings"]["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
+        log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
+        commit(0)
+    elapsed_before = results["timings"].get("total", 0.0)
+
+    for k in range(done, len(stages)):
+        task, task_train = stages[k]
         tdir = out_dir / "tasks" / task_dir_name(k, task)
         t0 = time.perf_counter()
         examples = method.train_examples(k, task_train)
@@ -115,14 +149,51 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
                       "eval_s": round(t3 - t2, 3), "train_examples": len(examples)})
         results["per_task"].append(stats)
-        results["timings"]["total"] = round(time.perf_counter() - t_start, 3)
+        results["timings"]["total"] = round(elapsed_before + time.perf_counter() - t_start, 3)
         # what a user keeps to use the model after this task (IncLoRA's holds K adapters)
         results["adapter_bytes"] = dir_bytes(tdir / "adapter") if (tdir / "adapter").exists() else 0
         results.update(method.state_summary())
-        atomic_write_json(out_dir / "results.json", results)
+        commit(k + 1)
         log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(stages), task,
                  _fmt(stats.get("loss")), _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
     return results
+
+
+def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool):
+    """Decide between a fresh start and a resume; returns the checkpoint to resume from (or None)."""
+    if overwrite:
+        for name in ("checkpoints", "tasks", "zero_shot"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        (out_dir / "results.json").unlink(missing_ok=True)
+        return None
+    latest = latest_checkpoint(out_dir)
+    if latest is None:
+        if (out_dir / "results.json").exists():
+            raise KifError(f"{out_dir / 'results.json'}: present but no checkpoint to resume from; "
+                           "pass --overwrite to start afresh or choose another -o")
+        return None
+    stored_path = out_dir / "config.yaml"
+    try:
+        stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
+    current = cfg.model_dump(mode="json")
+    changed = _diff_keys(stored, current)
+    if changed and not accept_config_change:
+        raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
+                       "pass --overwrite to start afresh, or --accept-config-change to resume anyway")
+    return latest
+
+
+def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 
 
 def _fmt(x) -> str:

@@ -1,7 +1,8 @@
 """Training one task with the Hugging Face Trainer (no patched trainer: callbacks only).
 
-Methods plug in through three hooks: an extra loss term, a hook that sees the
-gradients after accumulation and before the optimizer step, and the examples.
+Methods plug in through four hooks: an extra loss term, a hook that sees the
+gradients after accumulation and before the optimizer step, a hook right after each
+optimizer step (e.g. an EMA of the weights), and the examples.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .config import TrainConfig
-from .encoding import Encoder, TrainCollator
+from .faults import fault_point
+from .encoding import Encoder, TrainCollator, supports_logits_to_keep
 
 
 class FeatureDataset(Dataset):
@@ -53,17 +55,26 @@ class StepGuard(TrainerCallback):
     """Sees each optimizer step's gradients: skips non-finite ones, then runs the method's hook.
 
     A skipped step drops every gradient (``grad = None``), so the optimizer leaves the
-    weights and its moments untouched for that step.
+    weights and its moments untouched for that step. ``post_hook`` runs right after each
+    optimizer step that was not skipped.
     """
 
-    def __init__(self, params: list[torch.nn.Parameter], hook: Optional[Callable[[], None]] = None):
-        self.params, self.hook = params, hook
+    def __init__(self, params: list[torch.nn.Parameter], hook: Optional[Callable[[], None]] = None,
+                 post_hook: Optional[Callable[[], None]] = None):
+        self.params, self.hook, self.post_hook = params, hook, post_hook
         self.skipped = 0
         self._warned = False
+        self._skip_this_step = False
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.post_hook is not None and not self._skip_this_step:
+            self.post_hook()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        fault_point("train_step")
         grads = [p.grad for p in self.params if p.grad is not None]
         finite = all(torch.isfinite(g).all() for g in grads) if grads else True
+        self._skip_this_step = not finite
         if not finite:
             self.skipped += 1
             for p in self.params:
@@ -111,11 +122,12 @@ def use_bf16(precision: str) -> bool:
 
 
 def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *,
-               extra_loss=None, step_hook=None, progress_label="train", show_progress=True) -> dict:
+               extra_loss=None, step_hook=None, post_step_hook=None, progress_label="train",
+               show_progress=True) -> dict:
     """Fine-tune ``model`` in place on ``examples``; returns stats (loss, steps, skipped, tokens)."""
     features = [encoder.train_features(ex) for ex in examples]
     trainable = [p for p in model.parameters() if p.requires_grad]
-    guard = StepGuard(trainable, step_hook)
+    guard = StepGuard(trainable, step_hook, post_step_hook)
     progress = TaskProgress(progress_label, show_progress)
     with tempfile.TemporaryDirectory(prefix="kif-trainer-") as tmp:
         args = TrainingArguments(
@@ -125,10 +137,13 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
             max_grad_norm=cfg.max_grad_norm, bf16=use_bf16(cfg.precision), seed=seed, data_seed=seed,
             logging_steps=cfg.logging_steps, save_strategy="no", report_to=[], disable_tqdm=True,
             remove_unused_columns=False, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         )
+        target_only = cfg.target_logits_only and not encoder.is_seq2seq and supports_logits_to_keep(model)
+        collator = TrainCollator(encoder.tokenizer.pad_token_id, target_logits_only=target_only)
         trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
-                             data_collator=TrainCollator(encoder.tokenizer.pad_token_id),
+                             data_collator=collator,
                              callbacks=[guard, progress], extra_loss=extra_loss)
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)

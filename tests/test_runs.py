@@ -111,6 +111,7 @@ def test_seqlora_on_tiny_t5_cli(tmp_path, data_dir, capsys):
     res = read_results(out)
     assert res["method"] == "seqlora" and len(res["matrix"]) == 3
     assert f"{out}/results.json" in capsys.readouterr().out
-    # a second run into the same directory is refused instead of mixing results
-    assert main(args) == 2
+    # the same command again finds the run complete; another config is refused
+    assert main(args) == 0
+    assert main(args + ["--set", "seed=7"]) == 2
     assert "--overwrite" in capsys.readouterr().err

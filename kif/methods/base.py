@@ -1,10 +1,11 @@
 """The interface every continual-learning method implements (one file per method).
 
 The runner calls, for each task k (0-based) of the sequence:
-``train_examples`` -> ``before_task`` -> training (with ``extra_loss`` in the loss and
-``on_gradients`` at every optimizer step) -> ``after_task`` -> evaluation of
-``model`` on every task. A method that only needs LoRA + plain training overrides
-nothing (that is SeqLoRA).
+``train_examples`` -> ``before_task`` -> training (with ``extra_loss`` in the loss,
+``on_gradients`` before and ``on_step_end`` after every optimizer step) -> ``after_task``
+-> evaluation of ``model`` on every task. A method that only needs LoRA + plain training
+overrides nothing (that is SeqLoRA). A method with ``joint = True`` (multi-task learning)
+is trained once on the union of all tasks (k = 0) and evaluated once.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..config import RunConfig
 from ..encoding import Encoder
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_dir
 
 
@@ -39,6 +40,7 @@ class CLMethod:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type[MethodOptions]] = MethodOptions
+    joint: ClassVar[bool] = False  # True: one training stage on all tasks' data at once
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -59,13 +61,19 @@ class CLMethod:
             for p in base.parameters():
                 p.requires_grad_(True)
             return base
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import get_peft_model
 
+        return get_peft_model(base, self.lora_config(base))
+
+    def lora_config(self, base=None):
+        """A fresh ``peft.LoraConfig`` from ``cfg.lora`` (methods that add adapters reuse it)."""
+        from peft import LoraConfig, TaskType
+
+        lcfg = self.ctx.cfg.lora
         task = TaskType.SEQ_2_SEQ_LM if self.ctx.lm.is_seq2seq else TaskType.CAUSAL_LM
-        targets = lcfg.target_modules or default_target_modules(base)
-        config = LoraConfig(task_type=task, r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                            target_modules=targets)
-        return get_peft_model(base, config)
+        targets = lcfg.target_modules or default_target_modules(base if base is not None else self.ctx.lm.model)
+        return LoraConfig(task_type=task, r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+                          target_modules=targets)
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
@@ -81,7 +89,10 @@ class CLMethod:
         return None
 
     def on_gradients(self) -> None:
-        pass
+        """After gradient accumulation, before the optimizer consumes the gradients."""
+
+    def on_step_end(self) -> None:
+        """Right after each optimizer step that was taken (not after a skipped non-finite step)."""
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         """Called after training task k; returns stats for results.json."""
@@ -91,11 +102,60 @@ class CLMethod:
     def state_summary(self) -> dict:
         return {}
 
+    # --- resume (kif.checkpoint) ---------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What task k+1 needs to start exactly as in an uninterrupted run: the model's
+        adapter weights (all adapters; every weight under full fine-tuning) and the
+        method's own state (``extra_state``)."""
+        tensors = {f"model.{n}": p.detach() for n, p in self._model_state().items()}
+        extra, meta = self.extra_state()
+        tensors.update({f"method.{n}": t.detach() for n, t in extra.items()})
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        extra = {n[len("method."):]: t for n, t in tensors.items() if n.startswith("method.")}
+        self.load_extra_state(extra, meta)  # first: it may add adapters the weights belong to
+        params = self._model_state()
+        saved = {n[len("model."):]: t for n, t in tensors.items() if n.startswith("model.")}
+        missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
+        if missing or unexpected:
+            raise ArtifactError(f"checkpoint: weights do not match the model (missing {missing[:2]}, "
+                                f"unexpected {unexpected[:2]})")
+        with torch.no_grad():
+            for n, p in params.items():
+                if p.shape != saved[n].shape:
+                    raise ArtifactError(f"checkpoint: {n} has shape {list(saved[n].shape)}, "
+                                        f"the model {list(p.shape)}")
+                p.copy_(saved[n])
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Method state beyond the weights: (tensors, JSON-able dict)."""
+        return {}, {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        pass
+
+    def _model_state(self) -> dict[str, torch.nn.Parameter]:
+        named = dict(self.model.named_parameters())
+        if self.ctx.cfg.lora.enabled:
+            return {n: p for n, p in named.items() if ".lora_" in n}
+        return named
+
     # --- artifacts -----------------------------------------------------------------
     def save_adapter(self, dest: Path) -> None:
         """PEFT format (``PeftModel.from_pretrained`` loads it); full fine-tuning saves nothing per task."""
         if self.ctx.cfg.lora.enabled:
             atomic_save_dir(dest, self.model.save_pretrained)
+
+
+def pack(prefix: str, tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """``{prefix/name: t}`` for ``extra_state``; ``unpack`` reverses it."""
+    return {f"{prefix}/{n}": t for n, t in (tensors or {}).items()}
+
+
+def unpack(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    out = {n[len(prefix) + 1:]: t.clone() for n, t in tensors.items() if n.startswith(prefix + "/")}
+    return out or None
 
 
 def default_target_modules(model) -> list[str]:

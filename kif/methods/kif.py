@@ -19,8 +19,10 @@ from pydantic import Field
 
 from ..core import (ImportanceTracker, SkillUnits, accumulate_importance, fuse, lora_pairs,
                     orthogonal_regularizer)
+from ..errors import ArtifactError
+from ..faults import fault_point
 from ..io import atomic_save_tensors
-from .base import CLMethod, MethodOptions
+from .base import CLMethod, MethodOptions, pack, unpack
 from .registry import register
 
 
@@ -81,6 +83,7 @@ class KIF(CLMethod):
         current = self.units.unit_scores(self.tracker.scores())
         trained = {n: p.detach().clone() for n, p in params.items()}
         self.save_adapter(task_dir / "adapter_trained")
+        fault_point("fusion")
         if self.fused_prev is None:  # task 1 initialises the fused model and the scores
             fused, w, accumulated = trained, None, current
         else:
@@ -106,6 +109,20 @@ class KIF(CLMethod):
 
     def state_summary(self) -> dict:
         return {"importance_skipped_total": self.tracker.skipped_total}
+
+    def extra_state(self):
+        tensors = pack("fused_prev", self.fused_prev)
+        if self.accumulated is not None:
+            tensors["accumulated"] = self.accumulated
+        return tensors, {"skipped_total": self.tracker.skipped_total}
+
+    def load_extra_state(self, tensors, meta):
+        self.fused_prev = unpack("fused_prev", tensors)
+        acc = tensors.get("accumulated")
+        if acc is not None and acc.shape != (len(self.units),):
+            raise ArtifactError(f"checkpoint: {acc.numel()} accumulated scores for {len(self.units)} units")
+        self.accumulated = None if acc is None else acc.float().clone()
+        self.tracker.skipped_total = int(meta.get("skipped_total", 0))
 
 
 @register

@@ -1,0 +1,54 @@
+"""Replay (METHOD.md §8): real samples of earlier tasks mixed into the current task's data.
+
+One LoRA is trained through the sequence (as SeqLoRA). After task k, a random
+``memory_fraction`` of its training set (at least one sample) is stored; training task k
+then sees D_k plus the memory of tasks 0..k-1 (the trainer shuffles the union).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
+
+from .base import CLMethod, MethodOptions
+from .memory import Memory
+from .registry import register
+
+
+@register
+class Replay(CLMethod):
+    name = "replay"
+    description = "one LoRA; a stored fraction of every finished task's real samples is mixed into later tasks"
+
+    class Options(MethodOptions):
+        memory_fraction: float = Field(0.02, ge=0, le=1,
+                                       description="fraction of each task's training set kept (paper: 2 %)")
+        memory_per_task: Optional[int] = Field(None, ge=0,
+                                               description="fixed samples per task; overrides memory_fraction")
+        min_per_task: int = Field(1, ge=0, description="at least this many samples per task")
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        o = self.opts
+        self.memory = Memory(o.memory_fraction, o.memory_per_task, o.min_per_task, seed=ctx.cfg.seed)
+        self._current: list = []
+
+    def train_examples(self, k: int, examples: list) -> list:
+        self._current = list(examples)
+        return list(examples) + self.memory.examples_before(k)
+
+    def after_task(self, k: int, task_dir: Path) -> dict:
+        kept = self.memory.add(self.ctx.tasks[k], self._current)
+        self.save_adapter(task_dir / "adapter")
+        return {"memory_added": len(kept), "memory_total": len(self.memory)}
+
+    def state_summary(self) -> dict:
+        return {"memory": self.memory.sizes()}
+
+    def extra_state(self):
+        return {}, {"memory": self.memory.state_dict()}
+
+    def load_extra_state(self, tensors, meta):
+        if "memory" in meta:
+            self.memory = Memory.from_state_dict(meta["memory"])

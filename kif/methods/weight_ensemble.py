@@ -1,0 +1,52 @@
+"""Weight-Ensemble (METHOD.md §4 eq. 14; the coarse fusion ablation of Table V).
+
+One LoRA (or all weights) is trained through the sequence. After task k the trainable
+weights are averaged with the previous fused model,
+
+    θ̂_k = λ·θ̂_{k−1} + (1−λ)·θ_k        (θ̂_1 = θ_1)
+
+with ``kif.core.fusion.weight_ensemble``; θ̂_k is loaded into the model (it is what is
+evaluated and saved, and task k+1 starts from it). State: one copy of the trainable weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from pydantic import Field
+
+from ..core.fusion import weight_ensemble
+from .base import CLMethod, MethodOptions, pack, unpack
+from .registry import register
+
+
+@register
+class WeightEnsemble(CLMethod):
+    name = "weight-ensemble"
+    description = "one LoRA; after each task the weights are averaged with the previous model (eq. 14)"
+
+    class Options(MethodOptions):
+        lambda_: float = Field(0.5, ge=0, le=1, description="weight λ of the previous fused model in eq. 14")
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.fused: Optional[dict[str, torch.Tensor]] = None
+
+    def extra_state(self):
+        return pack("fused", self.fused), {}
+
+    def load_extra_state(self, tensors, meta):
+        self.fused = unpack("fused", tensors)
+
+    def after_task(self, k: int, task_dir: Path) -> dict:
+        params = self.trainable()
+        cur = {n: p.detach() for n, p in params.items()}
+        fused = {n: t.clone() for n, t in cur.items()} if self.fused is None \
+            else weight_ensemble(self.fused, cur, self.opts.lambda_)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(fused[n])
+        self.fused = {n: p.detach().clone() for n, p in params.items()}
+        self.save_adapter(task_dir / "adapter")
+        return {}
