@@ -39,6 +39,8 @@ class TrainConfig(_Strict):
     target_logits_only: bool = Field(True, description="decoder-only: vocabulary logits only at target "
                                      "positions (needs a model taking logits_to_keep)")
     logging_steps: int = Field(10, gt=0)
+    max_skipped_fraction: float = Field(0.1, ge=0, le=1, description="stop the run when more than this "
+                                        "share of a task's optimizer steps had non-finite gradients")
 
 
 class LoraConfig(_Strict):

@@ -19,6 +19,7 @@ import yaml
 from . import __version__
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig, dump_config
+from .data.benchmarks import check_labels
 from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
 from .encoding import Encoder
 from .errors import KifError
@@ -37,8 +38,11 @@ def load_sequence_data(cfg: RunConfig):
     """Resolve the benchmark and read every split the run needs (fails before any output)."""
     bench = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
     seq = resolve_sequence(bench, cfg.order, cfg.tasks)
-    train = {t: sample(bench.tasks[t].load("train"), cfg.data.train_samples, cfg.seed) for t in seq}
-    test = {t: sample(bench.tasks[t].load("test"), cfg.data.test_samples, cfg.seed) for t in seq}
+    full = {t: (bench.tasks[t].load("train"), bench.tasks[t].load("test")) for t in seq}
+    for t in seq:
+        check_labels(bench.tasks[t], *full[t])
+    train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
+    test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed) for t in seq}
     metrics = {t: bench.tasks[t].metric for t in seq}
     return bench, seq, train, test, metrics
 

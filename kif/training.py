@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .config import TrainConfig
+from .errors import KifError
 from .faults import fault_point
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
 
@@ -148,6 +149,11 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
         out = trainer.train()
+    steps = max(int(out.global_step), 1)
+    if guard.skipped > cfg.max_skipped_fraction * steps:
+        raise KifError(f"{progress_label}: {guard.skipped} of {steps} optimizer steps had non-finite gradients "
+                       f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); lower train.learning_rate "
+                       "or use train.precision: fp32. Results of earlier tasks are kept; rerun to resume")
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
     return {"loss": float(out.training_loss) if math.isfinite(out.training_loss) else None,
             "steps": int(out.global_step), "skipped_steps": guard.skipped,
