@@ -64,3 +64,49 @@ def evaluate_task(model, encoder: Encoder, examples: list[Example], metric: str,
     rows = [{"id": ex.id, "prediction": p, "references": list(ex.references), "score": s}
             for ex, p, s in zip(examples, preds, scores)]
     return TaskEval(sum(scores) / len(scores) if scores else 0.0, rows)
+
+
+def rank_labels(model, encoder: Encoder, prompts: list[list[int]], labels: list[str],
+                batch_size: int = 32) -> list[str]:
+    """Classification by ranking: the label whose tokens (+ EOS) get the highest total
+    log-probability after the prompt. One teacher-forced forward pass per (prompt, label)
+    pair, batched; no decoding. Reported next to generation accuracy (the paper's metric)."""
+    scores = label_scores(model, encoder, prompts, labels, batch_size)
+    return [labels[j] for j in scores.argmax(-1).tolist()]
+
+
+@torch.no_grad()
+def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list[str],
+                 batch_size: int = 32) -> torch.Tensor:
+    """[n_prompts, n_labels] total log p(label tokens + EOS | prompt)."""
+    from .encoding import IGNORE, TrainCollator
+
+    targets = [encoder.target_ids(lab) for lab in labels]
+    pairs = [(i, j) for i in range(len(prompts)) for j in range(len(labels))]
+    scores = torch.full((len(prompts), len(labels)), float("-inf"))
+    device = next(model.parameters()).device
+    collate = TrainCollator(encoder.tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        feats = []
+        for i, j in chunk:
+            if encoder.is_seq2seq:
+                feats.append({"input_ids": prompts[i], "labels": targets[j]})
+            else:
+                feats.append({"input_ids": prompts[i] + targets[j],
+                              "labels": [IGNORE] * len(prompts[i]) + targets[j]})
+        batch = {k: v.to(device) for k, v in collate(feats).items()}
+        logits = model(**batch).logits.float()
+        labels_t = batch["labels"]
+        if not encoder.is_seq2seq:  # position t predicts token t+1
+            logits, labels_t = logits[:, :-1], labels_t[:, 1:]
+        logp = torch.log_softmax(logits, -1)
+        mask = labels_t != IGNORE
+        tok = logp.gather(-1, labels_t.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        total = (tok * mask).sum(-1).cpu()
+        for (i, j), s in zip(chunk, total.tolist()):
+            scores[i, j] = s
+    model.train(was_training)
+    return scores

@@ -6,7 +6,7 @@ import importlib
 from ..errors import ConfigError
 
 _METHODS: dict[str, type] = {}
-_MODULES = ["seqlora", "kif", "inclora", "olora", "ewc", "replay", "weight_ensemble", "ema", "mtl"]  # imported on first lookup
+_MODULES = ["seqlora", "kif", "inclora", "olora", "ewc", "replay", "weight_ensemble", "ema", "mtl", "kif_m"]  # imported on first lookup
 
 
 def register(cls):

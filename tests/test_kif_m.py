@@ -1,0 +1,234 @@
+"""KIF-M / KIFLoRA-M (METHOD.md §5): the replay stage after fusion, on tiny models (CPU)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from kif.core.fusion import top_fraction_mask
+from kif.data import get_benchmark
+from kif.methods import kif_m
+from kif.methods.kif import KIF, KIFLoRA
+from kif.methods.pseudo import prompt_template, pseudo_samples
+from kif.metrics import cl_metrics
+
+from helpers import read_results
+from test_baselines import examples, make, snapshot, train
+
+
+def _method(method, tmp_path, model="tiny-llama", cfg=None, **args):
+    return make(method, tmp_path, model=model, method_args={"memory_per_task": 3, **args}, **(cfg or {}),
+                train={"epochs": 1, "batch_size": 2, "learning_rate": 1e-2, "precision": "fp32",
+                       "group_by_length": False, "logging_steps": 1, "weight_decay": 0.1})
+
+
+def _spy(m, monkeypatch):
+    """Record what the replay stage sees and does: weights, tracker, the examples it trains on."""
+    seen = {}
+    orig_stage, orig_train = m.replay_stage, kif_m.train_task
+
+    def stage(k, frozen):
+        seen.update(k=k, frozen=frozen, before=snapshot(m.trainable()), steps=m.tracker.steps,
+                    scores={n: t.clone() for n, t in m.tracker.scores().items()})
+        out = orig_stage(k, frozen)
+        seen.update(after=snapshot(m.trainable()), steps_after=m.tracker.steps,
+                    scores_after=m.tracker.scores())
+        return out
+
+    def train_task(model, encoder, exs, cfg, seed, **kw):
+        seen.update(train_ids=[ex.id for ex in exs], train_cfg=cfg, seed=seed)
+        return orig_train(model, encoder, exs, cfg, seed, **kw)
+
+    monkeypatch.setattr(m, "replay_stage", stage)
+    monkeypatch.setattr(kif_m, "train_task", train_task)
+    return seen
+
+
+def _two_tasks(m, tmp_path):
+    train(m, 0, examples("t1", 6))
+    s0 = m.after_task(0, tmp_path / "k1")
+    train(m, 1, examples("t2", 6), seed=1)
+    s1 = m.after_task(1, tmp_path / "k2")
+    return s0, s1
+
+
+@pytest.mark.parametrize("method,model,base", [("kif-m", "tiny-llama", KIF), ("kiflora-m", "tiny-llama", KIFLoRA),
+                                               ("kiflora-m", "tiny-t5", KIFLoRA)])
+def test_replay_stage_freezes_current_units_exactly(method, model, base, tmp_path, monkeypatch):
+    m = _method(method, tmp_path, model)
+    assert isinstance(m, base)
+    seen = _spy(m, monkeypatch)
+    s0, s1 = _two_tasks(m, tmp_path)
+    assert "replay_examples" not in s0 and "frozen_units" not in s0  # no replay stage at k = 0
+    assert seen["k"] == 1
+
+    # the frozen set is the top 20 % of the current task's unit scores, mapped onto entries
+    n_units = len(m.units)
+    assert s1["frozen_units"] == math.ceil(0.2 * n_units)
+    frozen, before, after = seen["frozen"], seen["before"], seen["after"]
+    assert sum(int(f.any()) for f in frozen.values()) >= 1
+    n_frozen = sum(int(f.sum()) for f in frozen.values())
+    assert 0 < n_frozen < sum(f.numel() for f in frozen.values())
+    if method == "kiflora-m":  # a rank-1 unit: row i of A and column i of B, never a whole tensor
+        assert all(not f.all() for n, f in frozen.items() if f.any())
+    for n in before:
+        f = frozen[n]
+        assert torch.equal(after[n][f], before[n][f]), n  # bit-identical (AdamW weight decay 0.1)
+    changed = sum(int((after[n][~frozen[n]] != before[n][~frozen[n]]).sum()) for n in before)
+    assert changed > 0  # everything else trains
+
+    # the tracker is not touched by the replay stage
+    assert seen["steps_after"] == seen["steps"] > 0
+    assert all(torch.equal(seen["scores_after"][n], t) for n, t in seen["scores"].items())
+    # f̂_k^m is the model, the saved adapter and the fusion partner of the next task
+    for n, p in m.trainable().items():
+        assert torch.equal(p, after[n]) and torch.equal(m.fused_prev[n], after[n])
+    assert (tmp_path / "k2" / "adapter_fused" / "adapter_config.json").is_file()
+    assert (tmp_path / "k2" / "adapter" / "adapter_config.json").is_file()
+    assert not (tmp_path / "k1" / "adapter_fused").exists()
+
+
+@pytest.mark.parametrize("include_current", [False, True])
+def test_replay_trains_on_exactly_the_memory(include_current, tmp_path, monkeypatch):
+    m = _method("kif-m", tmp_path, include_current=include_current, replay_epochs=2, replay_learning_rate=5e-3)
+    seen = _spy(m, monkeypatch)
+    _, s1 = _two_tasks(m, tmp_path)
+    mem1, mem2 = m.memory.task_examples("t1"), m.memory.task_examples("t2")
+    assert len(mem1) == len(mem2) == 3 and all(ex.id.startswith("t1-") for ex in mem1)
+    want = [ex.id for ex in mem1 + (mem2 if include_current else [])]
+    assert seen["train_ids"] == want == m.last_replay["examples"]
+    assert s1["replay_examples"] == len(want)
+    assert s1["replay_steps"] == 2 * math.ceil(len(want) / 2)  # 2 epochs, batch 2
+    assert seen["train_cfg"].epochs == 2 and seen["train_cfg"].learning_rate == 5e-3
+    assert seen["seed"] == m.ctx.cfg.seed + 1000 + 1
+    assert s1["memory_total"] == 6 and m.state_summary()["memory"] == {"t1": 3, "t2": 3}
+
+
+def test_current_only_freezes_cur_plus_prev_minus(tmp_path):
+    m = _method("kiflora-m", tmp_path, frozen_units="current_only")
+    cur, prev = torch.arange(10.0), torch.arange(10.0).flip(0)
+    cur[0] = 100.0  # top-2 of cur: 0 and 9; top-2 of prev: 0 and 1
+    assert m.frozen_mask(cur, prev).nonzero().flatten().tolist() == [9]
+    m.opts.frozen_units = "current_top"
+    assert m.frozen_mask(cur, prev).tolist() == top_fraction_mask(cur, 0.2).tolist()
+
+
+def test_state_round_trip(tmp_path):
+    m = _method("kiflora-m", tmp_path)
+    _two_tasks(m, tmp_path)
+    tensors, meta = m.state_dict()
+    json.dumps(meta)  # the checkpoint's meta is JSON
+    m2 = _method("kiflora-m", tmp_path / "b")
+    m2.load_state_dict(tensors, meta)
+    assert m2.memory.state_dict() == m.memory.state_dict()
+    assert [ex.id for ex in m2.replay_examples(2)] == [ex.id for ex in m.replay_examples(2)]
+    assert set(m2.fused_prev) == set(m.fused_prev)
+    assert all(torch.equal(m2.fused_prev[n], t) for n, t in m.fused_prev.items())
+    assert torch.equal(m2.accumulated, m.accumulated)
+    assert all(torch.equal(p, m.trainable()[n]) for n, p in m2.trainable().items())
+
+
+# ---- pseudo-samples ----------------------------------------------------------------------------
+
+def _prompts(data_dir, bench, task, n=8):
+    return [ex.prompt for ex in get_benchmark(bench, data_dir).tasks[task].load("train")[:n]]
+
+
+def test_prompt_template(data_dir):
+    prefix, suffix = prompt_template(_prompts(data_dir, "long_sequence", "cb"))
+    assert prefix.startswith("What is the logical relationship")
+    assert "Option: entailment, contradiction, neutral.\n" in prefix
+    assert suffix == "\nAnswer:"
+    task = next(iter(get_benchmark("superni", data_dir).tasks))
+    prefix, suffix = prompt_template(_prompts(data_dir, "superni", task))
+    assert prefix.startswith("Definition: ") and prefix.rstrip().endswith("Input:")
+    assert suffix.endswith("\nOutput:") and not suffix.strip().startswith("Input")
+    assert prompt_template(["Do X. Option: a, b.\nText: hi\nAnswer:"] * 3) == ("Do X. Option: a, b.\n", "\nAnswer:")
+    assert prompt_template([]) == ("", "")
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+@pytest.mark.parametrize("bench,task", [("long_sequence", "sst2"), ("superni", None)])
+def test_pseudo_samples_well_formed(model, bench, task, tmp_path, data_dir):
+    task = task or next(iter(get_benchmark("superni", data_dir).tasks))
+    m = _method("kif-m", tmp_path, model)
+    prompts = _prompts(data_dir, bench, task)
+    prefix, suffix = prompt_template(prompts)
+    rng = torch.get_rng_state()
+    kw = dict(input_tokens=12, output_tokens=4, seed=3, batch_size=5)
+    out = pseudo_samples(m.model, m.ctx.encoder, task, prompts, 5, m.ctx.lm.eos_token_ids, **kw)
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's RNG stream is untouched
+    assert [ex.id for ex in out] == [f"pseudo-{task}-{i}" for i in range(5)]
+    for ex in out:
+        assert isinstance(ex.prompt, str) and ex.prompt.strip()
+        assert ex.prompt.startswith(prefix) and ex.prompt.endswith(suffix)
+        assert isinstance(ex.references, tuple) and len(ex.references) == 1 and isinstance(ex.references[0], str)
+    again = pseudo_samples(m.model, m.ctx.encoder, task, prompts, 5, m.ctx.lm.eos_token_ids, **kw)
+    assert again == out  # seeded sampling
+    assert len({ex.prompt for ex in out}) > 1  # sampled, not five copies of one greedy input
+    assert pseudo_samples(m.model, m.ctx.encoder, task, prompts, 0, m.ctx.lm.eos_token_ids) == []
+
+
+def test_pseudo_memory_in_the_method(tmp_path, monkeypatch):
+    m = _method("kiflora-m", tmp_path, cfg={"eval": {"max_new_tokens": 4}}, memory_source="pseudo",
+                pseudo_input_tokens=8)
+    seen = _spy(m, monkeypatch)
+    _, s1 = _two_tasks(m, tmp_path)
+    assert [ex.id for ex in m.memory.task_examples("t1")] == [f"pseudo-t1-{i}" for i in range(3)]
+    assert seen["train_ids"] == [f"pseudo-t1-{i}" for i in range(3)] and s1["memory_added"] == 3
+
+
+# ---- end to end ----------------------------------------------------------------------------------
+
+def _check_run(out, method):
+    res = read_results(out)
+    assert res["method"] == method and res["tasks_completed"] == 3 and res["finished"]
+    assert len(res["matrix"]) == 3 and all(len(r) == 3 and all(0 <= v <= 100 for v in r) for r in res["matrix"])
+    assert {k: res[k] for k in ("AP", "FWT", "BWT")} == cl_metrics(res["matrix"])
+    assert res["memory"] == {"cb": 1, "copa": 1, "sst2": 1}  # ceil(2 % of 16) = 1
+    assert [t.get("replay_examples") for t in res["per_task"]] == [None, 1, 2]
+    for k, t in enumerate(res["tasks"]):
+        tdir = out / "tasks" / f"{k + 1:02d}_{t}"
+        assert (tdir / "adapter" / "adapter_config.json").is_file()
+        assert (tdir / "adapter_fused").is_dir() == (k > 0)
+    return res
+
+
+# kiflora-m + tiny-llama + pseudo memory runs through `kif run` in the resume test below
+@pytest.mark.parametrize("method,model,source", [("kif-m", "tiny-llama", "real"), ("kif-m", "tiny-t5", "pseudo"),
+                                                 ("kiflora-m", "tiny-t5", "real")])
+def test_cli_run(method, model, source, tmp_path, data_dir):
+    from kif.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "-q", "-o", str(out), "--set", f"method={method}", "--set", f"model={model}",
+            "--set", "tasks=[cb,copa,sst2]", "--set", "data.train_samples=16", "--set", "data.test_samples=4",
+            "--set", "data.max_input_length=128", "--set", "train.epochs=1", "--set", "eval.max_new_tokens=4",
+            "--set", f"method_args.memory_source={source}", "--set", "method_args.pseudo_input_tokens=16"]
+    assert main(args) == 0
+    _check_run(out, method)
+
+
+def test_kill_in_next_task_and_resume_matches_uninterrupted(tmp_path, data_dir):
+    """The memory (here pseudo-samples) and f̂_k^m come back from the checkpoint exactly."""
+    from kif.io import load_tensors
+    from test_resume import _kif, _write_cfg
+
+    cfg = _write_cfg(tmp_path / "cfg.yaml", method="kiflora-m",
+                     method_args={"memory_source": "pseudo", "pseudo_input_tokens": 16})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert _kif(cfg, ref).returncode == 0
+    _check_run(ref, "kiflora-m")
+    # 2 steps per task + 1 replay step at task 2: the 6th optimizer step is task 3's first
+    assert _kif(cfg, out, fault="train_step:6").returncode == -9
+    resumed = _kif(cfg, out)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
+    got, want = read_results(out), read_results(ref)
+    assert got["matrix"] == want["matrix"] and got["memory"] == want["memory"]
+    assert [t.get("replay_loss") for t in got["per_task"]] == [t.get("replay_loss") for t in want["per_task"]]
+    for name in ("adapter", "adapter_fused"):
+        a = load_tensors(out / "tasks" / "03_sst2" / name / "adapter_model.safetensors")
+        b = load_tensors(ref / "tasks" / "03_sst2" / name / "adapter_model.safetensors")
+        assert all(torch.equal(a[n], b[n]) for n in b)
