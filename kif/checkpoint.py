@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .dist import is_main
 from .errors import ArtifactError
 from .io import atomic_save_dir, atomic_save_tensors, load_tensors
 
@@ -25,6 +26,8 @@ def _name(done: int) -> str:
 def save_checkpoint(out_dir: Path, done: int, tensors: dict, meta: dict, results: dict) -> Path:
     root = Path(out_dir) / DIRNAME
     dest = root / _name(done)
+    if not is_main():  # several processes: only the main one writes
+        return dest
 
     def write(tmp: Path) -> None:
         atomic_save_tensors(tmp / "method.safetensors", tensors)

@@ -11,13 +11,17 @@ from .errors import KifError
 
 def _cmd_run(args) -> int:
     from .config import load_config
+    from .dist import is_main
     from .runner import run
 
     cfg = load_config(args.config, args.set)
     out = args.output or os.path.join("runs", f"{cfg.method}-{cfg.model}")
+    if not is_main():  # accelerate launch: the main process reports
+        logging.getLogger("kif").setLevel(logging.WARNING)
     res = run(cfg, out, overwrite=args.overwrite, show_progress=not args.quiet,
               accept_config_change=args.accept_config_change)
-    print(f"{out}/results.json  AP={_f(res['AP'])} FWT={_f(res['FWT'])} BWT={_f(res['BWT'])}")
+    if is_main():
+        print(f"{out}/results.json  AP={_f(res['AP'])} FWT={_f(res['FWT'])} BWT={_f(res['BWT'])}")
     return 0
 
 

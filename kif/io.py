@@ -1,4 +1,8 @@
-"""Atomic file writes: a kill at any instant leaves the old file or the new one, never half."""
+"""Atomic file writes: a kill at any instant leaves the old file or the new one, never half.
+
+Under a multi-process launch only the main process writes; the others return at once
+(``kif.dist``).
+"""
 from __future__ import annotations
 
 import json
@@ -8,8 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .dist import is_main
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +49,8 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
 
 def atomic_save_dir(dest: str | Path, save_fn) -> None:
     """Call ``save_fn(tmp_dir)`` then move the finished directory to ``dest``."""
+    if not is_main():
+        return
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -63,6 +73,8 @@ def atomic_save_tensors(path: str | Path, tensors: dict) -> None:
     """safetensors file written under a temporary name, then renamed."""
     from safetensors.torch import save_file
 
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

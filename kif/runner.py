@@ -21,6 +21,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig, dump_config
 from .data.benchmarks import check_labels
 from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
+from .dist import barrier, device, is_main
 from .encoding import Encoder
 from .errors import KifError
 from .evaluation import evaluate_task
@@ -28,7 +29,7 @@ from .faults import fault_point
 from .io import atomic_write_json, atomic_write_text, dir_bytes, write_jsonl
 from .methods import RunContext, get_method
 from .metrics import cl_metrics
-from .models import load_model
+from .models import load_model, model_path
 from .training import train_task
 
 log = logging.getLogger("kif")
@@ -64,21 +65,26 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     bench, seq, train, test, metrics = load_sequence_data(cfg)
     resume = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change)
     checkpoint = load_checkpoint(resume) if resume else None  # a damaged one fails before the model loads
+    barrier()  # several processes: all have read the directory before the main one writes to it
     if checkpoint and checkpoint[2].get("finished"):
         log.info("%s: run already complete", out_dir)
         return checkpoint[2]
 
+    if is_main():
+        model_path(cfg.model)  # a built-in model is built/converted into the cache by one process
+    barrier()
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.data.prompt_format)
     if torch.cuda.is_available():
-        lm.model.to("cuda")
+        lm.model.to(device())
     encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
                       cfg.data.max_input_length, cfg.data.max_target_length)
     ctx = RunContext(cfg, lm, encoder, seq, out_dir)
     method = method_cls(ctx)
     t_setup = time.perf_counter() - t_start
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
     prompts = {t: [encoder.prompt_ids(ex.prompt) for ex in test[t]] for t in seq}
 
@@ -160,12 +166,15 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         commit(k + 1)
         log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(stages), task,
                  _fmt(stats.get("loss")), _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
+    barrier()  # several processes: return once the main one has written everything
     return results
 
 
 def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool):
     """Decide between a fresh start and a resume; returns the checkpoint to resume from (or None)."""
     if overwrite:
+        if not is_main():
+            return None
         for name in ("checkpoints", "tasks", "zero_shot"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
         (out_dir / "results.json").unlink(missing_ok=True)

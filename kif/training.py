@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .config import TrainConfig
+from .dist import is_main
 from .errors import KifError
 from .faults import fault_point
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
@@ -129,7 +130,7 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
     features = [encoder.train_features(ex) for ex in examples]
     trainable = [p for p in model.parameters() if p.requires_grad]
     guard = StepGuard(trainable, step_hook, post_step_hook)
-    progress = TaskProgress(progress_label, show_progress)
+    progress = TaskProgress(progress_label, show_progress and is_main())
     with tempfile.TemporaryDirectory(prefix="kif-trainer-") as tmp:
         args = TrainingArguments(
             output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
@@ -149,12 +150,16 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
         out = trainer.train()
+        loss = float(out.training_loss)
+        if trainer.accelerator.num_processes > 1:  # each process's loss is its share: the mean is the loss
+            loss = trainer.accelerator.reduce(torch.tensor(loss, dtype=torch.float64, device=args.device),
+                                              "mean").item()
     steps = max(int(out.global_step), 1)
     if guard.skipped > cfg.max_skipped_fraction * steps:
         raise KifError(f"{progress_label}: {guard.skipped} of {steps} optimizer steps had non-finite gradients "
                        f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); lower train.learning_rate "
                        "or use train.precision: fp32. Results of earlier tasks are kept; rerun to resume")
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
-    return {"loss": float(out.training_loss) if math.isfinite(out.training_loss) else None,
+    return {"loss": loss if math.isfinite(loss) else None,
             "steps": int(out.global_step), "skipped_steps": guard.skipped,
             "target_tokens_per_epoch": n_tokens}
