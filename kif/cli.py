@@ -14,7 +14,7 @@ def _cmd_run(args) -> int:
     from .dist import is_main
     from .runner import run
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set + ([f"eval.mode={args.eval_mode}"] if args.eval_mode else []))
     out = args.output or os.path.join("runs", f"{cfg.method}-{cfg.model}")
     if not is_main():  # accelerate launch: the main process reports
         logging.getLogger("kif").setLevel(logging.WARNING)
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="discard what the output directory holds and start afresh")
     r.add_argument("--accept-config-change", action="store_true",
                    help="resume even though the config differs from the one the run started with")
+    r.add_argument("--eval-mode", choices=["full", "minimal"],
+                   help="minimal: evaluate only what AP/FWT/BWT need (same metrics, fewer evaluations)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=_cmd_run)
 

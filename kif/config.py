@@ -54,6 +54,9 @@ class LoraConfig(_Strict):
 class EvalConfig(_Strict):
     batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(128, gt=0)
+    mode: Literal["full", "minimal"] = Field("full", description="full: the K×K matrix and a zero-shot row; "
+                                              "minimal: only a[k][k], a[k][k+1] and the last row (same AP/FWT/BWT)")
+    rank_labels: bool = Field(False, description="classification tasks: also score by ranking the label set")
 
 
 class RunConfig(_Strict):

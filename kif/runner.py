@@ -19,16 +19,16 @@ import yaml
 from . import __version__
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig, dump_config
-from .data.benchmarks import check_labels
+from .data.benchmarks import check_labels, label_set
 from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
 from .dist import barrier, device, is_main
 from .encoding import Encoder
 from .errors import KifError
-from .evaluation import evaluate_task
+from .evaluation import evaluate_task, rank_labels
 from .faults import fault_point
 from .io import atomic_write_json, atomic_write_text, dir_bytes, write_jsonl
 from .methods import RunContext, get_method
-from .metrics import cl_metrics
+from .metrics import cl_metrics, score_task
 from .models import load_model, model_path
 from .training import train_task
 
@@ -45,7 +45,8 @@ def load_sequence_data(cfg: RunConfig):
     train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
     test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed) for t in seq}
     metrics = {t: bench.tasks[t].metric for t in seq}
-    return bench, seq, train, test, metrics
+    labels = {t: label_set(full[t][0]) for t in seq}  # candidates for eval.rank_labels
+    return bench, seq, train, test, metrics, labels
 
 
 def task_dir_name(k: int, task: str) -> str:
@@ -62,7 +63,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     method_cls = get_method(cfg.method)
-    bench, seq, train, test, metrics = load_sequence_data(cfg)
+    bench, seq, train, test, metrics, labels = load_sequence_data(cfg)
     resume = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change)
     checkpoint = load_checkpoint(resume) if resume else None  # a damaged one fails before the model loads
     barrier()  # several processes: all have read the directory before the main one writes to it
@@ -88,15 +89,34 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
     prompts = {t: [encoder.prompt_ids(ex.prompt) for ex in test[t]] for t in seq}
 
-    def evaluate_all(pred_dir: Path) -> list[float]:
-        row = []
-        for t in seq:
+    def evaluate_all(pred_dir: Path, wanted: set[int]) -> tuple[list, list]:
+        """Scores of the ``wanted`` tasks (None elsewhere); with eval.rank_labels also the
+        ranking accuracy of the classification tasks."""
+        row, ranked = [], []
+        for i, t in enumerate(seq):
+            if i not in wanted:
+                row.append(None)
+                ranked.append(None)
+                continue
             res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
                                 cfg.eval.batch_size, cfg.eval.max_new_tokens)
-            write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
             row.append(round(res.score, 4))
+            r = None
+            if cfg.eval.rank_labels and metrics[t] == "accuracy":
+                picks = rank_labels(method.model, encoder, prompts[t], labels[t], cfg.eval.batch_size)
+                for rec, pick in zip(res.predictions, picks):
+                    rec["ranked"] = pick
+                r = round(score_task("accuracy", picks, [ex.references for ex in test[t]]), 4)
+            ranked.append(r)
+            write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
             fault_point("eval")
-        return row
+        return row, ranked
+
+    def wanted_after(k: int) -> set[int]:
+        """eval.mode minimal: only what AP/FWT/BWT need (a[k][k], a[k][k+1], the last row)."""
+        if cfg.eval.mode == "full" or joint or k == len(stages) - 1:
+            return set(range(len(seq)))
+        return {k, k + 1}
 
     # A joint method (multi-task learning, the upper reference) has one stage: the union of
     # all tasks' training sets, evaluated once -> a one-row matrix, AP over all tasks.
@@ -131,7 +151,10 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
             else (platform.processor() or "cpu"),
         }
         t0 = time.perf_counter()
-        results["zero_shot"] = evaluate_all(out_dir / "zero_shot" / "predictions")
+        zero_wanted = set(range(len(seq))) if cfg.eval.mode == "full" else set()
+        results["zero_shot"], ranked = evaluate_all(out_dir / "zero_shot" / "predictions", zero_wanted)
+        if cfg.eval.rank_labels:
+            results["zero_shot_ranked"], results["matrix_ranked"] = ranked, []
         results["timings"]["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
         log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
         commit(0)
@@ -150,12 +173,16 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         t1 = time.perf_counter()
         stats.update(method.after_task(k, tdir) or {})
         t2 = time.perf_counter()
-        row = evaluate_all(tdir / "predictions")
+        row, ranked = evaluate_all(tdir / "predictions", wanted_after(k))
         t3 = time.perf_counter()
         results["matrix"].append(row)
+        if cfg.eval.rank_labels:
+            results["matrix_ranked"].append(ranked)
         results["tasks_completed"] = len(seq) if joint else k + 1
         results.update({"AP": fmean(row), "FWT": None, "BWT": None} if joint
                        else cl_metrics(results["matrix"]))
+        if cfg.eval.rank_labels and not joint and all(m == "accuracy" for m in metrics.values()):
+            results["ranked_metrics"] = cl_metrics(results["matrix_ranked"])
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
                       "eval_s": round(t3 - t2, 3), "train_examples": len(examples)})
         results["per_task"].append(stats)
@@ -214,4 +241,4 @@ def _fmt(x) -> str:
 
 
 def _fmt_row(seq, row) -> str:
-    return " ".join(f"{t}={v:.1f}" for t, v in zip(seq, row))
+    return " ".join(f"{t}={v:.1f}" for t, v in zip(seq, row) if v is not None)

@@ -115,3 +115,28 @@ def test_seqlora_on_tiny_t5_cli(tmp_path, data_dir, capsys):
     assert main(args) == 0
     assert main(args + ["--set", "seed=7"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_minimal_eval_mode_gives_identical_metrics(kiflora_run, tmp_path, data_dir):
+    """eval.mode minimal evaluates a[k][k], a[k][k+1] and the last row only: same AP/FWT/BWT."""
+    out = tmp_path / "minimal"
+    res = run(tiny_config(method="kiflora", eval={"mode": "minimal"}), out, show_progress=False)
+    full = read_results(kiflora_run)
+    assert (res["AP"], res["FWT"], res["BWT"]) == (full["AP"], full["FWT"], full["BWT"])
+    assert res["zero_shot"] == [None, None, None]
+    assert res["matrix"][0] == [full["matrix"][0][0], full["matrix"][0][1], None]
+    assert res["matrix"][1] == [None, full["matrix"][1][1], full["matrix"][1][2]]
+    assert res["matrix"][2] == full["matrix"][2]
+    assert not (out / "tasks" / "01_cb" / "predictions" / "sst2.jsonl").exists()
+
+
+def test_rank_labels_reported_next_to_generation(tmp_path, data_dir):
+    out = tmp_path / "ranked"
+    res = run(tiny_config(method="seqlora", tasks=["cb", "copa"], eval={"rank_labels": True}), out,
+              show_progress=False)
+    assert len(res["zero_shot_ranked"]) == 2 and len(res["matrix_ranked"]) == 2
+    assert set(res["ranked_metrics"]) == {"AP", "FWT", "BWT"}
+    rows = [json.loads(x) for x in (out / "tasks" / "02_copa" / "predictions" / "copa.jsonl").read_text().splitlines()]
+    assert all(r["ranked"] in ("A", "B") for r in rows)
+    acc = 100 * sum(r["ranked"] == r["references"][0] for r in rows) / len(rows)
+    assert res["matrix_ranked"][1][1] == pytest.approx(acc, abs=1e-3)
