@@ -33,6 +33,15 @@ def test_builtin_tiny_models_load(name, seq2seq):
     assert not lm.use_chat_template
 
 
+def _overfit(model, batch, steps):
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
 def test_trained_model_stops_on_eos(name):
     """Overfit one example: generation must return exactly the target, cut at EOS."""
@@ -42,12 +51,7 @@ def test_trained_model_stops_on_eos(name):
     ex = Example("a", "Say hi. Answer:", ("hi",))
     feats = enc.train_features(ex)
     batch = {k: torch.tensor([v]) for k, v in feats.items()}
-    opt = torch.optim.Adam(lm.model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = lm.model(**batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _overfit(lm.model, batch, 150)
     out = generate(lm.model, enc, [enc.prompt_ids(ex.prompt)], [2], max_new_tokens=12)
     assert out[0].strip() == "hi"
 
@@ -62,12 +66,7 @@ def test_rank_labels_picks_the_trained_label_and_matches_loss(name):
     enc = Encoder(lm.tokenizer, lm.is_seq2seq, False, 2)
     ex = Example("a", "Pick. Answer:", ("Good",))
     batch = {k: torch.tensor([v]) for k, v in enc.train_features(ex).items()}
-    opt = torch.optim.Adam(lm.model.parameters(), lr=3e-3)
-    for _ in range(60):
-        loss = lm.model(**batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _overfit(lm.model, batch, 60)
     prompt = enc.prompt_ids(ex.prompt)
     assert rank_labels(lm.model, enc, [prompt, prompt], ["Bad", "Good"], batch_size=3) == ["Good", "Good"]
     n_target = sum(1 for t in batch["labels"][0].tolist() if t != -100)
