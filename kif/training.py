@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .config import TrainConfig
+from .core.importance import all_finite
 from .dist import is_main
 from .errors import KifError
 from .faults import fault_point
@@ -75,7 +76,7 @@ class StepGuard(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         fault_point("train_step")
         grads = [p.grad for p in self.params if p.grad is not None]
-        finite = all(torch.isfinite(g).all() for g in grads) if grads else True
+        finite = all_finite(grads)  # one fused check, one device sync
         self._skip_this_step = not finite
         if not finite:
             self.skipped += 1

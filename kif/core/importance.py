@@ -64,7 +64,7 @@ class ImportanceTracker:
     def update(self) -> bool:
         """Fold the current ``.grad``s into the state; False (and no change) if any is non-finite."""
         grads = [p.grad for p in self._params]
-        if not _all_finite([g for g in grads if g is not None and g.numel()]):
+        if not all_finite([g for g in grads if g is not None and g.numel()]):
             self.skipped += 1
             self.skipped_total += 1
             if not self._warned:
@@ -141,7 +141,7 @@ class ImportanceTracker:
         self.skipped_total = int(sd["skipped_total"])
 
 
-def _all_finite(tensors: list[Tensor]) -> bool:
+def all_finite(tensors: list[Tensor]) -> bool:
     """One fused max-|x| per tensor (NaN/inf propagate, no overflow) and a single sync."""
     if not tensors:
         return True
