@@ -39,6 +39,9 @@ class TrainConfig(_Strict):
     target_logits_only: bool = Field(True, description="decoder-only: vocabulary logits only at target "
                                      "positions (needs a model taking logits_to_keep)")
     logging_steps: int = Field(10, gt=0)
+    torch_compile: bool = Field(False, description="compile the model for training (torch.compile)")
+    report_to: list[str] = Field(default_factory=list, description="Trainer reporting, e.g. [tensorboard] "
+                                 "(logs under OUT/logs/NN_<task>)")
     max_skipped_fraction: float = Field(0.1, ge=0, le=1, description="stop the run when more than this "
                                         "share of a task's optimizer steps had non-finite gradients")
 
@@ -62,6 +65,8 @@ class EvalConfig(_Strict):
 class RunConfig(_Strict):
     method: str = "seqlora"
     model: str = "smollm2-135m"
+    attn_implementation: Optional[Literal["sdpa", "eager", "flash_attention_2"]] = Field(
+        None, description="attention kernel; None: the transformers default (sdpa where supported)")
     benchmark: str = "long_sequence"
     order: Optional[str] = None
     tasks: Optional[list[str]] = None

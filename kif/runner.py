@@ -75,7 +75,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         model_path(cfg.model)  # a built-in model is built/converted into the cache by one process
     barrier()
     torch.manual_seed(cfg.seed)
-    lm = load_model(cfg.model, cfg.data.prompt_format)
+    lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation)
     if torch.cuda.is_available():
         lm.model.to(device())
     encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
@@ -169,7 +169,8 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         stats = train_task(method.model, encoder, examples, cfg.train, cfg.seed + k,
                            extra_loss=method.extra_loss, step_hook=method.on_gradients,
                            post_step_hook=method.on_step_end,
-                           progress_label=f"task {k + 1}/{len(stages)} {task}", show_progress=show_progress)
+                           progress_label=f"task {k + 1}/{len(stages)} {task}", show_progress=show_progress,
+                           logging_dir=out_dir / "logs" / task_dir_name(k, task))
         t1 = time.perf_counter()
         stats.update(method.after_task(k, tdir) or {})
         t2 = time.perf_counter()

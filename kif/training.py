@@ -19,7 +19,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from .config import TrainConfig
 from .core.importance import all_finite
 from .dist import is_main
-from .errors import KifError
+from .errors import ConfigError, KifError
 from .faults import fault_point
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
 
@@ -117,6 +117,16 @@ class TaskProgress(TrainerCallback):
             self.bar.close()
 
 
+def tensorboard_writer(log_dir):
+    """A SummaryWriter for ``log_dir``; a clear error when the package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.report_to: tensorboard needs the tensorboard package "
+                          "(pip install 'kif[tensorboard]')") from None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 def use_bf16(precision: str) -> bool:
     if precision == "fp32":
         return False
@@ -126,7 +136,7 @@ def use_bf16(precision: str) -> bool:
 
 def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *,
                extra_loss=None, step_hook=None, post_step_hook=None, progress_label="train",
-               show_progress=True) -> dict:
+               show_progress=True, logging_dir=None) -> dict:
     """Fine-tune ``model`` in place on ``examples``; returns stats (loss, steps, skipped, tokens)."""
     features = [encoder.train_features(ex) for ex in examples]
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -138,7 +148,9 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
             max_grad_norm=cfg.max_grad_norm, bf16=use_bf16(cfg.precision), seed=seed, data_seed=seed,
-            logging_steps=cfg.logging_steps, save_strategy="no", report_to=[], disable_tqdm=True,
+            logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
+            report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
+            torch_compile=cfg.torch_compile,
             remove_unused_columns=False, dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -148,6 +160,10 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
         trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
                              data_collator=collator,
                              callbacks=[guard, progress], extra_loss=extra_loss)
+        if "tensorboard" in cfg.report_to and is_main() and logging_dir is not None:
+            from transformers.integrations import TensorBoardCallback
+
+            trainer.add_callback(TensorBoardCallback(tb_writer=tensorboard_writer(logging_dir)))
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
         out = trainer.train()

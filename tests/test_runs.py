@@ -140,3 +140,17 @@ def test_rank_labels_reported_next_to_generation(tmp_path, data_dir):
     assert all(r["ranked"] in ("A", "B") for r in rows)
     acc = 100 * sum(r["ranked"] == r["references"][0] for r in rows) / len(rows)
     assert res["matrix_ranked"][1][1] == pytest.approx(acc, abs=1e-3)
+
+
+def test_tensorboard_logs_loss_and_importance(tmp_path, data_dir):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    run(tiny_config(method="kiflora", tasks=["cb", "copa"], train={"report_to": ["tensorboard"], "logging_steps": 1},
+                    attn_implementation="eager"), out, show_progress=False)
+    acc = EventAccumulator(str(out / "logs" / "02_copa"), size_guidance={"histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "train/loss" in tags["scalars"]
+    assert {"importance/current", "importance/accumulated", "fusion/weight_on_past"} <= set(tags["histograms"])

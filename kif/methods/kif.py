@@ -101,11 +101,27 @@ class KIF(CLMethod):
         atomic_save_tensors(task_dir / "scores_accumulated.safetensors", self.units.scores_to_dict(accumulated))
         if w is not None:
             atomic_save_tensors(task_dir / "fusion_weights.safetensors", self.units.scores_to_dict(w))
+        self._log_histograms(task_dir, current, accumulated, w)
         stats = {"units": len(self.units), "importance_steps": self.tracker.steps,
                  "importance_skipped": self.tracker.skipped}
         if w is not None:
             stats["mean_weight_on_past"] = round(float(w.mean()), 6)
         return stats
+
+    def _log_histograms(self, task_dir: Path, current, accumulated, w) -> None:
+        """With train.report_to: [tensorboard], unit-score histograms next to the loss curves."""
+        from ..dist import is_main
+
+        if "tensorboard" not in self.ctx.cfg.train.report_to or not is_main():
+            return
+        from ..training import tensorboard_writer
+
+        writer = tensorboard_writer(self.ctx.out_dir / "logs" / task_dir.name)
+        writer.add_histogram("importance/current", current)
+        writer.add_histogram("importance/accumulated", accumulated)
+        if w is not None:
+            writer.add_histogram("fusion/weight_on_past", w)
+        writer.close()
 
     def state_summary(self) -> dict:
         return {"importance_skipped_total": self.tracker.skipped_total}

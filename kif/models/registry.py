@@ -52,7 +52,7 @@ class LoadedModel:
         return self.model.config.model_type
 
 
-def load_model(name: str, prompt_format: str = "auto") -> LoadedModel:
+def load_model(name: str, prompt_format: str = "auto", attn_implementation: str | None = None) -> LoadedModel:
     """Load model + tokenizer in fp32 (mixed precision is the trainer's job)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -68,7 +68,8 @@ def load_model(name: str, prompt_format: str = "auto") -> LoadedModel:
         raise KifError(f"model: cannot load '{name}': {str(exc).splitlines()[0]}") from None
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype="float32")
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = auto.from_pretrained(path, dtype="float32", **extra)
     if name == "smollm2-135m":
         smollm2.fix_eos(tokenizer, model)
     if tokenizer.pad_token is None:
