@@ -33,26 +33,27 @@ def test_builtin_tiny_models_load(name, seq2seq):
     assert not lm.use_chat_template
 
 
-def _overfit(model, batch, steps):
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+def _trained_on(name, ex, steps):
+    """A tiny model overfitted on one example: (model, encoder, training batch)."""
+    torch.manual_seed(0)
+    lm = load_model(name)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, False, 2)
+    batch = {k: torch.tensor([v]) for k, v in enc.train_features(ex).items()}
+    opt = torch.optim.Adam(lm.model.parameters(), lr=3e-3)
     for _ in range(steps):
-        loss = model(**batch).loss
+        loss = lm.model(**batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return lm.model, enc, batch
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
 def test_trained_model_stops_on_eos(name):
     """Overfit one example: generation must return exactly the target, cut at EOS."""
-    torch.manual_seed(0)
-    lm = load_model(name)
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, False, 2)
     ex = Example("a", "Say hi. Answer:", ("hi",))
-    feats = enc.train_features(ex)
-    batch = {k: torch.tensor([v]) for k, v in feats.items()}
-    _overfit(lm.model, batch, 150)
-    out = generate(lm.model, enc, [enc.prompt_ids(ex.prompt)], [2], max_new_tokens=12)
+    model, enc, _ = _trained_on(name, ex, 150)
+    out = generate(model, enc, [enc.prompt_ids(ex.prompt)], [2], max_new_tokens=12)
     assert out[0].strip() == "hi"
 
 
@@ -61,16 +62,12 @@ def test_rank_labels_picks_the_trained_label_and_matches_loss(name):
     """Ranking = argmax of the total target log-probability, which is -loss * n_tokens."""
     from kif.evaluation import label_scores, rank_labels
 
-    torch.manual_seed(0)
-    lm = load_model(name)
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, False, 2)
     ex = Example("a", "Pick. Answer:", ("Good",))
-    batch = {k: torch.tensor([v]) for k, v in enc.train_features(ex).items()}
-    _overfit(lm.model, batch, 60)
+    model, enc, batch = _trained_on(name, ex, 60)
     prompt = enc.prompt_ids(ex.prompt)
-    assert rank_labels(lm.model, enc, [prompt, prompt], ["Bad", "Good"], batch_size=3) == ["Good", "Good"]
+    assert rank_labels(model, enc, [prompt, prompt], ["Bad", "Good"], batch_size=3) == ["Good", "Good"]
     n_target = sum(1 for t in batch["labels"][0].tolist() if t != -100)
     with torch.no_grad():
-        mean_nll = lm.model(**batch).loss.item()
-    got = label_scores(lm.model, enc, [prompt], ["Bad", "Good"])[0, 1].item()
+        mean_nll = model(**batch).loss.item()
+    got = label_scores(model, enc, [prompt], ["Bad", "Good"])[0, 1].item()
     assert got == pytest.approx(-mean_nll * n_target, rel=1e-4)
