@@ -203,7 +203,7 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
     if overwrite:
         if not is_main():
             return None
-        for name in ("checkpoints", "tasks", "zero_shot"):
+        for name in ("checkpoints", "tasks", "zero_shot", "logs"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
         (out_dir / "results.json").unlink(missing_ok=True)
         return None
