@@ -6,7 +6,6 @@ metrics AP/FWT/BWT (eq. 18-20) after every task, so partial runs are reported to
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import time
@@ -40,12 +39,12 @@ def load_sequence_data(cfg: RunConfig):
     bench = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
     seq = resolve_sequence(bench, cfg.order, cfg.tasks)
     full = {t: (bench.tasks[t].load("train"), bench.tasks[t].load("test")) for t in seq}
+    labels = {t: label_set(full[t][0]) for t in seq}  # also the candidates for eval.rank_labels
     for t in seq:
-        check_labels(bench.tasks[t], *full[t])
+        check_labels(bench.tasks[t], labels[t], full[t][1])
     train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
     test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed) for t in seq}
     metrics = {t: bench.tasks[t].metric for t in seq}
-    labels = {t: label_set(full[t][0]) for t in seq}  # candidates for eval.rank_labels
     return bench, seq, train, test, metrics, labels
 
 

@@ -95,7 +95,6 @@ class TaskProgress(TrainerCallback):
 
     def __init__(self, label: str, enabled: bool = True):
         self.label, self.enabled, self.bar = label, enabled, None
-        self.last_loss = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.enabled:
@@ -107,10 +106,8 @@ class TaskProgress(TrainerCallback):
             self.bar.update(1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.last_loss = logs["loss"]
-            if self.bar is not None:
-                self.bar.set_postfix(epoch=f"{state.epoch:.2f}", loss=f"{logs['loss']:.4f}")
+        if logs and "loss" in logs and self.bar is not None:
+            self.bar.set_postfix(epoch=f"{state.epoch:.2f}", loss=f"{logs['loss']:.4f}")
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

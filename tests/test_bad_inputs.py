@@ -186,7 +186,6 @@ def _foreign_weight(t):
 @pytest.mark.parametrize("edit,culprit", [(_shrink_first_weight, "shape"), (_wrong_unit_count, "units"),
                                           (_foreign_weight, "do not match")])
 def test_damaged_checkpoint_state(edit, culprit, finished_kif_run, tmp_path, capsys):
-    from kif.cli import main
 
     cfg, src = finished_kif_run
     out = tmp_path / "out"

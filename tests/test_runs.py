@@ -73,7 +73,6 @@ def test_fusion_rederived_from_saved_artifacts(fixture, mode, kind, request):
     """f̂_k from the saved f_k, f̂_{k-1}, I(Û_{k-1}) and I(U_k) equals the saved fused adapter."""
     out = request.getfixturevalue(fixture)
     tasks = sorted((out / "tasks").iterdir())
-    acc = None
     for k in range(1, 3):
         prev_dir, cur_dir = tasks[k - 1], tasks[k]
         prev_fused, trained, fused = (_adapter(prev_dir / "adapter"), _adapter(cur_dir / "adapter_trained"),

@@ -187,14 +187,15 @@ def label_set(examples: list[Example]) -> list[str]:
     return sorted({e.references[0] for e in examples})
 
 
-def check_labels(task: TaskSpec, train: list[Example], test: list[Example]) -> None:
-    """An accuracy task whose test labels never occur in training cannot be learned: say so."""
+def check_labels(task: TaskSpec, train_labels: list[str], test: list[Example]) -> None:
+    """An accuracy task whose test labels never occur in training cannot be learned: say so.
+    ``train_labels`` is ``label_set`` of the task's full training split."""
     if task.metric != "accuracy":
         return
-    unseen = sorted({e.references[0] for e in test} - set(label_set(train)))
+    unseen = sorted({e.references[0] for e in test} - set(train_labels))
     if unseen:
         raise DataError(f"{task.split_file('test')}: label(s) {unseen[:3]} of task '{task.name}' "
-                        f"are absent from its training label set {label_set(train)[:5]}")
+                        f"are absent from its training label set {train_labels[:5]}")
 
 
 # ---- custom YAML benchmarks -----------------------------------------------------------

@@ -78,6 +78,16 @@ class CLMethod:
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
+    def snapshot_trainable(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the trainable weights, keyed like ``trainable()``."""
+        return {n: p.detach().clone() for n, p in self.trainable().items()}
+
+    @torch.no_grad()
+    def set_trainable(self, values: dict[str, torch.Tensor]) -> None:
+        """Write ``values`` (keyed like ``trainable()``) into the trainable weights."""
+        for n, p in self.trainable().items():
+            p.copy_(values[n])
+
     # --- hooks (defaults: plain sequential fine-tuning) ---------------------------
     def train_examples(self, k: int, examples: list) -> list:
         return examples

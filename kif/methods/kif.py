@@ -79,9 +79,8 @@ class KIF(CLMethod):
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         o = self.opts
-        params = self.trainable()
         current = self.units.unit_scores(self.tracker.scores())
-        trained = {n: p.detach().clone() for n, p in params.items()}
+        trained = self.snapshot_trainable()
         self.save_adapter(task_dir / "adapter_trained")
         fault_point("fusion")
         if self.fused_prev is None:  # task 1 initialises the fused model and the scores
@@ -91,9 +90,7 @@ class KIF(CLMethod):
                   else {"temperature": o.temperature})
             fused, w = fuse(self.units, self.fused_prev, trained, self.accumulated, current, o.fusion, **hp)
             accumulated = accumulate_importance(self.accumulated, current, o.beta)
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(fused[n])
+            self.set_trainable(fused)
         self.fused_prev = {n: t.detach().clone() for n, t in fused.items()}
         self.accumulated, self.last_w = accumulated, w
         self.save_adapter(task_dir / "adapter")

@@ -40,13 +40,9 @@ class WeightEnsemble(CLMethod):
         self.fused = unpack("fused", tensors)
 
     def after_task(self, k: int, task_dir: Path) -> dict:
-        params = self.trainable()
-        cur = {n: p.detach() for n, p in params.items()}
-        fused = {n: t.clone() for n, t in cur.items()} if self.fused is None \
-            else weight_ensemble(self.fused, cur, self.opts.lambda_)
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(fused[n])
-        self.fused = {n: p.detach().clone() for n, p in params.items()}
+        cur = self.snapshot_trainable()
+        if self.fused is not None:
+            self.set_trainable(weight_ensemble(self.fused, cur, self.opts.lambda_))
+        self.fused = self.snapshot_trainable()
         self.save_adapter(task_dir / "adapter")
         return {}
