@@ -64,8 +64,8 @@ def loop_fuse(modules, prev, cur, prev_scores, cur_scores, mode, hp, given_w=Non
             else:
                 w = torch.tensor(hp["gamma"] if pm[u] and cm[u] else 1.0 if pm[u] else 0.0 if cm[u] else 0.5)
             w = w.to(ca.device)
-            oa[i, :] = w * pa[i, :] + (1 - w) * ca[i, :]
-            ob[:, i] = w * pb[:, i] + (1 - w) * cb[:, i]
+            oa[i, :] = torch.lerp(ca[i, :], pa[i, :], w)
+            ob[:, i] = torch.lerp(cb[:, i], pb[:, i], w)
             u += 1
     return out
 

@@ -190,7 +190,8 @@ class SkillUnits:
         for name, (key, ct) in c.items():
             w = self._view(name, w_prev).to(ct.device)
             pt = p[name][1].detach().to(ct.device, torch.float32)
-            out[key] = (w * pt + (1 - w) * ct.detach().float()).to(ct.dtype)
+            # lerp: one fused kernel (cur + w·(prev − cur)), exact at w = 0 and w = 1.
+            out[key] = torch.lerp(ct.detach().float(), pt, w).to(ct.dtype)
         return out
 
     # -- helpers -------------------------------------------------------------------
