@@ -84,6 +84,8 @@ def main():
     p.add_argument("--max-target-length", type=int, default=128)
     p.add_argument("--warmup", type=int, default=3, help="optimizer steps left out of the steady state")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--compile", action="store_true",
+                   help="add a variant 'kif-compile': kif with train.torch_compile (compile time is in e2e)")
     args = p.parse_args()
     device = C.setup(args)
 
@@ -106,8 +108,11 @@ def main():
                    and supports_logits_to_keep(model))
     collate_kif = TrainCollator(enc.tokenizer.pad_token_id, target_logits_only=target_only)
 
-    def kif_run(seed):
-        return lambda: train_task(model, enc, examples, cfg, seed, post_step_hook=meter.stamp, show_progress=False)
+    cfg_compiled = cfg.model_copy(update={"torch_compile": True})
+
+    def kif_run(seed, compiled=False):
+        return lambda: train_task(model, enc, examples, cfg_compiled if compiled else cfg, seed,
+                                  post_step_hook=meter.stamp, show_progress=False)
 
     def plain_run(seed, matched):
         def run():
@@ -135,8 +140,9 @@ def main():
                     meter.stamp()
         return run
 
+    variants = ("kif", "plain", "plain-matched") + (("kif-compile",) if args.compile else ())
     results = {n: {"e2e": [], "steady": [], "e2e_in": [], "steady_in": [], "ms": [], "pad": []}
-               for n in ("kif", "plain", "plain-matched")}
+               for n in variants}
     steps_seen = {}
 
     def measured(name, make):
@@ -164,9 +170,12 @@ def main():
     meter.start()
     plain_run(0, False)()
     meter.stop()
-    t = C.interleave({"kif": measured("kif", kif_run),
-                      "plain": measured("plain", lambda s: plain_run(s, False)),
-                      "plain-matched": measured("plain-matched", lambda s: plain_run(s, True))}, args.repeats)
+    runs = {"kif": measured("kif", kif_run),
+            "plain": measured("plain", lambda s: plain_run(s, False)),
+            "plain-matched": measured("plain-matched", lambda s: plain_run(s, True))}
+    if args.compile:
+        runs["kif-compile"] = measured("kif-compile", lambda s: kif_run(s, compiled=True))
+    t = C.interleave(runs, args.repeats)
 
     C.print_settings("train_throughput", {
         "model": f"{args.model} + PEFT LoRA q/v r=8 alpha=16 dropout=0.05",
@@ -178,6 +187,8 @@ def main():
                f"target_logits_only={target_only})",
         "plain": "torch loop, torch.optim.AdamW (default impl): random right-padded batches, full logits",
         "plain-matched": f"same loop, HF length-grouped batches + kif's collator (target_logits_only={target_only})",
+        **({"kif-compile": "kif with train.torch_compile: true (TrainingArguments.torch_compile; the first "
+                           "repeat pays the compilation, later ones reuse dynamo's cache)"} if args.compile else {}),
         "steady state": f"after optimizer step {args.warmup} to the last step",
         "repeats": f"{args.repeats} interleaved (order rotated), medians; ratios paired per repeat",
         **C.environment(device),
@@ -191,19 +202,20 @@ def main():
     C.print_table(["variant", "tgt/s e2e", "tgt/s steady", "in/s e2e", "in/s steady", "ms/step",
                    "padding", "run s"], rows)
     ratio = {}
-    for other in ("plain", "plain-matched"):
+    for other in variants[1:]:
         for kind in ("e2e", "steady"):
             ratio[(other, kind)] = C.median(C.paired_ratios(results["kif"][kind], results[other][kind]))
     print("\nratio kif / plain (target tokens/s, median of paired repeats):")
     C.print_table(["vs", "end to end", "steady state"],
-                  [[o, ratio[(o, "e2e")], ratio[(o, "steady")]] for o in ("plain", "plain-matched")])
+                  [[o, ratio[(o, "e2e")], ratio[(o, "steady")]] for o in variants[1:]])
     print(f"(target: kif / plain >= {TARGET:g})")
     C.result_line("train_throughput", model=args.model, device=device.type,
                   kif_tps_steady=C.median(results["kif"]["steady"]),
                   plain_tps_steady=C.median(results["plain"]["steady"]),
                   ratio_steady=ratio[("plain", "steady")], ratio_e2e=ratio[("plain", "e2e")],
                   ratio_steady_vs_matched=ratio[("plain-matched", "steady")],
-                  ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")])
+                  ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")],
+                  **({"ratio_steady_vs_compiled": ratio[("kif-compile", "steady")]} if args.compile else {}))
 
 
 if __name__ == "__main__":
