@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import dist
 from .data import Example
 from .encoding import Encoder, pad
 from .metrics import clean_prediction, score_each
@@ -24,16 +25,20 @@ class TaskEval:
 @torch.no_grad()
 def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[int],
              batch_size: int = 32, max_new_tokens: int = 128) -> list[str]:
-    """Greedy continuations of already-encoded prompts, in input order."""
+    """Greedy continuations of already-encoded prompts, in input order.
+
+    Under ``accelerate launch`` each process generates its round-robin share of the batches
+    (the same batches as one process would make, so the same predictions) and all of them
+    get every text back."""
     tok = encoder.tokenizer
     pad_id = tok.pad_token_id
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    done: dict[int, str] = {}
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in dist.my_share(batches):
         batch = [prompts[i] for i in idx]
         left = not encoder.is_seq2seq
         input_ids = pad(batch, pad_id, left=left).to(device)
@@ -42,9 +47,10 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
                              max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id)
         new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
         for i, row in zip(idx, new.tolist()):
-            texts[i] = tok.decode(_until_eos(row, eos_ids), skip_special_tokens=True)
+            done[i] = tok.decode(_until_eos(row, eos_ids), skip_special_tokens=True)
     model.train(was_training)
-    return texts
+    done = dist.merge_from_all(done)
+    return [done[i] for i in range(len(prompts))]
 
 
 def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
@@ -78,7 +84,7 @@ def rank_labels(model, encoder: Encoder, prompts: list[list[int]], labels: list[
 @torch.no_grad()
 def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list[str],
                  batch_size: int = 32) -> torch.Tensor:
-    """[n_prompts, n_labels] total log p(label tokens + EOS | prompt)."""
+    """[n_prompts, n_labels] total log p(label tokens + EOS | prompt); shared out like ``generate``."""
     from .encoding import IGNORE, TrainCollator
 
     targets = [encoder.target_ids(lab) for lab in labels]
@@ -88,8 +94,8 @@ def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list
     collate = TrainCollator(encoder.tokenizer.pad_token_id)
     was_training = model.training
     model.eval()
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+    done: dict[tuple[int, int], float] = {}
+    for chunk in dist.my_share([pairs[s:s + batch_size] for s in range(0, len(pairs), batch_size)]):
         feats = []
         for i, j in chunk:
             if encoder.is_seq2seq:
@@ -106,7 +112,9 @@ def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list
         mask = labels_t != IGNORE
         tok = logp.gather(-1, labels_t.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         total = (tok * mask).sum(-1).cpu()
-        for (i, j), s in zip(chunk, total.tolist()):
-            scores[i, j] = s
+        for pair, s in zip(chunk, total.tolist()):
+            done[pair] = s
     model.train(was_training)
+    for (i, j), s in dist.merge_from_all(done).items():
+        scores[i, j] = s
     return scores

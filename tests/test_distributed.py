@@ -118,6 +118,17 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     _assert_close(out2 / "tasks/02_copa/fusion_weights.safetensors", out1 / "tasks/02_copa/fusion_weights.safetensors")
 
 
+def test_evaluation_shared_out_gives_the_one_process_predictions(runs):
+    """Each process generates half of the eval batches (round-robin); the gathered
+    predictions are those of one process doing all of them."""
+    out1, out2, _, _ = runs
+    assert read_results(out2)["matrix"] == read_results(out1)["matrix"]
+    preds1 = sorted(p.relative_to(out1) for p in out1.rglob("*.jsonl") if "checkpoints" not in p.parts)
+    assert preds1 and preds1 == sorted(p.relative_to(out2) for p in out2.rglob("*.jsonl") if "checkpoints" not in p.parts)
+    for rel in preds1:
+        assert (out2 / rel).read_text() == (out1 / rel).read_text(), rel
+
+
 def test_only_the_main_process_writes(runs):
     out1, out2, log, stdout = runs
     assert not log.exists(), log.read_text()

@@ -71,3 +71,37 @@ def test_rank_labels_picks_the_trained_label_and_matches_loss(name):
         mean_nll = model(**batch).loss.item()
     got = label_scores(model, enc, [prompt], ["Bad", "Good"])[0, 1].item()
     assert got == pytest.approx(-mean_nll * n_target, rel=1e-4)
+
+
+def test_evaluation_is_shared_out_across_processes(monkeypatch):
+    """Two simulated ranks each do a disjoint round-robin share of the batches; their union
+    is exactly the one-process result (predictions and label scores)."""
+    from kif import dist
+    from kif.evaluation import label_scores
+
+    torch.manual_seed(0)
+    lm = load_model("tiny-llama")
+    enc = Encoder(lm.tokenizer, False, False, 2)
+    prompts = [enc.prompt_ids(f"question {i} {'x' * (i % 5)}. Answer:") for i in range(11)]
+    labels = ["yes", "no", "maybe"]
+    full_texts = generate(lm.model, enc, prompts, [2], batch_size=2, max_new_tokens=3)
+    full_scores = label_scores(lm.model, enc, prompts, labels, batch_size=4)
+    parts = []
+    monkeypatch.setattr(dist, "merge_from_all", lambda part: parts.append(part) or _complete(part))
+    for rank in (0, 1):
+        monkeypatch.setattr(dist, "rank_world", lambda rank=rank: (rank, 2))
+        generate(lm.model, enc, prompts, [2], batch_size=2, max_new_tokens=3)
+        label_scores(lm.model, enc, prompts, labels, batch_size=4)
+    gen0, ls0, gen1, ls1 = parts
+    assert not set(gen0) & set(gen1) and len(gen0) == 6 and len(gen1) == 5  # 6 batches of <= 2
+    assert {**gen0, **gen1} == dict(enumerate(full_texts))
+    assert not set(ls0) & set(ls1) and len(ls0) + len(ls1) == 33
+    for (i, j), s in {**ls0, **ls1}.items():
+        assert s == full_scores[i, j].item()
+
+
+class _complete(dict):
+    """A stand-in for the other ranks' results: any missing key reads as a placeholder."""
+
+    def __missing__(self, key):
+        return ""
