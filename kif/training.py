@@ -41,12 +41,16 @@ class KifTrainer(Trainer):
     def __init__(self, *args, extra_loss: Optional[Callable] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.extra_loss = extra_loss
+        self.extra_sum, self.extra_count = None, 0  # the regulariser's running total (no sync per step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)
         extra = self.extra_loss(model) if self.extra_loss else None
         if extra is not None:
+            d = extra.detach().float()
+            self.extra_sum = d if self.extra_sum is None else self.extra_sum + d
+            self.extra_count += 1
             # The LM loss is already normalised over the accumulated batch when the model
             # takes num_items_in_batch; the regulariser must count once per optimizer step.
             scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
@@ -174,6 +178,11 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
                        f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); lower train.learning_rate "
                        "or use train.precision: fp32. Results of earlier tasks are kept; rerun to resume")
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
-    return {"loss": loss if math.isfinite(loss) else None,
-            "steps": int(out.global_step), "skipped_steps": guard.skipped,
-            "target_tokens_per_epoch": n_tokens}
+    stats = {"loss": loss if math.isfinite(loss) else None,
+             "steps": int(out.global_step), "skipped_steps": guard.skipped,
+             "target_tokens_per_epoch": n_tokens}
+    if trainer.extra_count:  # `loss` includes the method's regulariser: report both parts
+        reg = float(trainer.extra_sum) / trainer.extra_count
+        stats["regularizer_loss"] = reg if math.isfinite(reg) else None
+        stats["task_loss"] = loss - reg if stats["loss"] is not None and math.isfinite(reg) else None
+    return stats

@@ -383,3 +383,21 @@ def test_e2e_mtl_joint(model, tmp_path, data_dir):
     assert res["per_task"][0]["train_examples"] == 16 and res["per_task"][0]["task"] == "joint"
     assert (tmp_path / "run" / "tasks" / "01_joint" / "adapter" / "adapter_model.safetensors").is_file()
     assert math.isfinite(res["per_task"][0]["loss"])
+
+
+def test_regularizer_reported_apart_from_the_task_loss(tmp_path):
+    """A constant regulariser (3.0, no gradient) leaves training unchanged: the logged loss
+    is the plain run's + 3, split back into task_loss and regularizer_loss."""
+    def run(extra):
+        m = make("seqlora", tmp_path, train={"epochs": 1, "batch_size": 2, "grad_accum": 2,
+                                             "learning_rate": 1e-2, "precision": "fp32",
+                                             "group_by_length": False, "logging_steps": 1})
+        return train_task(m.model, m.ctx.encoder, examples("t1", 8), m.ctx.cfg.train, 0, extra_loss=extra,
+                          show_progress=False)
+
+    plain = run(None)
+    with_reg = run(lambda model: torch.tensor(3.0))
+    assert "regularizer_loss" not in plain
+    assert with_reg["regularizer_loss"] == pytest.approx(3.0)
+    assert with_reg["loss"] == pytest.approx(plain["loss"] + 3.0, rel=1e-5)
+    assert with_reg["task_loss"] == pytest.approx(plain["loss"], rel=1e-5)
