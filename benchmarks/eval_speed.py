@@ -1,11 +1,17 @@
 """Batched evaluation (kif.evaluation.generate, batch 32, length-sorted) vs one sample at a time.
 
-Both sides call the same ``kif.evaluation.generate`` on the same model and the same real
-Long Sequence test prompts (encoded by kif's Encoder, chat template where the model has
-one), greedy, ``max_new_tokens`` 8: the batched side with ``batch_size=32`` (prompts sorted
-by length, left-padded for a decoder-only model), the other with ``batch_size=1``. The
-model is wrapped in a fresh PEFT LoRA (q/v, r=8) as kif evaluates it (``--no-lora``: bare).
-Reports samples/s each, the speed-up, and the number of predictions that differ.
+All variants call ``kif.evaluation.generate`` once per task, as ``kif run`` does, on the
+same model and the same real Long Sequence test prompts (encoded by kif's Encoder, chat
+template where the model has one), greedy, ``max_new_tokens`` 8:
+
+* ``batched``           - ``batch_size=32`` (length-sorted, left-padded for a decoder-only
+                          model) with the task's shared prompt prefix encoded once (kif's default);
+* ``batched-no-prefix`` - the same without the prefix cache (``prefix_cache=False``);
+* ``single``            - ``batch_size=1``, no prefix cache: one prompt at a time, as the
+                          authors' code evaluates.
+
+The model is wrapped in a fresh PEFT LoRA (q/v, r=8) as kif evaluates it (``--no-lora``:
+bare). Reports samples/s each, the speed-ups, and every prediction that differs.
 
     python benchmarks/eval_speed.py                       # tiny-llama
     KIF_CACHE=... python benchmarks/eval_speed.py --model smollm2-135m --repeats 2
@@ -15,7 +21,7 @@ from __future__ import annotations
 import _common as C
 import torch
 
-from kif.evaluation import generate
+from kif.evaluation import generate, shared_prefix_length
 
 TARGET = 20.0
 
@@ -55,17 +61,32 @@ def main():
     prompts = [enc.prompt_ids(e.prompt) for e in examples]
     n = len(prompts)
 
-    def run(bs):
-        return lambda: generate(model, enc, prompts, lm.eos_token_ids, bs, args.max_new_tokens)
+    per_task = -(-args.samples // len(tasks))  # long_sequence() is task-major
+    by_task = {t: list(range(j * per_task, min(n, (j + 1) * per_task))) for j, t in enumerate(tasks)}
+    by_task = {t: idx for t, idx in by_task.items() if idx}  # kif evaluates task by task
+    variants = {"batched": (args.batch_size, True), "batched-no-prefix": (args.batch_size, False),
+                "single": (1, False)}
 
-    preds = {"batched": run(args.batch_size)(), "single": run(1)()}  # also the warm-up
-    mismatches = [i for i in range(n) if preds["batched"][i] != preds["single"][i]]
+    def run(name):
+        bs, prefix = variants[name]
 
-    def timer(bs):
-        return lambda: C.timed(run(bs), device)[0]
+        def go():
+            out = [""] * n
+            for idx in by_task.values():
+                texts = generate(model, enc, [prompts[i] for i in idx], lm.eos_token_ids, bs,
+                                 args.max_new_tokens, prefix_cache=prefix)
+                for i, text in zip(idx, texts):
+                    out[i] = text
+            return out
+        return go
 
-    t = C.interleave({"batched": timer(args.batch_size), "single": timer(1)}, args.repeats)
+    preds = {m: run(m)() for m in variants}  # also the warm-up
+    mismatches = [i for i in range(n) if len({preds[m][i] for m in variants}) > 1]
+
+    t = C.interleave({m: (lambda m=m: C.timed(run(m), device)[0]) for m in variants}, args.repeats)
     speedup = C.median(C.paired_ratios(t["single"], t["batched"]))
+    prefix_gain = C.median(C.paired_ratios(t["batched-no-prefix"], t["batched"]))
+    shared = sum(shared_prefix_length([prompts[i] for i in idx]) * len(idx) for idx in by_task.values())
 
     lens = sorted(len(q) for q in prompts)
     C.print_settings("eval_speed", {
@@ -75,21 +96,26 @@ def main():
                    f"chat template: {enc.use_chat_template}",
         "generation": f"greedy, max_new_tokens={args.max_new_tokens}, eos={lm.eos_token_ids}",
         "batched": f"kif.evaluation.generate batch_size={args.batch_size} (length-sorted, "
-                   f"{'right' if enc.is_seq2seq else 'left'}-padded)",
-        "single": "kif.evaluation.generate batch_size=1 (no padding)",
+                   f"{'right' if enc.is_seq2seq else 'left'}-padded), prefix cache "
+                   f"({'not used: seq2seq' if enc.is_seq2seq else f'{shared / sum(lens):.0%} of the prompt tokens are a shared prefix'})",
+        "batched-no-prefix": "the same, prefix_cache=False",
+        "single": "kif.evaluation.generate batch_size=1 (no padding), prefix_cache=False",
         "repeats": f"{args.repeats} interleaved, median of paired ratios",
         **C.environment(device),
     })
     print("\nthroughput (median):")
     C.print_table(["mode", "seconds", "samples/s"],
-                  [[m, C.median(t[m]), n / C.median(t[m])] for m in ("batched", "single")])
+                  [[m, C.median(t[m]), n / C.median(t[m])] for m in variants])
     print(f"\nspeed-up batched/single: {speedup:.2f}x {C.spread(C.paired_ratios(t['single'], t['batched']))}"
           f"  (target >= {TARGET:g}x)")
-    print(f"predictions differing between batched and single: {len(mismatches)} of {n}")
+    print(f"speed-up from the prefix cache (batched-no-prefix / batched): {prefix_gain:.2f}x "
+          f"{C.spread(C.paired_ratios(t['batched-no-prefix'], t['batched']))}")
+    print(f"predictions differing between any two variants: {len(mismatches)} of {n}")
     for i in mismatches:
-        line = f"  [{examples[i].id}] batched={preds['batched'][i]!r} single={preds['single'][i]!r}"
+        line = f"  [{examples[i].id}] " + " ".join(f"{m}={preds[m][i]!r}" for m in variants)
         if not enc.is_seq2seq:
-            k, margin = first_divergence(model, enc, prompts[i], preds["batched"][i], preds["single"][i], device)
+            other = next(preds[m][i] for m in variants if preds[m][i] != preds["single"][i])
+            k, margin = first_divergence(model, enc, prompts[i], other, preds["single"][i], device)
             line += f"  first differing token #{k}, unpadded top-2 logit margin {margin:.2e}"
         print(line)
     if mismatches:
@@ -97,7 +123,7 @@ def main():
               "in a different order; a greedy step whose top-2 logits are that close can flip.")
     C.result_line("eval_speed", model=args.model, device=device.type, n=n,
                   batched_sps=n / C.median(t["batched"]), single_sps=n / C.median(t["single"]),
-                  speedup=speedup, mismatches=len(mismatches))
+                  speedup=speedup, prefix_cache_speedup=prefix_gain, mismatches=len(mismatches))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 Sorting by length keeps padding (wasted compute) small; left padding lets a
 decoder-only model continue every prompt from its last real token; generation stops
-for the whole batch once every row has produced an EOS.
+for the whole batch once every row has produced an EOS. The prompts of one task share
+their instruction (15-66 % of the tokens on Long Sequence with SmolLM2's template), so
+a decoder-only model encodes that shared prefix once and every batch starts from a copy
+of its KV cache (``prefix_cache``).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +26,57 @@ class TaskEval:
     predictions: list[dict]  # {id, prediction, references, score}
 
 
+MIN_SHARED_PREFIX = 8  # tokens; below this a prefix cache saves less than it costs
+
+
+def _cache_kwarg() -> str:
+    """Newer transformers 5.x call generate()'s ``past_key_values`` ``cache`` (old name deprecated)."""
+    from transformers.utils import generic
+
+    return "cache" if hasattr(generic, "_rename_kwargs_for_bc") else "past_key_values"
+
+
+_CACHE_KWARG = _cache_kwarg()
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the longest common prefix, leaving every prompt at least one token of its own."""
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def _prefix_cache(model, prefix: list[int], device):
+    """The KV cache of ``prefix`` (batch 1), or None where the model's cache cannot be reused
+    this way (not a DynamicCache, or sliding-window layers)."""
+    from transformers import DynamicCache
+
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+    cache = out.get(_CACHE_KWARG)
+    sliding = getattr(cache, "is_sliding", None) or [False]
+    if not isinstance(cache, DynamicCache) or any(sliding):
+        return None
+    return cache
+
+
 @torch.no_grad()
 def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[int],
-             batch_size: int = 32, max_new_tokens: int = 128) -> list[str]:
+             batch_size: int = 32, max_new_tokens: int = 128, prefix_cache: bool = True) -> list[str]:
     """Greedy continuations of already-encoded prompts, in input order.
 
     Under ``accelerate launch`` each process generates its round-robin share of the batches
     (the same batches as one process would make, so the same predictions) and all of them
-    get every text back."""
+    get every text back.
+
+    ``prefix_cache`` (decoder-only): the prompts' common prefix is encoded once; each batch
+    is that prefix followed by the left-padded rest of its prompts, so the padding sits
+    between the two, masked, and positions still count real tokens only."""
     tok = encoder.tokenizer
     pad_id = tok.pad_token_id
     device = next(model.parameters()).device
@@ -38,13 +85,27 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
     done: dict[int, str] = {}
     was_training = model.training
     model.eval()
-    for idx in dist.my_share(batches):
-        batch = [prompts[i] for i in idx]
+    mine = dist.my_share(batches)
+    n_prefix = shared_prefix_length(prompts) if prefix_cache and not encoder.is_seq2seq and mine else 0
+    cache = _prefix_cache(model, prompts[0][:n_prefix], device) if n_prefix >= MIN_SHARED_PREFIX else None
+    if cache is None:
+        n_prefix = 0
+    for idx in mine:
+        batch = [prompts[i][n_prefix:] for i in idx]
         left = not encoder.is_seq2seq
         input_ids = pad(batch, pad_id, left=left).to(device)
         attention = pad([[1] * len(s) for s in batch], 0, left=left).to(device)
+        extra = {}
+        if cache is not None:
+            head = torch.tensor([prompts[idx[0]][:n_prefix]] * len(idx), device=device)
+            input_ids = torch.cat([head, input_ids], 1)
+            attention = torch.cat([torch.ones_like(head), attention], 1)
+            past = copy.deepcopy(cache)  # generate() appends to it
+            past.batch_repeat_interleave(len(idx))
+            extra[_CACHE_KWARG] = past
         out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
-                             max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id)
+                             max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
+                             **extra)
         new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
         for i, row in zip(idx, new.tolist()):
             done[i] = tok.decode(_until_eos(row, eos_ids), skip_special_tokens=True)
@@ -62,9 +123,9 @@ def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
 
 def evaluate_task(model, encoder: Encoder, examples: list[Example], metric: str, eos_ids: list[int],
                   prompt_ids: list[list[int]] | None = None, batch_size: int = 32,
-                  max_new_tokens: int = 128) -> TaskEval:
+                  max_new_tokens: int = 128, prefix_cache: bool = True) -> TaskEval:
     prompts = prompt_ids if prompt_ids is not None else [encoder.prompt_ids(ex.prompt) for ex in examples]
-    raw = generate(model, encoder, prompts, eos_ids, batch_size, max_new_tokens)
+    raw = generate(model, encoder, prompts, eos_ids, batch_size, max_new_tokens, prefix_cache)
     preds = [clean_prediction(t) for t in raw]
     scores = score_each(metric, preds, [ex.references for ex in examples])
     rows = [{"id": ex.id, "prediction": p, "references": list(ex.references), "score": s}

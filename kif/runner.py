@@ -98,7 +98,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
                 ranked.append(None)
                 continue
             res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
-                                cfg.eval.batch_size, cfg.eval.max_new_tokens)
+                                cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.prefix_cache)
             row.append(round(res.score, 4))
             r = None
             if cfg.eval.rank_labels and metrics[t] == "accuracy":

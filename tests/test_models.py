@@ -105,3 +105,46 @@ class _complete(dict):
 
     def __missing__(self, key):
         return ""
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token():
+    from kif.evaluation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter keeps its last token
+    assert shared_prefix_length([[1, 2, 3]]) == 2
+    assert shared_prefix_length([[7], [7]]) == 0
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def test_prefix_cache_gives_the_same_predictions(monkeypatch):
+    """The shared prefix encoded once (padding between prefix and suffix) must not change a
+    single greedy token. Weights x4 make a random tiny model's outputs prompt-dependent."""
+    import kif.evaluation as ev
+
+    torch.manual_seed(0)
+    lm = load_model("tiny-llama")
+    with torch.no_grad():
+        for p in lm.model.parameters():
+            p.mul_(4)
+    enc = Encoder(lm.tokenizer, False, False, 2)
+    prompts = [enc.prompt_ids(f"Shared instruction: classify this. Input: {'word ' * (i % 7)}item {i}. Answer:")
+               for i in range(13)]
+    plain = generate(lm.model, enc, prompts, [2], batch_size=4, max_new_tokens=6, prefix_cache=False)
+    assert len(set(plain)) >= 10  # prompt-dependent outputs
+    encoded = []
+    real = ev._prefix_cache
+    monkeypatch.setattr(ev, "_prefix_cache", lambda m, prefix, d: encoded.append(len(prefix)) or real(m, prefix, d))
+    assert generate(lm.model, enc, prompts, [2], batch_size=4, max_new_tokens=6) == plain
+    assert encoded == [ev.shared_prefix_length(prompts)] and encoded[0] >= 40  # encoded once, ~all shared text
+
+
+def test_prefix_cache_skipped_for_seq2seq(monkeypatch):
+    import kif.evaluation as ev
+
+    lm = load_model("tiny-t5")
+    enc = Encoder(lm.tokenizer, True, False, 2)
+    monkeypatch.setattr(ev, "_prefix_cache", lambda *a: pytest.fail("seq2seq has no decoder prefix to share"))
+    prompts = [enc.prompt_ids(f"Shared instruction here, long enough. Input {i}") for i in range(3)]
+    assert len(generate(lm.model, enc, prompts, [2], max_new_tokens=2)) == 3
