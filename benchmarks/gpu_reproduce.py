@@ -38,7 +38,7 @@ def run_config(args, method: str) -> dict:
         "data": {"train_samples": args.train_samples, "test_samples": args.test_cap,
                  "max_input_length": args.max_input_length, "max_target_length": args.max_target_length},
         "train": {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
-                  "lr_scheduler": "constant", "precision": args.precision},
+                  "lr_scheduler": "constant", "precision": args.precision, "torch_compile": args.compile},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": args.target_modules},
         "eval": {"batch_size": args.eval_batch_size, "max_new_tokens": args.max_new_tokens,
                  "mode": args.eval_mode},
@@ -52,6 +52,7 @@ def summarize(res: dict, wall: float) -> dict:
     per = res["per_task"]
     epochs = res["_epochs"]
     train_tokens = sum(p["target_tokens_per_epoch"] for p in per) * epochs
+    input_tokens = sum(p.get("input_tokens_per_epoch", 0) for p in per) * epochs
     train_s = sum(p["train_s"] for p in per)
     # every evaluated (row, task) cell: the zero-shot row and one row after each task
     # (eval.mode minimal leaves cells None: those were not evaluated)
@@ -61,6 +62,7 @@ def summarize(res: dict, wall: float) -> dict:
     return {
         "AP": res["AP"], "FWT": res["FWT"], "BWT": res["BWT"],
         "train_tok_s": train_tokens / train_s if train_s else float("nan"),
+        "train_in_tok_s": input_tokens / train_s if train_s else float("nan"),
         "eval_sps": evaluated / eval_s if eval_s else float("nan"), "evaluated": evaluated,
         "train_s": train_s, "eval_s": eval_s, "method_s": sum(p["method_s"] for p in per),
         "wall_s": wall, "steps": sum(p["steps"] for p in per),
@@ -85,6 +87,7 @@ def main():
     p.add_argument("--max-input-length", type=int, default=512)
     p.add_argument("--max-target-length", type=int, default=128)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--compile", action="store_true", help="train.torch_compile: true")
     p.add_argument("--target-modules", default="q_proj,v_proj")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/gpu_reproduce", help="one sub-folder per method (overwritten)")
@@ -125,21 +128,22 @@ def main():
                    f"test {'all' if args.test_cap is None else f'<= {args.test_cap}'}/task "
                    f"(n_test {sum(first['n_test'].values())})",
         "training": f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, LoRA r=8 alpha=16 "
-                    f"{args.target_modules}, precision {args.precision}",
+                    f"{args.target_modules}, precision {args.precision}, torch_compile {args.compile}",
         "eval": f"batch {args.eval_batch_size}, max_new_tokens {args.max_new_tokens}, greedy, "
                 f"mode {args.eval_mode}",
         "out": str(out_root), "results device": first["device"],
         **C.environment(device),
     })
-    print("\nper run (train tok/s: target tokens x epochs / train_s, Trainer start-up included; "
-          "eval samples/s: test samples evaluated over all rows / eval time):")
-    rows = [[m, s["AP"], s["FWT"], s["BWT"], s["train_tok_s"], s["eval_sps"], s["train_s"],
+    print("\nper run (train tok/s: target (answer) tokens x epochs / train_s; in-tok/s: real, non-padding "
+          "input tokens x epochs / train_s; Trainer start-up included; eval samples/s: test samples "
+          "evaluated over all rows / eval time):")
+    rows = [[m, s["AP"], s["FWT"], s["BWT"], s["train_tok_s"], s["train_in_tok_s"], s["eval_sps"], s["train_s"],
              s["method_s"], s["eval_s"], s["wall_s"], s["skipped"]] for m, s in summaries.items()]
-    C.print_table(["method", "AP", "FWT", "BWT", "train tok/s", "eval samples/s", "train s", "method s",
-                   "eval s", "wall s", "skipped"], rows)
+    C.print_table(["method", "AP", "FWT", "BWT", "train tok/s", "train in-tok/s", "eval samples/s", "train s",
+                   "method s", "eval s", "wall s", "skipped"], rows)
     kv = {"model": args.model, "device": device.type}
     for m, s in summaries.items():
-        for k in ("AP", "FWT", "BWT", "train_tok_s", "eval_sps", "wall_s"):
+        for k in ("AP", "FWT", "BWT", "train_tok_s", "train_in_tok_s", "eval_sps", "wall_s"):
             v = s[k]
             kv[f"{m}_{k}"] = round(float(v), 4) if v is not None else "NA"
     C.result_line("gpu_reproduce", **kv)

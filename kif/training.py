@@ -180,7 +180,8 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
     stats = {"loss": loss if math.isfinite(loss) else None,
              "steps": int(out.global_step), "skipped_steps": guard.skipped,
-             "target_tokens_per_epoch": n_tokens}
+             "target_tokens_per_epoch": n_tokens,
+             "input_tokens_per_epoch": sum(len(f["input_ids"]) for f in features)}  # real, no padding
     if trainer.extra_count:  # `loss` includes the method's regulariser: report both parts
         reg = float(trainer.extra_sum) / trainer.extra_count
         stats["regularizer_loss"] = reg if math.isfinite(reg) else None

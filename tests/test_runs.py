@@ -37,6 +37,8 @@ def test_results_schema_and_metrics(fixture, request):
     assert {k: res[k] for k in ("AP", "FWT", "BWT")} == cl_metrics(res["matrix"])
     assert res["n_train"] == {"cb": 16, "copa": 16, "sst2": 16} and res["n_test"]["cb"] == 8
     assert res["adapter_bytes"] > 0 and res["timings"]["total"] > 0
+    for stats in res["per_task"]:  # token counts: answers (+ EOS) within all real input tokens
+        assert 0 < stats["target_tokens_per_epoch"] < stats["input_tokens_per_epoch"]
     for k, t in enumerate(res["tasks"]):
         tdir = out / "tasks" / f"{k + 1:02d}_{t}"
         for name in ("adapter", "adapter_trained"):
