@@ -84,6 +84,8 @@ def main():
     p.add_argument("--max-target-length", type=int, default=128)
     p.add_argument("--warmup", type=int, default=3, help="optimizer steps left out of the steady state")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--attn-compare", action="store_true",
+                   help="add a variant 'kif-eager-attn': kif on the same model loaded with eager attention")
     p.add_argument("--compile", action="store_true",
                    help="add a variant 'kif-compile': kif with train.torch_compile (compile time is in e2e)")
     args = p.parse_args()
@@ -140,7 +142,8 @@ def main():
                     meter.stamp()
         return run
 
-    variants = ("kif", "plain", "plain-matched") + (("kif-compile",) if args.compile else ())
+    variants = (("kif", "plain", "plain-matched") + (("kif-compile",) if args.compile else ())
+                + (("kif-eager-attn",) if args.attn_compare else ()))
     results = {n: {"e2e": [], "steady": [], "e2e_in": [], "steady_in": [], "ms": [], "pad": []}
                for n in variants}
     steps_seen = {}
@@ -175,10 +178,20 @@ def main():
             "plain-matched": measured("plain-matched", lambda s: plain_run(s, True))}
     if args.compile:
         runs["kif-compile"] = measured("kif-compile", lambda s: kif_run(s, compiled=True))
+    if args.attn_compare:
+        from kif.models import load_model
+
+        eager = load_model(args.model, attn_implementation="eager").model.to(device)
+        model_eager = C.add_lora(eager)
+        model_eager.train()
+        model_eager.register_forward_pre_hook(meter._hook, with_kwargs=True)
+        runs["kif-eager-attn"] = measured("kif-eager-attn", lambda s: lambda: train_task(
+            model_eager, enc, examples, cfg, s, post_step_hook=meter.stamp, show_progress=False))
     t = C.interleave(runs, args.repeats)
 
     C.print_settings("train_throughput", {
-        "model": f"{args.model} + PEFT LoRA q/v r=8 alpha=16 dropout=0.05",
+        "model": f"{args.model} + PEFT LoRA q/v r=8 alpha=16 dropout=0.05, attention "
+                 f"{model.base_model.model.config._attn_implementation}",
         "data": f"{len(examples)} Long Sequence train examples from {','.join(tasks)}, "
                 f"max_input_length {args.max_input_length}",
         "training": f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, clip {cfg.max_grad_norm}, "
@@ -189,6 +202,8 @@ def main():
         "plain-matched": f"same loop, HF length-grouped batches + kif's collator (target_logits_only={target_only})",
         **({"kif-compile": "kif with train.torch_compile: true (TrainingArguments.torch_compile; the first "
                            "repeat pays the compilation, later ones reuse dynamo's cache)"} if args.compile else {}),
+        **({"kif-eager-attn": "kif on a second copy of the model loaded with attn_implementation='eager'"}
+           if args.attn_compare else {}),
         "steady state": f"after optimizer step {args.warmup} to the last step",
         "repeats": f"{args.repeats} interleaved (order rotated), medians; ratios paired per repeat",
         **C.environment(device),
@@ -215,7 +230,9 @@ def main():
                   ratio_steady=ratio[("plain", "steady")], ratio_e2e=ratio[("plain", "e2e")],
                   ratio_steady_vs_matched=ratio[("plain-matched", "steady")],
                   ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")],
-                  **({"ratio_steady_vs_compiled": ratio[("kif-compile", "steady")]} if args.compile else {}))
+                  **({"ratio_steady_vs_compiled": ratio[("kif-compile", "steady")]} if args.compile else {}),
+                  **({"ratio_steady_vs_eager_attn": ratio[("kif-eager-attn", "steady")]}
+                     if args.attn_compare else {}))
 
 
 if __name__ == "__main__":
