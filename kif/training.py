@@ -149,6 +149,8 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
             max_grad_norm=cfg.max_grad_norm, bf16=use_bf16(cfg.precision), seed=seed, data_seed=seed,
+            # precision bf16 without a GPU: CPU autocast (the Trainer refuses bf16 unless told so)
+            use_cpu=use_bf16(cfg.precision) and not torch.cuda.is_available(),
             logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
             report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
             torch_compile=cfg.torch_compile,
