@@ -138,11 +138,14 @@ class SkillUnits:
         out = []
         for g in self._groups:
             if len(g.params) == 1:
-                out.append(s[g.params[0]].mean().reshape(1).cpu())
+                out.append(s[g.params[0]].mean().reshape(1))
             else:
                 a, b = s[g.params[0]], s[g.params[1]]
-                out.append((b.mean(dim=0) * a.mean(dim=1)).cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+                out.append(b.mean(dim=0) * a.mean(dim=1))
+        if not out:
+            return torch.zeros(0)
+        dev = out[0].device  # one transfer (one sync on a GPU), not one per tensor
+        return torch.cat([o.to(dev) for o in out]).cpu()
 
     def scores_to_dict(self, scores: Tensor) -> dict[str, Tensor]:
         """unit name -> 0-d fp32 tensor (own storage: safetensors rejects shared views)."""
@@ -186,9 +189,12 @@ class SkillUnits:
         """
         p, c = self._match(prev, "prev params"), self._match(cur, "cur params")
         w_prev = self._check_vec(w_prev, "w_prev").float()
+        on_device: dict = {}  # w_prev copied once per device, not once per tensor
         out = {}
         for name, (key, ct) in c.items():
-            w = self._view(name, w_prev).to(ct.device)
+            if ct.device not in on_device:
+                on_device[ct.device] = w_prev.to(ct.device)
+            w = self._view(name, on_device[ct.device])
             pt = p[name][1].detach().to(ct.device, torch.float32)
             # lerp: one fused kernel (cur + w·(prev − cur)), exact at w = 0 and w = 1.
             out[key] = torch.lerp(ct.detach().float(), pt, w).to(ct.dtype)
