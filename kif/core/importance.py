@@ -61,10 +61,13 @@ class ImportanceTracker:
         self._warned = False
 
     @torch.no_grad()
-    def update(self) -> bool:
-        """Fold the current ``.grad``s into the state; False (and no change) if any is non-finite."""
+    def update(self, check_finite: bool = True) -> bool:
+        """Fold the current ``.grad``s into the state; False (and no change) if any is non-finite.
+
+        ``check_finite=False`` skips the check (a device sync) for callers that made it already.
+        """
         grads = [p.grad for p in self._params]
-        if not all_finite([g for g in grads if g is not None and g.numel()]):
+        if check_finite and not all_finite([g for g in grads if g is not None and g.numel()]):
             self.skipped += 1
             self.skipped_total += 1
             if not self._warned:

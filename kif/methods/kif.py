@@ -70,7 +70,8 @@ class KIF(CLMethod):
         self.tracker.reset()
 
     def on_gradients(self) -> None:
-        self.tracker.update()
+        # StepGuard calls this only for finite gradients: no second check (and GPU sync) here
+        self.tracker.update(check_finite=False)
 
     def extra_loss(self, model):
         if self.opts.ortho_weight <= 0:
