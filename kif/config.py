@@ -60,6 +60,8 @@ class EvalConfig(_Strict):
     mode: Literal["full", "minimal"] = Field("full", description="full: the K×K matrix and a zero-shot row; "
                                               "minimal: only a[k][k], a[k][k+1] and the last row (same AP/FWT/BWT)")
     rank_labels: bool = Field(False, description="classification tasks: also score by ranking the label set")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU that has it, as in training; fp32 off; bf16 forced")
     prefix_cache: bool = Field(True, description="decoder-only models: encode a task's shared prompt prefix "
                                "once and start every batch from its KV cache (same predictions, less compute)")
 

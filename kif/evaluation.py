@@ -9,6 +9,7 @@ of its KV cache (``prefix_cache``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -24,6 +25,16 @@ from .metrics import clean_prediction, score_each
 class TaskEval:
     score: float
     predictions: list[dict]  # {id, prediction, references, score}
+
+
+def eval_autocast(precision: str, model):
+    """bf16 autocast for evaluation where ``precision`` asks for it (the rules of training's
+    ``train.precision``); weights stay as they are. A no-op context for fp32."""
+    from .training import use_bf16
+
+    if not use_bf16(precision):
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a prefix cache saves less than it costs

@@ -23,7 +23,7 @@ from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
 from .dist import barrier, device, is_main
 from .encoding import Encoder
 from .errors import KifError
-from .evaluation import evaluate_task, rank_labels
+from .evaluation import eval_autocast, evaluate_task, rank_labels
 from .faults import fault_point
 from .io import atomic_write_json, atomic_write_text, dir_bytes, write_jsonl
 from .methods import RunContext, get_method
@@ -97,12 +97,14 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
                 row.append(None)
                 ranked.append(None)
                 continue
-            res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
-                                cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.prefix_cache)
+            with eval_autocast(cfg.eval.precision, method.model):
+                res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
+                                    cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.prefix_cache)
             row.append(round(res.score, 4))
             r = None
             if cfg.eval.rank_labels and metrics[t] == "accuracy":
-                picks = rank_labels(method.model, encoder, prompts[t], labels[t], cfg.eval.batch_size)
+                with eval_autocast(cfg.eval.precision, method.model):
+                    picks = rank_labels(method.model, encoder, prompts[t], labels[t], cfg.eval.batch_size)
                 for rec, pick in zip(res.predictions, picks):
                     rec["ranked"] = pick
                 r = round(score_task("accuracy", picks, [ex.references for ex in test[t]]), 4)

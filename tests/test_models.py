@@ -148,3 +148,21 @@ def test_prefix_cache_skipped_for_seq2seq(monkeypatch):
     monkeypatch.setattr(ev, "_prefix_cache", lambda *a: pytest.fail("seq2seq has no decoder prefix to share"))
     prompts = [enc.prompt_ids(f"Shared instruction here, long enough. Input {i}") for i in range(3)]
     assert len(generate(lm.model, enc, prompts, [2], max_new_tokens=2)) == 3
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
+def test_eval_autocast_follows_precision(precision):
+    """eval.precision: bf16 autocast where asked (auto = bf16 only on a GPU that has it)."""
+    from kif.evaluation import eval_autocast
+    from kif.training import use_bf16
+
+    expect = {"bf16": True, "fp32": False, "auto": use_bf16("auto")}[precision]
+
+    ex = Example("a", "Say hi. Answer:", ("hi",))
+    model, enc, _ = _trained_on("tiny-llama", ex, 150)
+    seen = []
+    model.register_forward_pre_hook(lambda *a: seen.append(torch.is_autocast_enabled("cpu")))
+    with eval_autocast(precision, model):
+        out = generate(model, enc, [enc.prompt_ids(ex.prompt)], [2], max_new_tokens=12)
+    assert seen and set(seen) == {expect}
+    assert out[0].strip() == "hi"  # the overfitted answer survives bf16 matmuls
