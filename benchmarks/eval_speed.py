@@ -21,7 +21,7 @@ from __future__ import annotations
 import _common as C
 import torch
 
-from kif.evaluation import generate, shared_prefix_length
+from kif.evaluation import eval_autocast, generate, shared_prefix_length
 
 TARGET = 20.0
 
@@ -49,6 +49,8 @@ def main():
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--max-input-length", type=int, default=512)
     p.add_argument("--no-lora", action="store_true", help="evaluate the bare model (no PEFT wrapper)")
+    p.add_argument("--bf16", action="store_true",
+                   help="add 'batched-bf16': the batched variant under eval.precision bf16 (autocast)")
     args = p.parse_args()
     device = C.setup(args)
 
@@ -64,24 +66,29 @@ def main():
     per_task = -(-args.samples // len(tasks))  # long_sequence() is task-major
     by_task = {t: list(range(j * per_task, min(n, (j + 1) * per_task))) for j, t in enumerate(tasks)}
     by_task = {t: idx for t, idx in by_task.items() if idx}  # kif evaluates task by task
-    variants = {"batched": (args.batch_size, True), "batched-no-prefix": (args.batch_size, False),
-                "single": (1, False)}
+    variants = {"batched": (args.batch_size, True, "fp32"), "batched-no-prefix": (args.batch_size, False, "fp32"),
+                "single": (1, False, "fp32")}
+    if args.bf16:
+        variants["batched-bf16"] = (args.batch_size, True, "bf16")
+    exact = [m for m in variants if variants[m][2] == "fp32"]  # must agree to the token
 
     def run(name):
-        bs, prefix = variants[name]
+        bs, prefix, precision = variants[name]
 
         def go():
             out = [""] * n
             for idx in by_task.values():
-                texts = generate(model, enc, [prompts[i] for i in idx], lm.eos_token_ids, bs,
-                                 args.max_new_tokens, prefix_cache=prefix)
+                with eval_autocast(precision, model):
+                    texts = generate(model, enc, [prompts[i] for i in idx], lm.eos_token_ids, bs,
+                                     args.max_new_tokens, prefix_cache=prefix)
                 for i, text in zip(idx, texts):
                     out[i] = text
             return out
         return go
 
     preds = {m: run(m)() for m in variants}  # also the warm-up
-    mismatches = [i for i in range(n) if len({preds[m][i] for m in variants}) > 1]
+    mismatches = [i for i in range(n) if len({preds[m][i] for m in exact}) > 1]
+    bf16_diff = sum(preds["batched-bf16"][i] != preds["batched"][i] for i in range(n)) if args.bf16 else None
 
     t = C.interleave({m: (lambda m=m: C.timed(run(m), device)[0]) for m in variants}, args.repeats)
     speedup = C.median(C.paired_ratios(t["single"], t["batched"]))
@@ -100,6 +107,7 @@ def main():
                    f"({'not used: seq2seq' if enc.is_seq2seq else f'{shared / sum(lens):.0%} of the prompt tokens are a shared prefix'})",
         "batched-no-prefix": "the same, prefix_cache=False",
         "single": "kif.evaluation.generate batch_size=1 (no padding), prefix_cache=False",
+        **({"batched-bf16": "batched under eval_autocast('bf16') (CPU autocast without a GPU)"} if args.bf16 else {}),
         "repeats": f"{args.repeats} interleaved, median of paired ratios",
         **C.environment(device),
     })
@@ -110,11 +118,16 @@ def main():
           f"  (target >= {TARGET:g}x)")
     print(f"speed-up from the prefix cache (batched-no-prefix / batched): {prefix_gain:.2f}x "
           f"{C.spread(C.paired_ratios(t['batched-no-prefix'], t['batched']))}")
-    print(f"predictions differing between any two variants: {len(mismatches)} of {n}")
+    if args.bf16:
+        bf16_gain = C.median(C.paired_ratios(t["batched"], t["batched-bf16"]))
+        print(f"speed-up from bf16 autocast (batched / batched-bf16): {bf16_gain:.2f}x "
+              f"{C.spread(C.paired_ratios(t['batched'], t['batched-bf16']))}; predictions differing from fp32 "
+              f"batched: {bf16_diff} of {n} (bf16 rounding, expected)")
+    print(f"predictions differing between any two fp32 variants: {len(mismatches)} of {n}")
     for i in mismatches:
-        line = f"  [{examples[i].id}] " + " ".join(f"{m}={preds[m][i]!r}" for m in variants)
+        line = f"  [{examples[i].id}] " + " ".join(f"{m}={preds[m][i]!r}" for m in exact)
         if not enc.is_seq2seq:
-            other = next(preds[m][i] for m in variants if preds[m][i] != preds["single"][i])
+            other = next(preds[m][i] for m in exact if preds[m][i] != preds["single"][i])
             k, margin = first_divergence(model, enc, prompts[i], other, preds["single"][i], device)
             line += f"  first differing token #{k}, unpadded top-2 logit margin {margin:.2e}"
         print(line)
@@ -123,7 +136,8 @@ def main():
               "in a different order; a greedy step whose top-2 logits are that close can flip.")
     C.result_line("eval_speed", model=args.model, device=device.type, n=n,
                   batched_sps=n / C.median(t["batched"]), single_sps=n / C.median(t["single"]),
-                  speedup=speedup, prefix_cache_speedup=prefix_gain, mismatches=len(mismatches))
+                  speedup=speedup, prefix_cache_speedup=prefix_gain, mismatches=len(mismatches),
+                  **({"bf16_speedup": bf16_gain, "bf16_mismatches": bf16_diff} if args.bf16 else {}))
 
 
 if __name__ == "__main__":

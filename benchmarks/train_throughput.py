@@ -35,6 +35,12 @@ from kif.encoding import IGNORE, TrainCollator, supports_logits_to_keep
 from kif.training import train_task, use_bf16
 
 TARGET = 1.0
+EXTRAS = {
+    "compile": "kif with train.torch_compile: true (the first repeat pays the compilation, "
+               "later ones reuse dynamo's cache)",
+    "bf16": "kif with train.precision: bf16 (autocast; fp32 LoRA weights; CPU autocast without a GPU)",
+    "eager-attn": "kif on a second copy of the model loaded with attn_implementation='eager'",
+}
 
 
 class Meter:
@@ -84,10 +90,8 @@ def main():
     p.add_argument("--max-target-length", type=int, default=128)
     p.add_argument("--warmup", type=int, default=3, help="optimizer steps left out of the steady state")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    p.add_argument("--attn-compare", action="store_true",
-                   help="add a variant 'kif-eager-attn': kif on the same model loaded with eager attention")
-    p.add_argument("--compile", action="store_true",
-                   help="add a variant 'kif-compile': kif with train.torch_compile (compile time is in e2e)")
+    p.add_argument("--extra", default="", help="comma-separated extra variants of kif: "
+                   + "; ".join(f"{k}: {v}" for k, v in EXTRAS.items()))
     args = p.parse_args()
     device = C.setup(args)
 
@@ -110,10 +114,13 @@ def main():
                    and supports_logits_to_keep(model))
     collate_kif = TrainCollator(enc.tokenizer.pad_token_id, target_logits_only=target_only)
 
-    cfg_compiled = cfg.model_copy(update={"torch_compile": True})
+    extras = [e for e in args.extra.split(",") if e]
+    unknown = [e for e in extras if e not in EXTRAS]
+    if unknown:
+        p.error(f"--extra: unknown variant {unknown[0]!r} (choose from {', '.join(EXTRAS)})")
 
-    def kif_run(seed, compiled=False):
-        return lambda: train_task(model, enc, examples, cfg_compiled if compiled else cfg, seed,
+    def kif_run(seed, run_cfg=cfg, run_model=model):
+        return lambda: train_task(run_model, enc, examples, run_cfg, seed,
                                   post_step_hook=meter.stamp, show_progress=False)
 
     def plain_run(seed, matched):
@@ -142,8 +149,7 @@ def main():
                     meter.stamp()
         return run
 
-    variants = (("kif", "plain", "plain-matched") + (("kif-compile",) if args.compile else ())
-                + (("kif-eager-attn",) if args.attn_compare else ()))
+    variants = ("kif", "plain", "plain-matched") + tuple(f"kif-{e}" for e in extras)
     results = {n: {"e2e": [], "steady": [], "e2e_in": [], "steady_in": [], "ms": [], "pad": []}
                for n in variants}
     steps_seen = {}
@@ -176,17 +182,19 @@ def main():
     runs = {"kif": measured("kif", kif_run),
             "plain": measured("plain", lambda s: plain_run(s, False)),
             "plain-matched": measured("plain-matched", lambda s: plain_run(s, True))}
-    if args.compile:
-        runs["kif-compile"] = measured("kif-compile", lambda s: kif_run(s, compiled=True))
-    if args.attn_compare:
-        from kif.models import load_model
+    for e in extras:
+        run_cfg, run_model = cfg, model
+        if e == "compile":
+            run_cfg = cfg.model_copy(update={"torch_compile": True})
+        elif e == "bf16":
+            run_cfg = cfg.model_copy(update={"precision": "bf16"})
+        elif e == "eager-attn":
+            from kif.models import load_model
 
-        eager = load_model(args.model, attn_implementation="eager").model.to(device)
-        model_eager = C.add_lora(eager)
-        model_eager.train()
-        model_eager.register_forward_pre_hook(meter._hook, with_kwargs=True)
-        runs["kif-eager-attn"] = measured("kif-eager-attn", lambda s: lambda: train_task(
-            model_eager, enc, examples, cfg, s, post_step_hook=meter.stamp, show_progress=False))
+            run_model = C.add_lora(load_model(args.model, attn_implementation="eager").model.to(device))
+            run_model.train()
+            run_model.register_forward_pre_hook(meter._hook, with_kwargs=True)
+        runs[f"kif-{e}"] = measured(f"kif-{e}", lambda s, c=run_cfg, m=run_model: kif_run(s, c, m))
     t = C.interleave(runs, args.repeats)
 
     C.print_settings("train_throughput", {
@@ -200,10 +208,7 @@ def main():
                f"target_logits_only={target_only})",
         "plain": "torch loop, torch.optim.AdamW (default impl): random right-padded batches, full logits",
         "plain-matched": f"same loop, HF length-grouped batches + kif's collator (target_logits_only={target_only})",
-        **({"kif-compile": "kif with train.torch_compile: true (TrainingArguments.torch_compile; the first "
-                           "repeat pays the compilation, later ones reuse dynamo's cache)"} if args.compile else {}),
-        **({"kif-eager-attn": "kif on a second copy of the model loaded with attn_implementation='eager'"}
-           if args.attn_compare else {}),
+        **{f"kif-{e}": EXTRAS[e] for e in extras},
         "steady state": f"after optimizer step {args.warmup} to the last step",
         "repeats": f"{args.repeats} interleaved (order rotated), medians; ratios paired per repeat",
         **C.environment(device),
@@ -230,9 +235,7 @@ def main():
                   ratio_steady=ratio[("plain", "steady")], ratio_e2e=ratio[("plain", "e2e")],
                   ratio_steady_vs_matched=ratio[("plain-matched", "steady")],
                   ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")],
-                  **({"ratio_steady_vs_compiled": ratio[("kif-compile", "steady")]} if args.compile else {}),
-                  **({"ratio_steady_vs_eager_attn": ratio[("kif-eager-attn", "steady")]}
-                     if args.attn_compare else {}))
+                  **{f"ratio_steady_vs_{e.replace('-', '_')}": ratio[(f"kif-{e}", "steady")] for e in extras})
 
 
 if __name__ == "__main__":
