@@ -11,13 +11,25 @@ from kif.core.units import clean_param_name, lora_role
 from kif.errors import ArtifactError
 
 
-def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
-    """Eq. (5): sum over LoRA modules of ||A·Aᵀ − I_r||²_F + ||Bᵀ·B − I_r||²_F.
+def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: str = "squared",
+                           reduction: str = "mean") -> Tensor:
+    """Eq. (5) over every LoRA module: the terms ||A·Aᵀ − I_r|| and ||Bᵀ·B − I_r||.
 
     Uses the r×r Gram form (as AdaLoRA) for A [r, in], B [out, r], so the r rank-1 units
-    of a module are pushed towards distinct directions. Differentiable; fp32 result
-    (a 0-d zero if there are no pairs).
+    of a module are pushed towards distinct directions. The paper gives R(A, B) for one
+    module but neither how modules combine nor the weight, so both are options:
+
+    - ``norm``: "squared" = ||·||²_F, eq. (5) as written; "frobenius" = ||·||_F, the form
+      of AdaLoRA's ``compute_orth_regu`` (whose weight 0.1 kif's KIFLoRA default borrows);
+    - ``reduction``: "mean" over the Gram terms (two per module, AdaLoRA's normalisation:
+      the term's scale does not grow with the number of adapted modules) or "sum".
+
+    Differentiable; fp32 result (a 0-d zero if there are no pairs).
     """
+    if norm not in ("squared", "frobenius"):
+        raise ValueError(f"norm must be 'squared' or 'frobenius', got {norm!r}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     terms = []
     for a, b in lora_pairs:
         r = a.shape[0]
@@ -25,11 +37,14 @@ def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]]) -> Tenso
             raise ArtifactError(f"LoRA pair ranks differ: A {list(a.shape)}, B {list(b.shape)}")
         a, b = a.float(), b.float()  # bf16 Gram matrices lose the small deviations we penalise
         eye = torch.eye(r, device=a.device)
-        terms.append((a @ a.T - eye).square().sum() + (b.T @ b - eye).square().sum())
+        for gram in (a @ a.T, b.T @ b):
+            sq = (gram - eye).square().sum()
+            terms.append(sq if norm == "squared" else sq.sqrt())
     if not terms:
         return torch.zeros(())
     dev = terms[0].device  # a model split over devices: gather on the first
-    return torch.stack([t.to(dev) for t in terms]).sum()
+    total = torch.stack([t.to(dev) for t in terms])
+    return total.mean() if reduction == "mean" else total.sum()
 
 
 def lora_pairs(model_or_named_params, adapter: str = "default") -> Iterator[tuple[Tensor, Tensor]]:

@@ -38,13 +38,18 @@ class KIFOptions(MethodOptions):
     gamma: float = Field(0.5, ge=0, le=1, description="eq. 15 weight of the past for task-shared units")
     temperature: float = Field(0.15, gt=0, description="eq. 16-17 τ")
     ortho_weight: float = Field(0.0, ge=0, description="weight of the orthogonal regulariser eq. 5")
+    ortho_norm: Literal["squared", "frobenius"] = Field(
+        "squared", description="eq. 5 terms: squared Frobenius (the paper) or Frobenius (AdaLoRA's code)")
+    ortho_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="combine the per-matrix eq. 5 terms by their mean (AdaLoRA) or sum")
 
 
 class KIFLoRAOptions(KIFOptions):
     units: Literal["matrix", "lora_rank1"] = "lora_rank1"
     sensitivity: Literal["first", "second", "grad"] = "second"
     fusion: Literal["static", "adaptive"] = "adaptive"
-    ortho_weight: float = Field(0.1, ge=0, description="eq. 5 weight (paper: unstated; AdaLoRA's 0.1)")
+    ortho_weight: float = Field(0.1, ge=0, description="eq. 5 weight (paper: unstated; AdaLoRA's 0.1, "
+                                "which goes with the mean over matrices)")
 
 
 @register
@@ -76,7 +81,8 @@ class KIF(CLMethod):
     def extra_loss(self, model):
         if self.opts.ortho_weight <= 0:
             return None
-        return self.opts.ortho_weight * orthogonal_regularizer(lora_pairs(model))
+        o = self.opts
+        return o.ortho_weight * orthogonal_regularizer(lora_pairs(model), o.ortho_norm, o.ortho_reduction)
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         o = self.opts
