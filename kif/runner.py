@@ -193,8 +193,11 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         results["adapter_bytes"] = dir_bytes(tdir / "adapter") if (tdir / "adapter").exists() else 0
         results.update(method.state_summary())
         commit(k + 1)
+        loss = _fmt(stats.get("loss"))
+        if "regularizer_loss" in stats:  # e.g. eq. 5: show what the task itself reached
+            loss += f" (task {_fmt(stats.get('task_loss'))} + reg {_fmt(stats['regularizer_loss'])})"
         log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(stages), task,
-                 _fmt(stats.get("loss")), _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
+                 loss, _fmt_row(seq, row), _fmt(results["AP"]), _fmt(results["BWT"]))
     barrier()  # several processes: return once the main one has written everything
     return results
 
