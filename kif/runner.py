@@ -157,7 +157,8 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         if cfg.eval.rank_labels:
             results["zero_shot_ranked"], results["matrix_ranked"] = ranked, []
         results["timings"]["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
-        log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]))
+        log.info("zero-shot: %s", _fmt_row(seq, results["zero_shot"]) if zero_wanted
+                 else "not evaluated (eval.mode minimal)")
         commit(0)
     elapsed_before = results["timings"].get("total", 0.0)
 
