@@ -35,13 +35,65 @@ class FeatureDataset(Dataset):
         return self.features[i]
 
 
+def length_bucket_order(lengths: list[int], chunk: int, megabatch_chunks: int = 50,
+                        generator: torch.Generator | None = None) -> list[int]:
+    """One epoch's example order for ``train.group_by_length``.
+
+    Random megabatches of up to ``megabatch_chunks`` chunks (the whole task when it is
+    smaller), each sorted by length and cut into chunks of ``chunk`` (a device batch times
+    the accumulation steps); the chunk holding the longest example goes first (an
+    out-of-memory error shows at once), the others in random order, except a last short
+    chunk, which stays last so that every batch boundary falls on a chunk boundary. HF's own sampler shrinks
+    its megabatch to a single chunk when a task has fewer than 8 of them, which leaves a
+    batch of 128 on a 1,000-example task with 20-55 % padding (measured on Long Sequence).
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    perm = torch.randperm(n, generator=generator).tolist()
+    size = max(chunk, min(n, megabatch_chunks * chunk))
+    chunks = []
+    for m in range(0, n, size):
+        mega = sorted(perm[m:m + size], key=lambda i: -lengths[i])
+        chunks += [mega[c:c + chunk] for c in range(0, len(mega), chunk)]
+    short = [chunks.pop()] if len(chunks[-1]) < chunk else []  # only the last one can be short
+    if not chunks:
+        return short[0]
+    first = max(range(len(chunks)), key=lambda c: lengths[chunks[c][0]])
+    rest = [chunks[c] for c in range(len(chunks)) if c != first]
+    order = torch.randperm(len(rest), generator=generator).tolist()
+    return [i for c in [chunks[first]] + [rest[j] for j in order] + short for i in c]
+
+
+class LengthBucketSampler(torch.utils.data.Sampler):
+    """``length_bucket_order`` anew each epoch, drawn from torch's global RNG (which the
+    Trainer seeds), so every process of a distributed run draws the same order."""
+
+    def __init__(self, lengths: list[int], chunk: int):
+        self.lengths, self.chunk = lengths, chunk
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        return iter(length_bucket_order(self.lengths, self.chunk))
+
+
 class KifTrainer(Trainer):
-    """Trainer whose loss may carry a method's regulariser (e.g. eq. 5)."""
+    """Trainer whose loss may carry a method's regulariser (e.g. eq. 5), and whose
+    ``group_by_length`` sampler also buckets small tasks (``LengthBucketSampler``)."""
 
     def __init__(self, *args, extra_loss: Optional[Callable] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.extra_loss = extra_loss
         self.extra_sum, self.extra_count = None, 0  # the regulariser's running total (no sync per step)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, FeatureDataset):
+            return LengthBucketSampler([len(f["input_ids"]) for f in dataset.features],
+                                       self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
