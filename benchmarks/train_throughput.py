@@ -9,7 +9,7 @@ clipping and precision. Variants, interleaved over the repeats:
                       logits only at the target positions (``target_logits_only``);
 * ``plain``         - forward, backward, clip, AdamW step, zero_grad over randomly shuffled,
                       right-padded batches, full logits (what a plain loop does);
-* ``plain-matched`` - the same loop fed exactly kif's kind of batches (HF's length grouping,
+* ``plain-matched`` - the same loop fed exactly kif's kind of batches (kif's length buckets,
                       kif's TrainCollator with target-only logits), so what is left between it
                       and ``kif`` is the Trainer's own per-step and start-up cost.
 
@@ -32,7 +32,7 @@ import torch
 
 from kif.config import TrainConfig
 from kif.encoding import IGNORE, TrainCollator, supports_logits_to_keep
-from kif.training import train_task, use_bf16
+from kif.training import length_bucket_order, train_task, use_bf16
 
 TARGET = 1.0
 EXTRAS = {
@@ -70,12 +70,10 @@ class Meter:
 
 
 def grouped_order(lengths: list[int], bs: int, seed: int) -> list[list[int]]:
-    """Length-grouped batches made by HF's own ``get_length_grouped_indices`` (what the
-    Trainer's LengthGroupedSampler uses): random megabatches, each sorted by length."""
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
+    """kif's length buckets (``kif.training.length_bucket_order``, what ``train_task`` uses
+    with group_by_length), cut into batches."""
     g = torch.Generator().manual_seed(seed)
-    idx = get_length_grouped_indices(lengths, bs, generator=g)
+    idx = length_bucket_order(lengths, bs, generator=g)
     return [idx[i:i + bs] for i in range(0, len(idx), bs)]
 
 
@@ -207,7 +205,7 @@ def main():
         "kif": f"kif.training.train_task (HF Trainer, fused AdamW, group_by_length, "
                f"target_logits_only={target_only})",
         "plain": "torch loop, torch.optim.AdamW (default impl): random right-padded batches, full logits",
-        "plain-matched": f"same loop, HF length-grouped batches + kif's collator (target_logits_only={target_only})",
+        "plain-matched": f"same loop, kif's length buckets + kif's collator (target_logits_only={target_only})",
         **{f"kif-{e}": EXTRAS[e] for e in extras},
         "steady state": f"after optimizer step {args.warmup} to the last step",
         "repeats": f"{args.repeats} interleaved (order rotated), medians; ratios paired per repeat",
