@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from dataclasses import dataclass
 
 import torch
@@ -54,13 +55,7 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     """Length of the longest common prefix, leaving every prompt at least one token of its own."""
     if not prompts:
         return 0
-    first, n = prompts[0], min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
+    return max(0, min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1))
 
 
 def _prefix_cache(model, prefix: list[int], device):

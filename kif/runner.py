@@ -100,11 +100,12 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
             with eval_autocast(cfg.eval.precision, method.model):
                 res = evaluate_task(method.model, encoder, test[t], metrics[t], lm.eos_token_ids, prompts[t],
                                     cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.prefix_cache)
+                ranking = cfg.eval.rank_labels and metrics[t] == "accuracy"
+                picks = rank_labels(method.model, encoder, prompts[t], labels[t],
+                                    cfg.eval.batch_size) if ranking else None
             row.append(round(res.score, 4))
             r = None
-            if cfg.eval.rank_labels and metrics[t] == "accuracy":
-                with eval_autocast(cfg.eval.precision, method.model):
-                    picks = rank_labels(method.model, encoder, prompts[t], labels[t], cfg.eval.batch_size)
+            if ranking:
                 for rec, pick in zip(res.predictions, picks):
                     rec["ranked"] = pick
                 r = round(score_task("accuracy", picks, [ex.references for ex in test[t]]), 4)
@@ -238,8 +239,6 @@ def _diff_keys(a, b, prefix: str = "") -> list[str]:
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
-
-
 
 
 def _fmt(x) -> str:

@@ -43,9 +43,11 @@ def length_bucket_order(lengths: list[int], chunk: int, megabatch_chunks: int = 
     smaller), each sorted by length and cut into chunks of ``chunk`` (a device batch times
     the accumulation steps); the chunk holding the longest example goes first (an
     out-of-memory error shows at once), the others in random order, except a last short
-    chunk, which stays last so that every batch boundary falls on a chunk boundary. HF's own sampler shrinks
-    its megabatch to a single chunk when a task has fewer than 8 of them, which leaves a
-    batch of 128 on a 1,000-example task with 20-55 % padding (measured on Long Sequence).
+    chunk, which stays last so that every batch boundary falls on a chunk boundary.
+
+    HF's own sampler shrinks its megabatch to a single chunk when a task has fewer than 8
+    of them, which leaves a batch of 128 on a 1,000-example task with 20-55 % padding
+    (``benchmarks/padding_share.py`` on Long Sequence).
     """
     n = len(lengths)
     if n == 0:
@@ -195,14 +197,15 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
     trainable = [p for p in model.parameters() if p.requires_grad]
     guard = StepGuard(trainable, step_hook, post_step_hook)
     progress = TaskProgress(progress_label, show_progress and is_main())
+    bf16 = use_bf16(cfg.precision)
     with tempfile.TemporaryDirectory(prefix="kif-trainer-") as tmp:
         args = TrainingArguments(
             output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
-            max_grad_norm=cfg.max_grad_norm, bf16=use_bf16(cfg.precision), seed=seed, data_seed=seed,
+            max_grad_norm=cfg.max_grad_norm, bf16=bf16, seed=seed, data_seed=seed,
             # precision bf16 without a GPU: CPU autocast (the Trainer refuses bf16 unless told so)
-            use_cpu=use_bf16(cfg.precision) and not torch.cuda.is_available(),
+            use_cpu=bf16 and not torch.cuda.is_available(),
             logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
             report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
             torch_compile=cfg.torch_compile,

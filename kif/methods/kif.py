@@ -79,9 +79,9 @@ class KIF(CLMethod):
         self.tracker.update(check_finite=False)
 
     def extra_loss(self, model):
-        if self.opts.ortho_weight <= 0:
-            return None
         o = self.opts
+        if o.ortho_weight <= 0:
+            return None
         return o.ortho_weight * orthogonal_regularizer(lora_pairs(model), o.ortho_norm, o.ortho_reduction)
 
     def after_task(self, k: int, task_dir: Path) -> dict:
