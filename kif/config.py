@@ -64,6 +64,9 @@ class EvalConfig(_Strict):
         "auto", description="auto: bf16 autocast on a GPU that has it, as in training; fp32 off; bf16 forced")
     prefix_cache: bool = Field(True, description="decoder-only models: encode a task's shared prompt prefix "
                                "once and start every batch from its KV cache (same predictions, less compute)")
+    normalization: Literal["harness", "lenient"] = Field(
+        "harness", description="answer normalisation (kif.metrics.NORMALIZATIONS): harness = the O-LoRA/SAPT "
+        "code's (articles and the whole generation kept); lenient = SQuAD's, first line only")
 
 
 class RunConfig(_Strict):
@@ -132,10 +135,28 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def validate_config(raw: dict, source: str = "config") -> RunConfig:
+    """The whole config, ``method_args`` included (against the chosen method's options),
+    so that a typo stops the run before any data or model is read."""
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    method_options(cfg, source)
+    return cfg
+
+
+def method_options(cfg: RunConfig, source: str = "config"):
+    """``cfg.method_args`` validated by the method's ``Options`` schema."""
+    from .methods import get_method
+
+    cls = get_method(cfg.method)
+    try:
+        return cls.Options.model_validate(cfg.method_args)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        raise ConfigError(f"{source}: method_args.{key}: {msg} (method '{cls.name}')") from None
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -19,7 +19,9 @@ import torch
 from . import dist
 from .data import Example
 from .encoding import Encoder, pad
-from .metrics import clean_prediction, score_each
+from .faults import fault_point
+from .io import write_jsonl
+from .metrics import Metric, get_metric, joint_score, score_each, score_task
 
 
 @dataclass
@@ -127,16 +129,18 @@ def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
     return ids
 
 
-def evaluate_task(model, encoder: Encoder, examples: list[Example], metric: str, eos_ids: list[int],
+def evaluate_task(model, encoder: Encoder, examples: list[Example], metric: str | Metric, eos_ids: list[int],
                   prompt_ids: list[list[int]] | None = None, batch_size: int = 32,
                   max_new_tokens: int = 128, prefix_cache: bool = True) -> TaskEval:
     prompts = prompt_ids if prompt_ids is not None else [encoder.prompt_ids(ex.prompt) for ex in examples]
     raw = generate(model, encoder, prompts, eos_ids, batch_size, max_new_tokens, prefix_cache)
-    preds = [clean_prediction(t) for t in raw]
+    metric = get_metric(metric)  # a name, or a Metric with its delimiter and normalisation
+    preds = [metric.answer(t) for t in raw]
     scores = score_each(metric, preds, [ex.references for ex in examples])
     rows = [{"id": ex.id, "prediction": p, "references": list(ex.references), "score": s}
-            for ex, p, s in zip(examples, preds, scores)]
-    return TaskEval(sum(scores) / len(scores) if scores else 0.0, rows)
+            | ({"group": ex.group} if ex.group is not None else {}) for ex, p, s in zip(examples, preds, scores)]
+    # grouped examples: joint over each group, collected after all batches (joint_score)
+    return TaskEval(joint_score(scores, [ex.group for ex in examples]) if scores else 0.0, rows)
 
 
 def rank_labels(model, encoder: Encoder, prompts: list[list[int]], labels: list[str],
@@ -185,3 +189,50 @@ def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list
     for (i, j), s in dist.merge_from_all(done).items():
         scores[i, j] = s
     return scores
+
+
+class SequenceEvaluator:
+    """Evaluates the model on the tasks of a sequence and writes one predictions file per task.
+
+    Built once per run: every task's test prompts are encoded here, once. ``evaluate``
+    returns the scores of the wanted tasks (None elsewhere) and, with ``eval.rank_labels``,
+    the label-ranking accuracy of the classification tasks.
+    """
+
+    def __init__(self, cfg, encoder: Encoder, tasks: list[str], test: dict, metrics: dict, labels: dict,
+                 eos_ids: list[int]):
+        self.cfg, self.encoder, self.tasks, self.test = cfg.eval, encoder, tasks, test
+        self.metrics, self.labels, self.eos_ids = metrics, labels, eos_ids
+        self.prompts = {t: [encoder.prompt_ids(ex.prompt) for ex in test[t]] for t in tasks}
+
+    def wanted_after(self, k: int, n_stages: int) -> set[int]:
+        """Which tasks to evaluate after stage k. ``eval.mode: minimal`` keeps only what
+        AP/FWT/BWT need: a[k][k], a[k][k+1] and the whole last row."""
+        if self.cfg.mode == "full" or k == n_stages - 1:
+            return set(range(len(self.tasks)))
+        return {k, k + 1}
+
+    def evaluate(self, model, pred_dir, wanted: set[int]) -> tuple[list, list]:
+        row, ranked = [], []
+        for i, t in enumerate(self.tasks):
+            if i not in wanted:
+                row.append(None)
+                ranked.append(None)
+                continue
+            ranking = self.cfg.rank_labels and self.metrics[t] == "accuracy"
+            with eval_autocast(self.cfg.precision, model):
+                res = evaluate_task(model, self.encoder, self.test[t], self.metrics[t], self.eos_ids,
+                                    self.prompts[t], self.cfg.batch_size, self.cfg.max_new_tokens,
+                                    self.cfg.prefix_cache)
+                picks = rank_labels(model, self.encoder, self.prompts[t], self.labels[t],
+                                    self.cfg.batch_size) if ranking else None
+            row.append(round(res.score, 4))
+            r = None
+            if ranking:
+                for rec, pick in zip(res.predictions, picks):
+                    rec["ranked"] = pick
+                r = round(score_task("accuracy", picks, [ex.references for ex in self.test[t]]), 4)
+            ranked.append(r)
+            write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
+            fault_point("eval")
+        return row, ranked

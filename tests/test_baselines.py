@@ -14,8 +14,9 @@ from kif.errors import ConfigError
 from kif.io import dir_bytes
 from kif.methods import RunContext, get_method
 from kif.methods.ewc import ewc_penalty
-from kif.methods.memory import Memory, memory_size
+from kif.replay import Memory, memory_size
 from kif.methods.olora import l2_loss, orthogonality_loss
+from kif.runner import consolidate
 from kif.models import load_model
 from kif.training import StepGuard, train_task
 
@@ -59,7 +60,7 @@ def snapshot(params: dict) -> dict:
 def test_inclora_old_adapters_frozen_and_saved(method, tmp_path):
     m = make(method, tmp_path)
     train(m, 0, examples("t1", 4))
-    m.after_task(0, tmp_path / "k1")
+    consolidate(m, 0, tmp_path / "k1")
     task1 = snapshot(m.adapter_params("task1"))
     assert any(n.endswith("lora_B.task1.weight") and p.abs().sum() > 0 for n, p in task1.items())
 
@@ -73,7 +74,7 @@ def test_inclora_old_adapters_frozen_and_saved(method, tmp_path):
         assert torch.equal(p, task1[n]), n  # bit-identical
     assert any(not torch.equal(p, task2_init[n]) for n, p in m.adapter_params("task2").items())
 
-    m.after_task(1, tmp_path / "k2")
+    consolidate(m, 1, tmp_path / "k2")
     saved = sorted(p.parent.name for p in (tmp_path / "k2" / "adapter").glob("*/adapter_model.safetensors"))
     assert saved == ["task1", "task2"]  # grows with the number of tasks
     assert [p.parent.name for p in (tmp_path / "k1" / "adapter").glob("*/adapter_model.safetensors")] == ["task1"]
@@ -216,7 +217,7 @@ def test_ewc_online_accumulation_and_penalty(tmp_path):
 def test_ewc_after_task_runs_fisher(tmp_path):
     m = make("ewc", tmp_path, method_args={"fisher_samples": 2})
     train(m, 0, examples("t1", 4))
-    stats = m.after_task(0, tmp_path / "k1")
+    stats = consolidate(m, 0, tmp_path / "k1")
     assert stats["fisher_mean"] > 0 and (tmp_path / "k1" / "adapter" / "adapter_model.safetensors").is_file()
     _, st = train(m, 1, examples("t2", 4))
     assert st["loss"] is not None and m.extra_loss(m.model).item() > 0  # weights moved away from θ*
@@ -225,23 +226,23 @@ def test_ewc_after_task_runs_fisher(tmp_path):
 # ---- Replay / Memory ----------------------------------------------------------------------------
 
 def test_memory_sizes():
-    assert memory_size(1000, 0.02) == 20
-    assert memory_size(8, 0.02) == 1  # at least one
-    assert memory_size(100, 0.07) == 7  # not 8 from 7.000000000000001
-    assert memory_size(101, 0.02) == 3  # ceil(2.02)
-    assert memory_size(10, 0.02, per_task=4) == 4
-    assert memory_size(3, 0.5, per_task=10) == 3  # never more than the task has
-    assert memory_size(0, 0.02) == 0
+    assert memory_size(1000, 0.02, None, 1) == 20
+    assert memory_size(8, 0.02, None, 1) == 1  # at least one
+    assert memory_size(100, 0.07, None, 1) == 7  # not 8 from 7.000000000000001
+    assert memory_size(101, 0.02, None, 1) == 3  # ceil(2.02)
+    assert memory_size(10, 0.02, per_task=4, min_per_task=1) == 4
+    assert memory_size(3, 0.5, per_task=10, min_per_task=1) == 3  # never more than the task has
+    assert memory_size(0, 0.02, None, 1) == 0
 
 
 def test_replay_mixes_memory_in_configured_proportion(tmp_path):
     m = make("replay", tmp_path, method_args={"memory_fraction": 0.02})
     t1, t2, t3 = examples("t1", 100), examples("t2", 50), examples("t3", 8)
     assert m.train_examples(0, t1) == t1
-    m.after_task(0, tmp_path / "k1")
+    consolidate(m, 0, tmp_path / "k1")
     got = m.train_examples(1, t2)
     assert len(got) == 50 + 2 and got[:50] == t2 and set(got[50:]) <= set(t1)
-    m.after_task(1, tmp_path / "k2")
+    consolidate(m, 1, tmp_path / "k2")
     got = m.train_examples(2, t3)
     mem = got[8:]
     assert len(mem) == 2 + 1 and sum(e in t1 for e in mem) == 2 and sum(e in t2 for e in mem) == 1
@@ -249,10 +250,10 @@ def test_replay_mixes_memory_in_configured_proportion(tmp_path):
 
 
 def test_memory_deterministic_and_state_dict():
-    a, b = Memory(0.1, seed=7), Memory(0.1, seed=7)
+    a, b = Memory(0.1, None, 1, seed=7), Memory(0.1, None, 1, seed=7)
     t = examples("t1", 50)
     assert a.add("t1", t) == b.add("t1", t)
-    assert a.add("t1", t) != Memory(0.1, seed=8).add("t1", t)
+    assert a.add("t1", t) != Memory(0.1, None, 1, seed=8).add("t1", t)
     kept = a.task_examples("t1")
     assert [t.index(e) for e in kept] == sorted(t.index(e) for e in kept)  # original order
     a.add("t2", examples("t2", 10), select=False)
@@ -274,13 +275,13 @@ def test_weight_ensemble_eq14(tmp_path):
     m = make("weight-ensemble", tmp_path, method_args={"lambda_": 0.25})
     params = m.trainable()
     _set_all(params, 1.0)
-    m.after_task(0, tmp_path / "k1")  # k = 1 initialises
+    consolidate(m, 0, tmp_path / "k1")  # k = 1 initialises
     assert all(torch.all(p == 1.0) for p in params.values())
     _set_all(params, 3.0)
-    m.after_task(1, tmp_path / "k2")
+    consolidate(m, 1, tmp_path / "k2")
     assert all(torch.allclose(p, torch.full_like(p, 0.25 * 1 + 0.75 * 3)) for p in params.values())  # 2.5
     _set_all(params, 5.0)
-    m.after_task(2, tmp_path / "k3")
+    consolidate(m, 2, tmp_path / "k3")
     assert all(torch.allclose(p, torch.full_like(p, 0.25 * 2.5 + 0.75 * 5)) for p in params.values())
     assert (tmp_path / "k3" / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -295,7 +296,7 @@ def test_ema_two_steps_by_hand(tmp_path):
     m.on_step_end()
     _set_all(params, 4.0)
     m.on_step_end()
-    m.after_task(0, tmp_path / "k1")
+    consolidate(m, 0, tmp_path / "k1")
     want = d * d * 1 + d * (1 - d) * 2 + (1 - d) * 4
     assert all(torch.allclose(p, torch.full_like(p, want)) for p in params.values())
 
@@ -317,7 +318,7 @@ def test_ema_wired_after_optimizer_step(tmp_path):
     assert len(seen) == 2 and m.updates == 2
     n = next(n for n in params if ".lora_B." in n)
     assert not torch.equal(seen[0][n], p0[n])  # the hook saw the weights after the step
-    m.after_task(0, tmp_path / "k1")
+    consolidate(m, 0, tmp_path / "k1")
     want = d * d * p0[n] + d * (1 - d) * seen[0][n] + (1 - d) * seen[1][n]
     assert torch.allclose(params[n], want)
 

@@ -11,7 +11,8 @@ from kif.core.fusion import top_fraction_mask
 from kif.data import get_benchmark
 from kif.methods import kif_m
 from kif.methods.kif import KIF, KIFLoRA
-from kif.methods.pseudo import prompt_template, pseudo_samples
+from kif.replay import prompt_template, pseudo_samples
+from kif.runner import consolidate
 from kif.metrics import cl_metrics
 
 from helpers import read_results
@@ -48,9 +49,9 @@ def _spy(m, monkeypatch):
 
 def _two_tasks(m, tmp_path):
     train(m, 0, examples("t1", 6))
-    s0 = m.after_task(0, tmp_path / "k1")
+    s0 = consolidate(m, 0, tmp_path / "k1")
     train(m, 1, examples("t2", 6), seed=1)
-    s1 = m.after_task(1, tmp_path / "k2")
+    s1 = consolidate(m, 1, tmp_path / "k2")
     return s0, s1
 
 

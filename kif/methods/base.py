@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ..config import RunConfig
+from ..config import RunConfig, method_options
 from ..encoding import Encoder
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_dir
@@ -44,13 +44,7 @@ class CLMethod:
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
-        try:
-            self.opts = self.Options.model_validate(ctx.cfg.method_args)
-        except ValidationError as err:
-            e = err.errors()[0]
-            key = ".".join(str(p) for p in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            raise ConfigError(f"method_args.{key}: {msg} (method '{self.name}')") from None
+        self.opts = method_options(ctx.cfg)
         self.model = self.setup_model(ctx.lm.model)
 
     # --- model -----------------------------------------------------------------
@@ -105,8 +99,9 @@ class CLMethod:
         """Right after each optimizer step that was taken (not after a skipped non-finite step)."""
 
     def after_task(self, k: int, task_dir: Path) -> dict:
-        """Called after training task k; returns stats for results.json."""
-        self.save_adapter(task_dir / "adapter")
+        """Called after training task k: consolidate (fuse, store memory, ...) and write the
+        method's own artifacts into ``task_dir``; returns stats for results.json. The runner
+        then saves the model's adapter as ``task_dir/adapter`` (methods never do)."""
         return {}
 
     def state_summary(self) -> dict:

@@ -57,5 +57,4 @@ class EMA(CLMethod):
         with torch.no_grad():
             for avg, p in self._pairs:
                 p.copy_(avg.to(p.dtype))
-        self.save_adapter(task_dir / "adapter")
         return {"ema_updates_total": self.updates}

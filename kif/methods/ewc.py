@@ -131,7 +131,6 @@ class EWC(CLMethod):
     def after_task(self, k: int, task_dir: Path) -> dict:
         fisher_new = self.compute_fisher(self._examples, self.ctx.cfg.seed + k)
         self.consolidate(fisher_new)
-        self.save_adapter(task_dir / "adapter")
         total = sum(float(f.sum()) for f in fisher_new.values())
         n = sum(f.numel() for f in fisher_new.values())
         return {"fisher_mean": total / max(n, 1)}

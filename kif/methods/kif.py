@@ -5,7 +5,7 @@ unit scores follow (eq. 6); after training, each skill unit of the fresh model f
 fused with the previous fused model f̂_{k−1} (static eq. 15 or adaptive eq. 16-17),
 and the accumulated importance is updated (eq. 13). f̂_k initialises task k+1.
 
-Artifacts per task dir: ``adapter_trained/`` (f_k), ``adapter/`` (f̂_k), both PEFT;
+Artifacts per task dir: ``adapter_trained/`` (f_k), ``adapter/`` (f̂_k, saved by the runner), both PEFT;
 ``scores_current.safetensors`` (I(U_k)), ``scores_accumulated.safetensors`` (I(Û_k)),
 ``fusion_weights.safetensors`` (coefficient of f̂_{k−1} per unit; absent for task 1).
 """
@@ -100,7 +100,6 @@ class KIF(CLMethod):
             self.set_trainable(fused)
         self.fused_prev = {n: t.detach().clone() for n, t in fused.items()}
         self.accumulated, self.last_w = accumulated, w
-        self.save_adapter(task_dir / "adapter")
         atomic_save_tensors(task_dir / "scores_current.safetensors", self.units.scores_to_dict(current))
         atomic_save_tensors(task_dir / "scores_accumulated.safetensors", self.units.scores_to_dict(accumulated))
         if w is not None:

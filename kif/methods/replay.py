@@ -7,12 +7,9 @@ then sees D_k plus the memory of tasks 0..k-1 (the trainer shuffles the union).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
-from pydantic import Field
-
+from ..replay import Memory, MemoryOptions
 from .base import CLMethod, MethodOptions
-from .memory import Memory
 from .registry import register
 
 
@@ -21,17 +18,12 @@ class Replay(CLMethod):
     name = "replay"
     description = "one LoRA; a stored fraction of every finished task's real samples is mixed into later tasks"
 
-    class Options(MethodOptions):
-        memory_fraction: float = Field(0.02, ge=0, le=1,
-                                       description="fraction of each task's training set kept (paper: 2 %)")
-        memory_per_task: Optional[int] = Field(None, ge=0,
-                                               description="fixed samples per task; overrides memory_fraction")
-        min_per_task: int = Field(1, ge=0, description="at least this many samples per task")
+    class Options(MemoryOptions, MethodOptions):
+        pass
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        o = self.opts
-        self.memory = Memory(o.memory_fraction, o.memory_per_task, o.min_per_task, seed=ctx.cfg.seed)
+        self.memory = self.opts.memory(ctx.cfg.seed)
         self._current: list = []
 
     def train_examples(self, k: int, examples: list) -> list:
@@ -40,7 +32,6 @@ class Replay(CLMethod):
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         kept = self.memory.add(self.ctx.tasks[k], self._current)
-        self.save_adapter(task_dir / "adapter")
         return {"memory_added": len(kept), "memory_total": len(self.memory)}
 
     def state_summary(self) -> dict:

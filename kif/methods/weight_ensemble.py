@@ -44,5 +44,4 @@ class WeightEnsemble(CLMethod):
         if self.fused is not None:
             self.set_trainable(weight_ensemble(self.fused, cur, self.opts.lambda_))
         self.fused = self.snapshot_trainable()
-        self.save_adapter(task_dir / "adapter")
         return {}

@@ -6,7 +6,6 @@ All numbers are the values of ``results.json`` (or plain means of them); roundin
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -14,8 +13,8 @@ from statistics import fmean
 from typing import Any, Sequence
 
 from ..errors import ArtifactError
+from ..results import load_results
 
-REQUIRED_KEYS = ("method", "model", "tasks", "matrix")
 KIF_METHODS = ("kif", "kiflora", "kif-m", "kiflora-m")
 DEFAULT_TOP_FRACTION = 0.2  # METHOD.md §4: "+" = top 20 % of a task's unit scores
 
@@ -31,59 +30,20 @@ def sanitize(name: str) -> str:
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """Read ``RUN_DIR/results.json``; return its dict plus ``run_dir`` and ``run_name``.
-
-    A missing, unreadable or malformed file is a :class:`~kif.errors.KifError` (ArtifactError)
-    whose one-line message names the file.
+    """Read ``RUN_DIR/results.json`` (validated by :mod:`kif.results`); return its dict plus
+    ``run_dir`` and ``run_name``. A missing, unreadable or malformed file is a
+    :class:`~kif.errors.KifError` (ArtifactError) whose one-line message names the file.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found (not a kif run directory?)")
-    try:
-        res = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
-    if not isinstance(res, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, got {type(res).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in res]
-    if missing:
-        raise ArtifactError(f"{path}: missing key {missing[0]!r}")
-    tasks, matrix = res["tasks"], res["matrix"]
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise ArtifactError(f"{path}: 'tasks' must be a non-empty list of task names")
-    k = len(tasks)
-    if not isinstance(matrix, list) or len(matrix) > k:
-        raise ArtifactError(f"{path}: 'matrix' must be a list of at most {k} rows")
-    for name, row in [("zero_shot", res.get("zero_shot"))] + [(f"matrix[{j}]", r) for j, r in enumerate(matrix)]:
-        if row is None and name == "zero_shot":
-            continue
-        if not isinstance(row, list) or len(row) != k or not all(_is_score(v) for v in row):
-            raise ArtifactError(f"{path}: '{name}' must be a list of {k} numbers (or null)")
-    for key in ("AP", "FWT", "BWT"):
-        if res.get(key) is not None and not _is_num(res[key]):
-            raise ArtifactError(f"{path}: '{key}' must be a number or null")
-    out = dict(res)
+    out = load_results(run_dir / "results.json").to_dict()
     out["run_dir"] = str(run_dir)
     out["run_name"] = sanitize(run_dir.resolve().name)
     return out
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_score(v) -> bool:
-    return v is None or _is_num(v)
-
-
 def is_joint(run: dict) -> bool:
     """A run whose single matrix row is "after training on all tasks at once"."""
-    if run.get("joint") is not None:  # written by the runner (method attribute ``joint``)
-        return bool(run["joint"])
-    return len(run["tasks"]) > 1 and len(run["matrix"]) == 1 and "joint" in str(run.get("method", "")).lower()
+    return bool(run.get("joint"))
 
 
 def row_positions(run: dict) -> list[int]:
@@ -175,6 +135,10 @@ def comparison_rows(runs: Sequence[dict]) -> list[dict]:
             mean[key] = _mean_or_none(per_order)
         rows.append(mean)
     return rows
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def fmt(x, digits: int = 2) -> str:

@@ -16,11 +16,28 @@ import math
 import random
 from typing import Optional, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..data import Example
 from ..errors import ArtifactError
 
 
-def memory_size(n: int, fraction: float, per_task: Optional[int] = None, min_per_task: int = 1) -> int:
+class MemoryOptions(BaseModel):
+    """The memory's ``method_args``, shared by every method that keeps one (composed into
+    the method's own Options by inheritance; the defaults live here and nowhere else)."""
+    model_config = ConfigDict(extra="forbid")
+
+    memory_fraction: float = Field(0.02, ge=0, le=1, description="fraction of each task's training set kept "
+                                   "(paper: 2 %)")
+    memory_per_task: Optional[int] = Field(None, ge=0, description="fixed samples per task; overrides "
+                                           "memory_fraction")
+    min_per_task: int = Field(1, ge=0, description="at least this many samples per task")
+
+    def memory(self, seed: int) -> "Memory":
+        return Memory(self.memory_fraction, self.memory_per_task, self.min_per_task, seed=seed)
+
+
+def memory_size(n: int, fraction: float, per_task: Optional[int], min_per_task: int) -> int:
     """How many of a task's ``n`` examples to keep.
 
     ``per_task`` (if given) wins over ``fraction``; otherwise ceil(fraction·n), with
@@ -36,8 +53,7 @@ def memory_size(n: int, fraction: float, per_task: Optional[int] = None, min_per
 class Memory:
     """Per-task sample memory: ``add(task, examples)`` after a task, ``examples_before(k)`` to replay."""
 
-    def __init__(self, fraction: float = 0.02, per_task: Optional[int] = None, min_per_task: int = 1,
-                 seed: int = 42):
+    def __init__(self, fraction: float, per_task: Optional[int], min_per_task: int, seed: int):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"memory fraction must be in [0, 1], got {fraction}")
         self.fraction, self.per_task, self.min_per_task, self.seed = fraction, per_task, min_per_task, seed
@@ -108,6 +124,6 @@ class Memory:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Memory":
-        mem = cls()
+        mem = cls(0.0, None, 0, 0)
         mem.load_state_dict(state)
         return mem

@@ -1,0 +1,147 @@
+"""The results record: the one definition of what ``results.json`` holds.
+
+The runner fills a :class:`Results` as the sequence goes (``record_task``), the checkpoint
+stores it, resume reloads it, and ``kif report`` and the tests read it with
+:func:`load_results`. A file written before ``schema_version`` existed is version 1 and
+has the same fields; a newer version than this kif knows is refused in one line.
+
+Scores are on a 0-100 scale; ``matrix[j][i]`` is the score on task i right after
+training task j (``None`` where it was not evaluated, e.g. ``eval.mode: minimal``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from statistics import fmean
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ArtifactError
+from .io import atomic_write_json
+from .metrics import cl_metrics
+
+SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (same layout)
+
+Row = list[Optional[float]]
+# Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
+# the file while unset, so a run that does not use them writes what it always wrote.
+_OPTIONAL = ("zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed")
+
+
+class Results(BaseModel):
+    """Everything a run reports. Methods may add their own summary keys (``state_summary``:
+    e.g. ``memory``, ``adapters``); those are kept as extra fields."""
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    schema_version: int = SCHEMA_VERSION
+    kif_version: str = ""
+    method: str
+    model: str
+    benchmark: Optional[str] = None
+    order: Optional[str] = None
+    tasks: list[str] = Field(min_length=1)
+    metrics: dict[str, str] = Field(default_factory=dict)
+    joint: bool = False  # one training stage on all tasks at once (multi-task learning)
+    n_train: dict[str, int] = Field(default_factory=dict)
+    n_test: dict[str, int] = Field(default_factory=dict)
+    zero_shot: Optional[Row] = None
+    matrix: list[Row]
+    AP: Optional[float] = None
+    FWT: Optional[float] = None
+    BWT: Optional[float] = None
+    tasks_completed: int = Field(0, ge=0)
+    per_task: list[dict[str, Any]] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    device: str = ""
+    adapter_bytes: Optional[int] = None
+    finished: bool = False
+    zero_shot_ranked: Optional[Row] = None
+    matrix_ranked: Optional[list[Row]] = None
+    ranked_metrics: Optional[dict[str, Optional[float]]] = None
+    resumed: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "Results":
+        k = len(self.tasks)
+        if self.schema_version > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {self.schema_version} is newer than this kif reads "
+                             f"({SCHEMA_VERSION}); upgrade kif")
+        if len(self.matrix) > k:
+            raise ValueError(f"'matrix' must be a list of at most {k} rows")
+        rows = [("zero_shot", self.zero_shot)] + [(f"matrix[{j}]", r) for j, r in enumerate(self.matrix)]
+        for name, row in rows:
+            if row is not None and len(row) != k:
+                raise ValueError(f"'{name}' must be a list of {k} numbers (or null)")
+        for name, v in [("AP", self.AP), ("FWT", self.FWT), ("BWT", self.BWT)]:
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"'{name}' must be a finite number or null")
+        return self
+
+    # --- what the loop does to it --------------------------------------------------------
+    def record_task(self, k: int, row: Row, ranked: Optional[Row], stats: dict) -> None:
+        """Stage k's row of the matrix, its stats, and the metrics (eq. 18-20) it implies."""
+        self.matrix.append(row)
+        if self.matrix_ranked is not None:
+            self.matrix_ranked.append(ranked)
+        self.per_task.append(stats)
+        if self.joint:  # one row after all tasks: AP over them, no transfer measures
+            self.tasks_completed = len(self.tasks)
+            self.AP, self.FWT, self.BWT = _mean([v for v in row if v is not None]), None, None
+            return
+        self.tasks_completed = k + 1
+        m = cl_metrics(self.matrix)
+        self.AP, self.FWT, self.BWT = m["AP"], m["FWT"], m["BWT"]
+        if self.matrix_ranked is not None and all(v == "accuracy" for v in self.metrics.values()):
+            self.ranked_metrics = cl_metrics(self.matrix_ranked)
+
+    # --- files ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = self.model_dump(mode="json")
+        for key in _OPTIONAL:
+            if d.get(key) is None:
+                d.pop(key, None)
+        return d
+
+    def write(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "results.json") -> "Results":
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        data = {"schema_version": 1, **data}  # files from before the field existed
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ArtifactError(f"{source}: {_one_line(err)}") from None
+
+
+def load_results(path: str | Path) -> Results:
+    """Read and validate a ``results.json`` (a run directory or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found (not a kif run directory?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    return Results.from_dict(data, str(path))
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"missing key {loc!r}"
+    return f"'{loc}': {msg}" if loc else msg
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return fmean(values) if values else None
