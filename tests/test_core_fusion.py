@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ from kif.core.fusion import (
     adaptive_fusion_weights,
     fuse,
     minmax_normalize,
+    percentile,
     static_fusion_weights,
     top_fraction_mask,
     weight_ensemble,
@@ -35,13 +37,46 @@ def test_accumulate_importance_eq13():
         accumulate_importance(first, torch.zeros(4))
 
 
-def test_top_fraction_mask_ceil_and_ties():
+def test_top_fraction_mask_rank_rule_ceil_and_ties():
     s = torch.tensor([1.0, 5.0, 5.0, 0.0, 5.0])
-    assert top_fraction_mask(s, 0.2).tolist() == [False, True, False, False, False]  # ceil(1.0) = 1; tie -> index 1
-    assert top_fraction_mask(s, 0.3).tolist() == [False, True, True, False, False]  # ceil(1.5) = 2
-    assert top_fraction_mask(s, 0.0).sum() == 0 and top_fraction_mask(s, 1.0).all()
-    assert top_fraction_mask(torch.arange(100.0), 0.07).sum() == 7  # 0.07*100 = 7.000000000000001 -> 7
-    assert top_fraction_mask(torch.arange(3.0), 0.2).tolist() == [False, False, True]  # ceil(0.6) = 1
+    rank = dict(threshold="rank")
+    assert top_fraction_mask(s, 0.2, **rank).tolist() == [False, True, False, False, False]  # ceil(1.0) = 1; tie -> index 1
+    assert top_fraction_mask(s, 0.3, **rank).tolist() == [False, True, True, False, False]  # ceil(1.5) = 2
+    assert top_fraction_mask(s, 0.0, **rank).sum() == 0
+    assert top_fraction_mask(s, 1.0, **rank).tolist() == [True, True, True, False, True]  # the zero is never "+"
+    assert top_fraction_mask(torch.arange(100.0), 0.07, **rank).sum() == 7  # 0.07*100 = 7.000000000000001 -> 7
+    assert top_fraction_mask(torch.arange(3.0), 0.2, **rank).tolist() == [False, False, True]  # ceil(0.6) = 1
+
+
+def test_percentile_rule_is_numpys_percentile_with_strict_greater():
+    s = torch.tensor([1.0, 5.0, 5.0, 0.0, 5.0])  # sorted 0 1 5 5 5; index 4*0.8 = 3.2 -> 5: nothing is > 5
+    assert top_fraction_mask(s, 0.2).sum() == 0  # default rule: ties at the threshold are all "-"
+    s = torch.tensor([0.0, 4.0, 1.0, 2.0, 3.0])  # index 3.2 -> 3 + 0.2*(4-3) = 3.2: only the 4
+    assert percentile(s, 80).item() == pytest.approx(3.2)
+    assert top_fraction_mask(s, 0.2).tolist() == [False, True, False, False, False]
+    assert top_fraction_mask(s, 1.0).tolist() == [False, True, True, True, True]  # > min: the 0 stays "-"
+    assert top_fraction_mask(s, 0.0).sum() == 0  # > max
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 7, 10, 96, 97, 100, 333):
+        for x in (torch.rand(n, generator=g), torch.randint(0, 4, (n,), generator=g).float()):  # ties too
+            for frac in (0.2, 0.1, 0.25, 0.5, 0.07):
+                ref = np.percentile(x.double().numpy(), 100 - 100 * frac)
+                assert percentile(x, 100 - 100 * frac).item() == ref  # bit-identical, not approx
+                assert top_fraction_mask(x, frac).numpy().tolist() == (x.double().numpy() > ref).tolist()
+
+
+def test_threshold_counts_at_96_units_and_zero_ties():
+    s = torch.arange(1.0, 97.0)  # U = 96 distinct scores
+    assert top_fraction_mask(s, 0.2, threshold="rank").sum() == 20  # ceil(19.2)
+    assert top_fraction_mask(s, 0.2).sum() == 19  # percentile: index 95*0.8 = 76 -> s[76]; 77..95 are above
+    assert top_fraction_mask(s, 0.2).sum() == int((s.numpy() > np.percentile(s.numpy(), 80)).sum())
+    z = torch.tensor([0.0] * 8 + [3.0, 2.0])  # 80 % zeros: the top 20 % is exactly the two positive units
+    for rule in ("percentile", "rank"):
+        assert top_fraction_mask(z, 0.2, threshold=rule).tolist() == [False] * 8 + [True, True]
+        assert top_fraction_mask(z, 0.5, threshold=rule).tolist() == [False] * 8 + [True, True]  # never a zero
+        assert top_fraction_mask(torch.full((5,), 2.0), 0.2, threshold=rule).sum() == 0  # constant: no "+"
+    with pytest.raises(ValueError, match="threshold"):
+        top_fraction_mask(z, 0.2, threshold="quantile")
 
 
 def test_static_fusion_eq15_four_branches():
@@ -50,6 +85,46 @@ def test_static_fusion_eq15_four_branches():
     cur = torch.tensor([9.0, 0.0, 8.0, 1.0])  # + - + -
     w = static_fusion_weights(prev, cur, top_fraction=0.5, gamma=0.3)
     assert torch.allclose(w, torch.tensor([0.3, 1.0, 0.0, 0.5]))
+    w = static_fusion_weights(prev, cur, top_fraction=0.5)  # default γ = 0.7 (the authors' code)
+    assert w.tolist() == torch.tensor([0.7, 1.0, 0.0, 0.5]).tolist()
+    with pytest.raises(ValueError, match="gamma"):
+        static_fusion_weights(prev, cur, gamma=1.5)
+
+
+def authors_static_fusion(present_scores, previous_scores, present, previous):
+    """The authors' static consolidation, restated from their description (TaSL code):
+    min-max normalise both score lists, threshold each at np.percentile(., 80) with ">",
+    then per tensor 0.3·present + 0.7·previous / previous / present / 0.5·present + 0.5·previous."""
+    def norm(v):
+        v = np.asarray(v, dtype=np.float64)
+        return (v - v.min()) / (v.max() - v.min())
+
+    cur, prev = norm(present_scores), norm(previous_scores)
+    cur_t, prev_t = np.percentile(list(cur), 80), np.percentile(list(prev), 80)
+    out = {}
+    for i, key in enumerate(present):
+        c, p = present[key], previous[key]
+        if prev[i] > prev_t:
+            out[key] = 0.3 * c + 0.7 * p if cur[i] > cur_t else p
+        else:
+            out[key] = c if cur[i] > cur_t else 0.5 * c + 0.5 * p
+    return out
+
+
+def test_static_fusion_defaults_equal_the_authors_fused_weights_bit_for_bit():
+    names = [f"layer{i}.lora_{ab}.weight" for i in range(5) for ab in "AB"]  # U = 10 matrix units
+    g = torch.Generator().manual_seed(3)
+    prev = {n: torch.randn(3, 4, generator=g) for n in names}
+    cur = {n: torch.randn(3, 4, generator=g) for n in names}
+    # 80th percentile of 10 scores = index 7.2: the top two are "+". Units 0 (+/+), 1 (+/-), 2 (-/+), rest -/-.
+    prev_scores = torch.tensor([9.0, 8.0, 1.0, 0.5, 0.0, 2.0, 3.0, 1.5, 0.2, 0.1])
+    cur_scores = torch.tensor([7.0, 0.3, 6.0, 0.5, 0.0, 1.0, 2.0, 0.4, 0.2, 0.1]) * 1e-3  # raw, unnormalised
+    units = SkillUnits.matrix_level(cur)
+    fused, w = fuse(units, prev, cur, prev_scores, cur_scores, mode="static")  # defaults: γ 0.7, percentile
+    assert w.tolist() == pytest.approx([0.7, 1.0, 0.0] + [0.5] * 7)
+    ref = authors_static_fusion(cur_scores.tolist(), prev_scores.tolist(), cur, prev)
+    for n in names:
+        assert torch.equal(fused[n], ref[n]), n  # exact, not allclose
 
 
 def test_adaptive_fusion_eq16_17():

@@ -62,6 +62,54 @@ def test_no_smoothing_is_mean_of_I():
     assert torch.allclose(t.scores()["w"], torch.tensor([2.0, 8.0 / 3.0]))  # (2+4+0)/3, (2+0+6)/3
 
 
+def test_bool_smoothing_keeps_its_meaning():
+    p = param([1.0])
+    assert ImportanceTracker({"w": p}, smoothing=True).smoothing == "ema"
+    assert ImportanceTracker({"w": p}, smoothing=False).smoothing == "mean"
+    assert ImportanceTracker({"w": p}).smoothing == "ema"
+
+
+@pytest.mark.parametrize("index, expected", [
+    (1, [4.0, 0.0]),  # default: the authors' first counted step (they skip step 0)
+    (0, [2.0, 2.0]),
+    (-1, [0.0, 6.0]),  # the last step
+    (7, [0.0, 6.0]),  # a task shorter than the index keeps its last step
+])
+def test_single_step_keeps_one_steps_I(index, expected):
+    # Table IV "s = I only": |w g| of ONE step, no EMA, no uncertainty.
+    p = param([1.0, 2.0])
+    t = ImportanceTracker({"w": p}, smoothing="single_step", single_step_index=index)
+    for g in ([2.0, 1.0], [4.0, 0.0], [0.0, 3.0]):  # I_t = [2, 2], [4, 0], [0, 6]
+        assert step(t, p, g)
+    assert t.scores()["w"].tolist() == expected
+    assert t.steps == 3 and "ubar.w" not in t.state_dict()
+
+
+def test_single_step_gradient_ablation_and_default_index():
+    # Table IV "s = |∇L|": |g| of the first counted step; weights do not enter.
+    p = param([5.0, -7.0])
+    t = ImportanceTracker({"w": p}, sensitivity="grad", smoothing="single_step")
+    for g in ([0.5, -1.0], [-3.0, 0.25], [9.0, 9.0]):
+        step(t, p, g)
+    assert t.scores()["w"].tolist() == [3.0, 0.25]
+    t.reset()
+    assert not t.scores()["w"].any()
+    step(t, p, [1.0, -2.0])  # a new task: its own step 0, then step 1
+    step(t, p, [-4.0, 8.0])
+    assert t.scores()["w"].tolist() == [4.0, 8.0]
+
+
+def test_single_step_skipped_nonfinite_step_does_not_count():
+    p = param([1.0])
+    t = ImportanceTracker({"w": p}, smoothing="single_step")
+    step(t, p, [1.0])
+    with pytest.warns(UserWarning):
+        assert step(t, p, [float("nan")]) is False
+    step(t, p, [3.0])  # the second *counted* step
+    step(t, p, [5.0])
+    assert t.scores()["w"].tolist() == [3.0]
+
+
 def test_none_grad_is_zero_gradient():
     p, q = param([1.0]), param([2.0])
     t = ImportanceTracker({"p": p, "q": q}, smoothing=False)
@@ -146,5 +194,9 @@ def test_chunked_update_matches_single_batch(monkeypatch):
 def test_bad_args():
     with pytest.raises(ValueError):
         ImportanceTracker({}, sensitivity="third")
+    with pytest.raises(ValueError, match="smoothing"):
+        ImportanceTracker({}, smoothing="median")
+    with pytest.raises(ValueError, match="single_step_index"):
+        ImportanceTracker({}, smoothing="single_step", single_step_index=-2)
     with pytest.raises(ValueError):
         ImportanceTracker({}, alpha1=1.0)

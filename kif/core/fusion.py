@@ -40,33 +40,72 @@ def accumulate_importance(acc_prev: Tensor | None, current: Tensor, beta: float 
     return beta * minmax_normalize(acc_prev) + (1 - beta) * minmax_normalize(current)
 
 
-def top_fraction_mask(scores: Tensor, fraction: float = 0.2) -> Tensor:
-    """The "+" units of eq. (15): exactly ceil(fraction·U) highest scores, ties -> lower index.
+THRESHOLDS = ("percentile", "rank")
 
-    This is the rank form of "score above the top-20 % quantile threshold δ": it always
-    selects the same count, and the tie rule makes it deterministic. fraction·U is rounded
-    to 9 decimals first so that e.g. 0.07·100 = 7.000000000000001 selects 7, not 8.
+
+def percentile(scores: Tensor, q: float) -> Tensor:
+    """``np.percentile(scores, q)`` (its default "linear" method), in float64 torch: 0-d tensor.
+
+    Same arithmetic as numpy, so the value is bit-identical: virtual index (n−1)·q/100 in
+    the ascending order, then numpy's lerp (a + (b−a)·γ, or b − (b−a)·(1−γ) when γ ≥ ½).
+    """
+    x = torch.sort(scores.detach().double().flatten()).values
+    n = x.numel()
+    if n == 0:
+        raise ValueError("percentile of an empty score vector")
+    pos = (n - 1) * (q / 100)
+    lo = math.floor(pos)
+    if pos >= n - 1:
+        return x[-1]
+    a, b, g = x[lo], x[lo + 1], pos - lo
+    return b - (b - a) * (1 - g) if g >= 0.5 else a + (b - a) * g
+
+
+def top_fraction_mask(scores: Tensor, fraction: float = 0.2, threshold: str = "percentile") -> Tensor:
+    """The "+" units of eq. (15): the top ``fraction`` of the scores, by one of two rules.
+
+    - "percentile" (default; the authors' code): score strictly above
+      ``np.percentile(scores, 100 − 100·fraction)``. Ties at the threshold are all "−", so
+      the count can fall short of fraction·U (U = 96: 19 units, not 20).
+    - "rank" (kif's earlier rule): exactly ceil(fraction·U) highest scores, ties -> lower
+      index; fraction·U is rounded to 9 decimals first (0.07·100 = 7.000000000000001 -> 7).
+
+    Under both, a unit tied with the lowest score is never "+" (the percentile rule gives this
+    by its strict ">"; the rank rule drops such units): importance scores are ≥ 0, so every
+    zero-score unit is one of them, and the authors threshold min-max-normalised scores, where
+    the lowest score is 0. A constant vector therefore has no "+" unit.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
     n = scores.numel()
+    s = scores.detach().double().flatten()
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool, device=scores.device)
+    if threshold == "percentile":
+        return s > percentile(s, 100 - round(100 * fraction, 9))
     k = min(n, math.ceil(round(fraction * n, 9)))
-    order = torch.argsort(-scores.detach().float(), stable=True)  # stable: ties keep index order
+    order = torch.argsort(-s, stable=True)  # stable: ties keep index order
     mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
     mask[order[:k]] = True
-    return mask
+    return mask & (s > s.min())
 
 
-def static_fusion_weights(prev_scores: Tensor, cur_scores: Tensor,
-                          top_fraction: float = 0.2, gamma: float = 0.5) -> Tensor:
+def static_fusion_weights(prev_scores: Tensor, cur_scores: Tensor, top_fraction: float = 0.2,
+                          gamma: float = 0.7, threshold: str = "percentile") -> Tensor:
     """Eq. (15): w_prev per unit from the "+"/"−" status of each unit for prev and cur.
 
     prev+ cur+ -> γ (task-shared), prev+ cur− -> 1 (keep old), prev− cur+ -> 0 (take new),
-    prev− cur− -> ½. Each score vector gets its own top-``top_fraction`` mask.
+    prev− cur− -> ½. Each score vector gets its own top-``top_fraction`` mask
+    (``top_fraction_mask``, rule ``threshold``). γ is not given in the paper; the default
+    0.7 is the authors' code (task-shared units = 0.7·previous + 0.3·current).
     """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     _same_units(prev_scores, cur_scores)
-    p = top_fraction_mask(prev_scores, top_fraction).cpu()
-    c = top_fraction_mask(cur_scores, top_fraction).cpu()
+    p = top_fraction_mask(prev_scores, top_fraction, threshold).cpu()
+    c = top_fraction_mask(cur_scores, top_fraction, threshold).cpu()
     w = torch.full(p.shape, 0.5)
     w[p & c] = gamma
     w[p & ~c] = 1.0
@@ -109,7 +148,7 @@ def fuse(units: SkillUnits, prev_params: Mapping[str, Tensor], cur_params: Mappi
     """Fuse the previous fused model with the freshly trained one, unit by unit.
 
     prev_scores = accumulated importance I(Û_{k−1}) (eq. 13), cur_scores = I(U_k).
-    mode "static": eq. (15), hparams top_fraction, gamma; "adaptive": eq. (16)-(17),
+    mode "static": eq. (15), hparams top_fraction, gamma, threshold; "adaptive": eq. (16)-(17),
     hparams temperature, normalize. Returns (fused params keyed like cur_params, w_prev).
     """
     for what, s in (("prev_scores", prev_scores), ("cur_scores", cur_scores)):

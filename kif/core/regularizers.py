@@ -11,7 +11,7 @@ from kif.core.units import clean_param_name, lora_role
 from kif.errors import ArtifactError
 
 
-def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: str = "squared",
+def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: str = "frobenius",
                            reduction: str = "mean") -> Tensor:
     """Eq. (5) over every LoRA module: the terms ||A·Aᵀ − I_r|| and ||Bᵀ·B − I_r||.
 
@@ -19,12 +19,16 @@ def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: st
     of a module are pushed towards distinct directions. The paper gives R(A, B) for one
     module but neither how modules combine nor the weight, so both are options:
 
-    - ``norm``: "squared" = ||·||²_F, eq. (5) as written; "frobenius" = ||·||_F, the form
-      of AdaLoRA's ``compute_orth_regu`` (whose weight 0.1 kif's KIFLoRA default borrows);
-    - ``reduction``: "mean" over the Gram terms (two per module, AdaLoRA's normalisation:
-      the term's scale does not grow with the number of adapted modules) or "sum".
+    - ``norm``: "frobenius" (default) = ||·||_F, unsquared: the authors' KIFLoRA code and
+      AdaLoRA's ``compute_orth_regu``, for which their weight 0.1 was tuned; "squared" =
+      ||·||²_F, eq. (5) as the paper writes it;
+    - ``reduction``: "mean" (default) over the Gram terms (two per module, the authors' and
+      AdaLoRA's normalisation: the term's scale does not grow with the number of adapted
+      modules) or "sum".
 
-    Differentiable; fp32 result (a 0-d zero if there are no pairs).
+    The unsquared norm's gradient at a zero deviation (an orthonormal factor) is taken as 0,
+    not NaN (``torch.linalg.matrix_norm``'s subgradient). Differentiable; fp32 result (a 0-d
+    zero if there are no pairs).
     """
     if norm not in ("squared", "frobenius"):
         raise ValueError(f"norm must be 'squared' or 'frobenius', got {norm!r}")
@@ -38,8 +42,8 @@ def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: st
         a, b = a.float(), b.float()  # bf16 Gram matrices lose the small deviations we penalise
         eye = torch.eye(r, device=a.device)
         for gram in (a @ a.T, b.T @ b):
-            sq = (gram - eye).square().sum()
-            terms.append(sq if norm == "squared" else sq.sqrt())
+            dev = gram - eye
+            terms.append(dev.square().sum() if norm == "squared" else torch.linalg.matrix_norm(dev, "fro"))
     if not terms:
         return torch.zeros(())
     dev = terms[0].device  # a model split over devices: gather on the first

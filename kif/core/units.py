@@ -184,20 +184,24 @@ class SkillUnits:
         """Per unit: w_prev * prev + (1 - w_prev) * cur (eq. 14-17 applied unit-wise).
 
         Matrix units scale the whole tensor; rank-1 unit i scales row i of A and column i
-        of B by the same coefficient (METHOD.md §4). Computed in fp32, returned in cur's
-        dtype/device, keyed like ``cur``.
+        of B by the same coefficient (METHOD.md §4). The two coefficients are rounded to
+        fp32 from float64 (1 − w is exact there), and the sum of two products is formed in
+        fp32: for static fusion this is bit for bit the authors' ``0.3·cur + 0.7·prev``
+        (a ``lerp`` would differ by an ulp). Returned in cur's dtype/device, keyed like ``cur``.
         """
         p, c = self._match(prev, "prev params"), self._match(cur, "cur params")
-        w_prev = self._check_vec(w_prev, "w_prev").float()
-        on_device: dict = {}  # w_prev copied once per device, not once per tensor
+        w64 = self._check_vec(w_prev, "w_prev").double()
+        coef = torch.stack([w64, 1 - w64]).float()  # [2, U]: on prev, on cur
+        on_device: dict = {}  # coefficients copied once per device, not once per tensor
         out = {}
         for name, (key, ct) in c.items():
             if ct.device not in on_device:
-                on_device[ct.device] = w_prev.to(ct.device)
-            w = self._view(name, on_device[ct.device])
+                on_device[ct.device] = coef.to(ct.device)
+            wp, wc = (self._view(name, row) for row in on_device[ct.device])
             pt = p[name][1].detach().to(ct.device, torch.float32)
-            # lerp: one fused kernel (cur + w·(prev − cur)), exact at w = 0 and w = 1.
-            out[key] = torch.lerp(ct.detach().float(), pt, w).to(ct.dtype)
+            fused = pt * wp
+            fused.add_(ct.detach().float() * wc)
+            out[key] = fused.to(ct.dtype)
         return out
 
     # -- helpers -------------------------------------------------------------------
