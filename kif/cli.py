@@ -38,8 +38,13 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_benchmarks(args) -> int:
-    from .data import list_benchmarks, resolve_data_dir
+    from .data import get_benchmark, list_benchmarks, resolve_data_dir
+    from .data.benchmarks import describe_benchmark
 
+    for name in args.benchmarks:  # named ones: read every task and list it (a YAML needs no data dir)
+        print("\n".join(describe_benchmark(get_benchmark(name, args.data_dir))))
+    if args.benchmarks:
+        return 0
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data dir: {data_dir}")
     for bench in list_benchmarks(data_dir):
@@ -96,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=_cmd_report)
 
     b = sub.add_parser("benchmarks", help="list benchmarks, task orders and tasks")
+    b.add_argument("benchmarks", nargs="*", metavar="BENCH",
+                   help="a built-in name or a benchmark YAML: validate it (read every task) and list it")
     b.add_argument("--data-dir", help="benchmark data folder (default: $KIF_DATA or ../shared/benchmarks)")
     b.set_defaults(fn=_cmd_benchmarks)
 

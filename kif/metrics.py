@@ -1,19 +1,55 @@
-"""Task scores (exact match, Rouge-L) and continual-learning metrics (METHOD.md §7).
+"""Task scores (exact match, Rouge-L, token F1, set match, joint over groups) and the
+continual-learning metrics (METHOD.md §7).
 
 All scores are on a 0-100 scale. A score matrix ``a`` holds one row per trained task:
 ``a[j][i]`` is the score on task ``i`` right after training task ``j`` (0-indexed; the
 paper's a_{j+1,i+1}); an entry is ``None`` when that pair was not evaluated.
+
+Answer normalisation (``eval.normalization``) decides what of a generation is scored and
+how answers compare:
+
+* ``harness`` (default): what the O-LoRA / SAPT evaluation code does (their
+  ``compute_metrics.normalize_answer``: SQuAD's normalisation *without* article removal):
+  lowercase, drop ASCII punctuation, collapse whitespace; the whole generated text is
+  scored. "the entailment" does not match "entailment".
+* ``lenient``: kif's earlier form: SQuAD's normalisation (articles a/an/the dropped too),
+  and only the first non-empty line of a generation is scored.
+
+Rouge-L does not use this normalisation in either form: like the harness, it scores the
+raw text with ``rouge_score``'s own tokeniser (lowercase, non-alphanumerics as spaces,
+Porter stemming of words longer than 3 characters); the form only decides whether the
+whole generation or its first line is scored.
+
+A normalisation must never erase an answer: SQuAD-style normalisation turns COPA's gold
+"A" into "", which would then equal "", ".", "the" or "???". Every comparison therefore
+uses :func:`canonical_answer`, the first non-empty of ever lighter forms.
 """
 from __future__ import annotations
 
 import re
 import string
+from collections import Counter
+from dataclasses import dataclass
 from statistics import fmean
 from typing import Sequence
 
 from kif.errors import ConfigError
 
-METRICS = ("accuracy", "rougeL")
+METRICS = ("accuracy", "rougeL", "f1", "set_match")
+METRIC_HELP = {
+    "accuracy": "exact match after normalisation, best over the references",
+    "rougeL": "Rouge-L F-measure (rouge_score, Porter stemmer), best over the references",
+    "f1": "token F1 (SQuAD) after normalisation, best over the references",
+    "set_match": "exact match of the sets of delimiter-separated items (order, repeats and "
+                 "spaces ignored), best over the references",
+}
+NORMALIZATIONS = {
+    "harness": "lowercase, punctuation and extra whitespace removed, articles and the whole "
+               "generation kept (O-LoRA/SAPT compute_metrics.py)",
+    "lenient": "lowercase, punctuation, articles (a/an/the) and extra whitespace removed, "
+               "first non-empty line of the generation only (SQuAD; kif's earlier default)",
+}
+DEFAULT_NORMALIZATION = "harness"
 Matrix = Sequence[Sequence["float | None"]]
 
 _PUNCT = set(string.punctuation)
@@ -29,19 +65,87 @@ def _refs(references: Sequence[str] | str) -> Sequence[str]:
     return refs
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation, drop articles a/an/the,
-    collapse whitespace."""
+def check_normalization(name: str) -> str:
+    if name not in NORMALIZATIONS:
+        raise ConfigError(f"unknown normalization {name!r} "
+                          f"(expected one of {', '.join(NORMALIZATIONS)})")
+    return name
+
+
+def describe_normalization(name: str) -> str:
+    """One line for results.json / the report: the name and what it does."""
+    return f"{check_normalization(name)}: {NORMALIZATIONS[name]}"
+
+
+def normalize_answer(s: str, normalization: str = DEFAULT_NORMALIZATION) -> str:
+    """``harness``: lowercase, drop punctuation, collapse whitespace (the O-LoRA/SAPT
+    harness). ``lenient``: the same and drop the articles a/an/the (SQuAD)."""
     s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", s).split())
+    if check_normalization(normalization) == "lenient":
+        s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
 
 
-def exact_match(prediction: str, references: Sequence[str]) -> float:
-    """Accuracy of one prediction: 100.0 if its normalised form equals that of any
-    reference, else 0.0. Comparing normalised strings follows the O-LoRA / TaSL
-    evaluation code, so "Positive." matches "positive"."""
-    pred = normalize_answer(prediction)
-    return 100.0 if any(pred == normalize_answer(r) for r in _refs(references)) else 0.0
+def canonical_answer(s: str, normalization: str = DEFAULT_NORMALIZATION) -> str:
+    """The form answers are compared in: :func:`normalize_answer`, or, where that erases the
+    whole answer (COPA's "A" under ``lenient``, "???" under both), the first non-empty of
+    lighter forms: without article removal, then lowercase with whitespace collapsed. So an
+    answer made only of articles or punctuation is matched by itself, not by everything."""
+    for form in (normalize_answer(s, normalization), normalize_answer(s, "harness")):
+        if form:
+            return form
+    return " ".join(s.lower().split())
+
+
+def answer_text(generation: str, normalization: str = DEFAULT_NORMALIZATION) -> str:
+    """The part of a generation that is scored: all of it (``harness``) or its first
+    non-empty line (``lenient``), stripped."""
+    if check_normalization(normalization) == "lenient":
+        return clean_prediction(generation)
+    return generation.strip()
+
+
+def exact_match(prediction: str, references: Sequence[str],
+                normalization: str = DEFAULT_NORMALIZATION) -> float:
+    """Accuracy of one prediction: 100.0 if its canonical form equals that of any reference,
+    else 0.0 ("Positive." matches "positive")."""
+    pred = canonical_answer(prediction, normalization)
+    return 100.0 if any(pred == canonical_answer(r, normalization) for r in _refs(references)) else 0.0
+
+
+def _f1(pred: list[str], gold: list[str]) -> float:
+    if not pred or not gold:
+        return 100.0 if pred == gold else 0.0
+    same = sum((Counter(pred) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 100.0 * 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, references: Sequence[str],
+             normalization: str = DEFAULT_NORMALIZATION) -> float:
+    """SQuAD token F1 ×100 on the canonical forms split at whitespace (repeated tokens count
+    as often as they occur in both), best over references."""
+    pred = canonical_answer(prediction, normalization).split()
+    return max(_f1(pred, canonical_answer(r, normalization).split()) for r in _refs(references))
+
+
+def answer_set(text: str, delimiter: str = ",",
+               normalization: str = DEFAULT_NORMALIZATION) -> frozenset[str]:
+    """The items of ``text`` split at ``delimiter``, each in canonical form; empty items
+    (", ," or a trailing delimiter) are dropped, so "" is the empty set."""
+    items = (canonical_answer(x, normalization) for x in text.split(delimiter))
+    return frozenset(x for x in items if x)
+
+
+def set_match(prediction: str, references: Sequence[str], delimiter: str = ",",
+              normalization: str = DEFAULT_NORMALIZATION) -> float:
+    """100.0 if the prediction's item set equals a reference's ("b ,a" matches "a, b"),
+    else 0.0."""
+    pred = answer_set(prediction, delimiter, normalization)
+    return 100.0 if any(pred == answer_set(r, delimiter, normalization)
+                        for r in _refs(references)) else 0.0
 
 
 def rouge_l(prediction: str, references: Sequence[str]) -> float:
@@ -53,27 +157,73 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
     return max(100.0 * _scorer.score(r, prediction)["rougeL"].fmeasure for r in _refs(references))
 
 
-_SCORERS = {"accuracy": exact_match, "rougeL": rouge_l}
+@dataclass(frozen=True)
+class Metric:
+    """How one task is scored: the metric, its ``set_match`` delimiter, the normalisation.
+    Invalid values are a :class:`ConfigError` when the metric is made."""
+
+    name: str = "accuracy"
+    delimiter: str = ","
+    normalization: str = DEFAULT_NORMALIZATION
+
+    def __post_init__(self):
+        if self.name not in METRICS:
+            raise ConfigError(f"unknown metric {self.name!r} (expected one of {', '.join(METRICS)})")
+        if not isinstance(self.delimiter, str) or not self.delimiter:
+            raise ConfigError("set_match delimiter must be a non-empty string")
+        check_normalization(self.normalization)
+
+    def answer(self, generation: str) -> str:
+        return answer_text(generation, self.normalization)
+
+    def score(self, prediction: str, references: Sequence[str]) -> float:
+        if self.name == "rougeL":
+            return rouge_l(prediction, references)
+        if self.name == "f1":
+            return token_f1(prediction, references, self.normalization)
+        if self.name == "set_match":
+            return set_match(prediction, references, self.delimiter, self.normalization)
+        return exact_match(prediction, references, self.normalization)
 
 
-def score_each(metric: str, predictions: Sequence[str],
+def get_metric(metric: "str | Metric") -> Metric:
+    return metric if isinstance(metric, Metric) else Metric(metric)
+
+
+def score_each(metric: "str | Metric", predictions: Sequence[str],
                references: Sequence[Sequence[str]]) -> list[float]:
-    """Per-example scores (0-100) under ``metric`` ("accuracy" or "rougeL")."""
-    if metric not in _SCORERS:
-        raise ConfigError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+    """Per-example scores (0-100) under ``metric`` (a name of :data:`METRICS`, or a
+    :class:`Metric` carrying a delimiter and a normalisation)."""
+    m = get_metric(metric)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
-    fn = _SCORERS[metric]
-    return [fn(p, r) for p, r in zip(predictions, references)]
+    return [m.score(p, r) for p, r in zip(predictions, references)]
 
 
-def score_task(metric: str, predictions: Sequence[str],
-               references: Sequence[Sequence[str]]) -> float:
-    """Mean per-example score of a task's test set: a_{j,i} of METHOD.md §7."""
-    scores = score_each(metric, predictions, references)
+def joint_score(scores: Sequence[float], groups: Sequence["str | None"] | None = None) -> float:
+    """The task score from per-example scores: their mean, or, when examples carry a group
+    (e.g. one dialogue turn), the share ×100 of groups whose every example scores 100 (joint
+    goal accuracy). Groups are collected over the whole list, wherever their examples sit
+    (several evaluation batches, any order); an example without a group is its own group."""
     if not scores:
         raise ValueError("no predictions to score")
-    return fmean(scores)
+    if groups is None or all(g is None for g in groups):
+        return fmean(scores)
+    if len(groups) != len(scores):
+        raise ValueError(f"{len(groups)} groups for {len(scores)} scores")
+    right: dict[object, bool] = {}
+    for i, (s, g) in enumerate(zip(scores, groups)):
+        key = ("group", g) if g is not None else ("example", i)
+        right[key] = right.get(key, True) and s >= 100.0 - 1e-9
+    return 100.0 * sum(right.values()) / len(right)
+
+
+def score_task(metric: "str | Metric", predictions: Sequence[str],
+               references: Sequence[Sequence[str]],
+               groups: Sequence["str | None"] | None = None) -> float:
+    """A task's test-set score, a_{j,i} of METHOD.md §7: the mean per-example score, or the
+    joint score over ``groups`` (:func:`joint_score`)."""
+    return joint_score(score_each(metric, predictions, references), groups)
 
 
 def clean_prediction(text: str) -> str:

@@ -110,6 +110,8 @@ def test_wrong_type_in_data(tmp_path, capsys):
 
 def test_test_label_absent_from_training_labels(tmp_path, capsys):
     bench = _write_bench(tmp_path, json.dumps([{"input": "q", "output": "b"}]).encode())
+    # only a task that declares a closed label set is checked (a free-form task is not)
+    bench.write_text(bench.read_text().replace("metric: accuracy}", "metric: accuracy, classification: true}"))
     cfg = _cfg(tmp_path, f"model: tiny-llama\nbenchmark: {bench}\norder: main\n")
     _run_fails(["run", str(cfg), "-o", str(tmp_path / "out"), "-q"], capsys, "absent from its training label set")
     assert not (tmp_path / "out").exists()

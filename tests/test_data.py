@@ -7,6 +7,8 @@ from kif.data import (
     SUPERNI_TEMPLATE, Example, get_benchmark, label_set, list_benchmarks, load_task_file,
     read_json, resolve_data_dir, resolve_sequence, sample,
 )
+from kif.data.benchmarks import check_labels, describe_benchmark
+from kif.data.loaders import GroupBy, read_jsonl
 from kif.errors import ConfigError, DataError
 
 TASK748 = "superni/task748_glucose_reverse_cause_event_detection/test.json.gz"
@@ -125,6 +127,151 @@ def test_sample_deterministic_and_ordered():
     idx = [ex.index(e) for e in a]
     assert idx == sorted(idx)
     assert sample(ex, None, 0) == ex and sample(ex, 500, 0) == ex
+    # pinned: ungrouped sampling draws exactly what it always drew
+    assert [e.id for e in a] == ["e8", "e15", "e17", "e32", "e57", "e60", "e63", "e72", "e83", "e97"]
+    assert [e.id for e in sample(ex, 7, 42)] == ["e3", "e14", "e28", "e31", "e35", "e81", "e94"]
+
+
+def _grouped(sizes: str):
+    """Examples x0.. whose groups are given by letters, e.g. "aaabbcccd"."""
+    return [Example(f"x{i}", "p", ("r",), g) for i, g in enumerate(sizes)]
+
+
+def test_sample_keeps_whole_groups():
+    ex = _grouped("aaabbccccd")  # a:3 b:2 c:4 d:1
+    # seed 0 visits the groups in the order c, a, b, d: c (4) fits in 5, a and b do not, d does
+    assert [e.id for e in sample(ex, 5, 0)] == ["x5", "x6", "x7", "x8", "x9"]
+    for seed in range(20):
+        for n in range(1, 10):
+            got = sample(ex, n, seed)
+            assert got == sample(ex, n, seed)                     # deterministic
+            assert len(got) <= n and got                          # under the cap, never empty
+            kept = {e.group for e in got}
+            assert got == [e for e in ex if e.group in kept]      # whole groups, original order
+    # a cap below the smallest group keeps one group rather than none
+    assert len({e.group for e in sample(_grouped("aaabbb"), 2, 0)}) == 1
+    assert sample(ex, 10, 0) == ex and sample(ex, None, 0) == ex
+    # groups split across the file (not adjacent) are still kept whole
+    mixed = _grouped("abab" + "cc")
+    for seed in range(10):
+        kept = {e.group for e in sample(mixed, 3, seed)}
+        assert sample(mixed, 3, seed) == [e for e in mixed if e.group in kept]
+
+
+# ---- JSON Lines, prompt templates, groups --------------------------------------------
+
+def test_jsonl_loads_like_json(tmp_path):
+    items = [{"id": "a", "input": "x\u2028y", "output": "1"}, {"id": "b", "input": "z", "output": ["2", "3"]}]
+    (tmp_path / "list.json").write_text(json.dumps(items))
+    lines = "\n".join(json.dumps(i, ensure_ascii=False) for i in items)
+    (tmp_path / "t.jsonl").write_text(lines + "\n\n", encoding="utf-8")   # blank lines skipped
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    want = load_task_file(tmp_path / "list.json")
+    assert want[0].prompt == "x\u2028y"  # a line separator inside a string is not a new line
+    assert load_task_file(tmp_path / "t.jsonl") == want == load_task_file(tmp_path / "t.jsonl.gz")
+    assert read_jsonl(tmp_path / "t.jsonl") == items
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "test.jsonl").write_text(lines)
+    (tmp_path / "d" / "train.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    (tmp_path / "b.yaml").write_text("name: j\ntasks:\n  t: {path: d, metric: accuracy}\n")
+    b = get_benchmark(tmp_path / "b.yaml")
+    assert b.tasks["t"].split_file("train").name == "train.jsonl.gz"
+    assert b.tasks["t"].load("test") == want
+    assert [e.id for e in load_task_file(_write(tmp_path, {"input": "q", "output": "a"}, "dev.jsonl"))] == ["dev-0"]
+    with pytest.raises(DataError, match=r"list.jsonl: item 0 must be an object, got list"):
+        load_task_file(_write(tmp_path, items, "list.jsonl"))  # a JSON list on one line is not JSON Lines
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "x", "output": "y"}\n{"input": \n')
+    with pytest.raises(DataError, match=r"bad.jsonl: invalid JSON on line 2"):
+        load_task_file(bad)
+
+
+def test_prompt_template_composes_fields(tmp_path, caplog):
+    items = [{"instruction": "Add.", "input": "1+1", "n": 3, "output": "2"}]
+    f = _write(tmp_path, items, "t.json")
+    ex = load_task_file(f, prompt_template="{instruction}\n{input} (n={n})")
+    assert ex[0].prompt == "Add.\n1+1 (n=3)" and ex[0].references == ("2",)
+    # a template need not use input at all; then input is not required
+    only = _write(tmp_path, [{"question": "q?", "output": "a"}], "q.json")
+    assert load_task_file(only, prompt_template="Q: {question}")[0].prompt == "Q: q?"
+    with pytest.raises(DataError, match=r"item 0 lacks 'context'"):
+        load_task_file(f, prompt_template="{context} {input}")
+    with pytest.raises(DataError, match=r"item 0 'x' must be a string or a number, got list"):
+        load_task_file(_write(tmp_path, [{"x": [1], "output": "a"}], "l.json"), prompt_template="{x}")
+    for bad in ("{0}", "{}", "{a.b}", "{unclosed", "no fields", "{input} -> {output}"):
+        with pytest.raises(ConfigError, match="prompt_template"):
+            load_task_file(f, prompt_template=bad)
+    # superni layout: {definition} is the task's definition
+    sn = _write(tmp_path, {"Definition": ["Say hi."], "Instances": [{"input": "x", "lang": "en", "output": "hi"}]},
+                "sn.json")
+    assert load_task_file(sn, prompt_template="{definition} [{lang}] {input}")[0].prompt == "Say hi. [en] x"
+    # without a template, fields nothing uses are named in one warning line, not dropped silently
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kif"):
+        assert load_task_file(f)[0].prompt == "1+1"
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "\n" not in msgs[0]
+    assert msgs[0].startswith(f"{f}: ignored field(s) instruction, n ") and "prompt_template" in msgs[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kif"):
+        load_task_file(f, prompt_template="{instruction}\n{input}")
+        load_task_file(_write(tmp_path, [{"id": 1, "input": "x", "output": "y"}], "plain.json"))
+    assert [r.getMessage() for r in caplog.records] == [f"{f}: ignored field(s) n (not in the prompt; "
+                                                       "a task's prompt_template can compose them)"]
+
+
+def test_group_by(tmp_path):
+    items = [{"id": "d1-t1-area", "turn": "d1-t1", "input": "a", "output": "x"},
+             {"id": "d1-t1-price", "turn": "d1-t1", "input": "b", "output": "y"},
+             {"id": "d1-t2-area", "turn": 7, "input": "c", "output": "z"}]
+    f = _write(tmp_path, items, "t.json")
+    assert [e.group for e in load_task_file(f)] == [None, None, None]
+    assert [e.group for e in load_task_file(f, group_by=GroupBy(field="turn"))] == ["d1-t1", "d1-t1", "7"]
+    assert [e.group for e in load_task_file(f, group_by=GroupBy(id_prefix_sep="-"))] == ["d1-t1", "d1-t1", "d1-t2"]
+    with pytest.raises(DataError, match=r"item 0 lacks 'dialogue' \(the task's group_by field\)"):
+        load_task_file(f, group_by=GroupBy(field="dialogue"))
+    with pytest.raises(DataError, match=r"item 0 id 'd1-t1-area' has no group prefix before '/'"):
+        load_task_file(f, group_by=GroupBy(id_prefix_sep="/"))
+    with pytest.raises(DataError, match=r"item 0 lacks 'id'"):
+        load_task_file(_write(tmp_path, [{"input": "a", "output": "b"}], "n.json"), group_by=GroupBy(id_prefix_sep="-"))
+    with pytest.raises(ConfigError, match="exactly one"):
+        GroupBy(field="a", id_prefix_sep="-")
+    with pytest.raises(ConfigError, match="exactly one"):
+        GroupBy()
+
+
+def test_label_check_only_for_classification_tasks(tmp_path, data_dir):
+    """Free-form tasks are never refused for test answers unseen in training; a task that
+    declares classification: true (and every built-in Long Sequence task) is."""
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "train.json").write_text(json.dumps([{"input": "q1", "output": "Paris"}]))
+    (tmp_path / "gen" / "test.json").write_text(json.dumps([{"input": "q2", "output": "Rome"}]))
+    (tmp_path / "b.yaml").write_text("name: g\ntasks:\n  free: {path: gen, metric: accuracy}\n"
+                                     "  cls: {path: gen, metric: accuracy, classification: true}\n")
+    b = get_benchmark(tmp_path / "b.yaml")
+    for name in ("free", "cls"):
+        t = b.tasks[name]
+        train, test = t.load("train"), t.load("test")
+        if name == "free":
+            assert not t.classification
+            check_labels(t, label_set(train), test)  # no error
+        else:
+            with pytest.raises(DataError, match=r"label\(s\) \['Rome'\] of task 'cls'"):
+                check_labels(t, label_set(train), test)
+    ls = get_benchmark("long_sequence", data_dir)
+    assert all(t.classification for t in ls.tasks.values())
+    assert not any(t.classification for t in get_benchmark("superni", data_dir).tasks.values())
+
+
+def test_custom_benchmark_needs_no_data_dir(tmp_path, monkeypatch):
+    _custom(tmp_path)
+    (tmp_path / "b.yaml").write_text(VALID_YAML)
+    monkeypatch.setenv("KIF_DATA", str(tmp_path / "nowhere"))  # a built-in would fail here
+    monkeypatch.chdir(tmp_path)
+    assert get_benchmark(str(tmp_path / "b.yaml")).name == "mine"
+    assert get_benchmark(str(tmp_path / "b.yaml"), None).name == "mine"
+    with pytest.raises(DataError, match="nowhere"):
+        get_benchmark("long_sequence")
 
 
 # ---- benchmarks --------------------------------------------------------------------
@@ -216,7 +363,7 @@ def test_custom_yaml(tmp_path):
     assert b.name == "mine" and b.orders == {"a": ["t1", "t2"]}
     assert b.tasks["t1"].load("test")[0].references == ("a",)
     assert b.tasks["t2"].load("train")[0].references == ("hi", "hello")  # file serves all splits
-    with pytest.raises(DataError, match="no train.json.gz or train.json"):
+    with pytest.raises(DataError, match=r"no train.json, train.jsonl \(or .gz\) for task t1"):
         b.tasks["t1"].load("train")
 
 
@@ -227,7 +374,8 @@ BAD_YAML = {
     "missing metric": (VALID_YAML.replace(", metric: accuracy", ""),
                        r"missing key\(s\) in tasks\.t1: metric"),
     "missing name": (VALID_YAML.replace("name: mine\n", ""), r"missing key\(s\): name"),
-    "bad metric": (VALID_YAML.replace("metric: accuracy", "metric: bleu"), r"tasks\.t1\.metric"),
+    "bad metric": (VALID_YAML.replace("metric: accuracy", "metric: bleu"),
+                   r"tasks\.t1\.metric 'bleu' not one of accuracy, rougeL, f1, set_match$"),
     "bad layout": (VALID_YAML.replace("layout: superni", "layout: csv"), r"tasks\.t2\.layout"),
     "missing path": (VALID_YAML.replace("path: t1", "path: t9"), r"tasks\.t1\.path"),
     "unknown task in order": (VALID_YAML.replace("[t1, t2]", "[t1, t3]"), r"orders\.a.*t3"),
@@ -235,6 +383,22 @@ BAD_YAML = {
                        "duplicate key 't1'"),
     "task twice in order": (VALID_YAML.replace("[t1, t2]", "[t1, t1]"), "twice"),
     "invalid yaml": ("name: [unclosed\n", "invalid YAML"),
+    "delimiter without set_match": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, delimiter: ';'}"),
+                                    r"tasks\.t1\.delimiter only applies to metric set_match"),
+    "empty delimiter": (VALID_YAML.replace("metric: accuracy}", "metric: set_match, delimiter: ''}"),
+                        r"tasks\.t1\.delimiter must be a non-empty string"),
+    "group_by both": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, group_by: {field: a, id_prefix_sep: '-'}}"),
+                      r"tasks\.t1\.group_by needs exactly one of field"),
+    "group_by unknown key": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, group_by: {prefix: a}}"),
+                             r"unknown key\(s\) in tasks\.t1\.group_by: prefix"),
+    "group_by not a mapping": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, group_by: turn}"),
+                               r"tasks\.t1\.group_by must be a mapping"),
+    "bad prompt_template": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, prompt_template: '{0}'}"),
+                            r"tasks\.t1\.prompt_template '\{0\}': \{0\} is not a field name"),
+    "prompt_template not a string": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, prompt_template: 3}"),
+                                     r"tasks\.t1\.prompt_template must be a string"),
+    "classification not bool": (VALID_YAML.replace("metric: accuracy}", "metric: accuracy, classification: yes please}"),
+                                r"tasks\.t1\.classification must be true or false"),
     "not a mapping": ("- a\n- b\n", "top level must be a mapping"),
 }
 
@@ -248,3 +412,28 @@ def test_custom_yaml_invalid(tmp_path, case):
         get_benchmark(str(tmp_path / "b.yaml"), tmp_path)
     msg = str(err.value)
     assert msg.startswith(str(tmp_path / "b.yaml")) and "\n" not in msg
+
+
+def test_custom_yaml_new_keys_and_listing(tmp_path):
+    (tmp_path / "dst").mkdir()
+    turns = [{"id": f"d1-t{t}-{s}", "turn": f"d1-t{t}", "input": f"slot {s}?", "output": "x; y"}
+             for t in (1, 2) for s in ("area", "price")]
+    for split in ("train", "test"):
+        (tmp_path / "dst" / f"{split}.jsonl").write_text("\n".join(json.dumps(i) for i in turns))
+    (tmp_path / "b.yaml").write_text("""\
+name: dst
+tasks:
+  dst: {path: dst, metric: set_match, delimiter: ";", group_by: {field: turn}}
+  byid: {path: dst, metric: f1, group_by: {id_prefix_sep: "-"}, prompt_template: "Q: {input}"}
+""")
+    b = get_benchmark(tmp_path / "b.yaml")
+    t = b.tasks["dst"]
+    assert (t.metric, t.delimiter, t.group_by, t.classification) == ("set_match", ";", GroupBy(field="turn"), False)
+    assert t.scoring("lenient").normalization == "lenient" and t.scoring().delimiter == ";"
+    assert t.metric_label == "set_match ';', joint by field turn"
+    assert b.tasks["byid"].metric_label == "f1, joint by id up to its last '-'"
+    assert [e.group for e in b.tasks["byid"].load("test")] == ["d1-t1", "d1-t1", "d1-t2", "d1-t2"]
+    assert b.tasks["byid"].load("test")[0].prompt == "Q: slot area?"
+    lines = describe_benchmark(b)
+    assert lines[0] == "dst"
+    assert lines[1] == f"  dst: set_match ';', joint by field turn; train 4 (2 groups), test 4 (2 groups); {tmp_path / 'dst'}"

@@ -1,29 +1,153 @@
 import pytest
 
+from kif.data.benchmarks import label_set
 from kif.errors import ConfigError
 from kif.metrics import (
-    average_performance, backward_transfer, cl_metrics, clean_prediction, exact_match,
-    forward_transfer, normalize_answer, rouge_l, score_each, score_task,
+    METRICS, NORMALIZATIONS, Metric, answer_set, answer_text, average_performance,
+    backward_transfer, canonical_answer, cl_metrics, clean_prediction, describe_normalization,
+    exact_match, forward_transfer, joint_score, normalize_answer, rouge_l, score_each,
+    score_task, set_match, token_f1,
 )
 
 
-@pytest.mark.parametrize("raw, norm", [
-    ("The Cat!", "cat"),
-    ("  an   apple, a pear ", "apple pear"),
-    ("Positive.", "positive"),
-    ("theatre", "theatre"),  # articles only as whole words
-    ("", ""),
+@pytest.mark.parametrize("raw, harness, lenient", [
+    ("The Cat!", "the cat", "cat"),
+    ("  an   apple, a pear ", "an apple a pear", "apple pear"),
+    ("Positive.", "positive", "positive"),
+    ("theatre", "theatre", "theatre"),  # articles only as whole words
+    ("Business & Finance", "business finance", "business finance"),
+    ("", "", ""),
 ])
-def test_normalize_answer(raw, norm):
-    assert normalize_answer(raw) == norm
+def test_normalize_answer(raw, harness, lenient):
+    assert normalize_answer(raw) == harness  # harness is the default
+    assert normalize_answer(raw, "harness") == harness
+    assert normalize_answer(raw, "lenient") == lenient
 
 
 def test_exact_match():
     assert exact_match("Positive.", ["positive"]) == 100.0
-    assert exact_match("the answer", ["Answer"]) == 100.0
+    assert exact_match("the answer", ["Answer"], "lenient") == 100.0
     assert exact_match("negative", ["positive"]) == 0.0
     assert exact_match("b", ["a", "B"]) == 100.0  # best over references
     assert exact_match("entailment", "entailment") == 100.0  # a bare string is one reference
+
+
+def test_harness_vs_lenient_issue_examples():
+    # The O-LoRA/SAPT harness keeps articles: "the entailment" is wrong there, right in kif's
+    # lenient form.
+    assert exact_match("the entailment", ["entailment"]) == 0.0
+    assert exact_match("the entailment", ["entailment"], "harness") == 0.0
+    assert exact_match("the entailment", ["entailment"], "lenient") == 100.0
+    # Multi-line generation: harness scores all of it, lenient its first line.
+    gen = "  the cat sat\non the mat\n"
+    assert answer_text(gen, "harness") == "the cat sat\non the mat"
+    assert answer_text(gen, "lenient") == "the cat sat"
+    ref = ["the cat sat on the mat"]
+    harness, lenient = Metric("rougeL"), Metric("rougeL", normalization="lenient")
+    assert harness.score(harness.answer(gen), ref) == pytest.approx(100.0)
+    # "the cat sat" vs 6 tokens: LCS 3, P = 1, R = 1/2, F = 2/3
+    assert lenient.score(lenient.answer(gen), ref) == pytest.approx(200 / 3)
+    # exact match on a multi-line generation: whole text under harness
+    assert Metric().score(Metric().answer("Yes\nbecause"), ["yes"]) == 0.0
+    lenient_em = Metric(normalization="lenient")
+    assert lenient_em.score(lenient_em.answer("Yes\nbecause"), ["yes"]) == 100.0
+    with pytest.raises(ConfigError, match="unknown normalization 'squad'.*harness, lenient"):
+        Metric(normalization="squad")
+    assert describe_normalization("harness").startswith("harness: lowercase")
+    assert set(NORMALIZATIONS) == {"harness", "lenient"}
+
+
+@pytest.mark.parametrize("norm", ["harness", "lenient"])
+def test_answers_that_normalise_to_nothing(norm):
+    # COPA's gold "A" is "" under SQuAD normalisation: it must not match every empty-ish answer.
+    decoys = ["", ".", "the", "???", "  ", "a the"]
+    for gold in ("A", "a", "The", "???", "."):
+        for d in decoys:
+            if canonical_answer(d, norm) != canonical_answer(gold, norm):
+                assert exact_match(d, [gold], norm) == 0.0, (d, gold)
+                assert set_match(d, [gold], ",", norm) == 0.0, (d, gold)
+                if d != "a the":  # f1 gives "a the" partial credit against "a", by design
+                    assert token_f1(d, [gold], norm) == 0.0, (d, gold)
+    assert canonical_answer("A", "lenient") == "a"            # articles kept as the fallback
+    assert exact_match("A.", ["A"], norm) == 100.0             # punctuation still ignored
+    assert exact_match("the", ["A"], norm) == 0.0
+    assert exact_match("???", ["???"], norm) == 100.0          # all punctuation: raw form
+    assert exact_match("?", ["???"], norm) == 0.0
+    assert exact_match("", [""], norm) == 100.0
+
+
+@pytest.mark.parametrize("norm", ["harness", "lenient"])
+def test_long_sequence_label_sets(data_dir, norm):
+    """Every label set of the Long Sequence benchmark (read with kif's loader): each label
+    matches itself, never another label nor an empty-ish answer, under both normalisations."""
+    from kif.data import get_benchmark
+
+    bench = get_benchmark("long_sequence", data_dir)
+    decoys = ["", ".", "the", "???"]
+    for name, task in bench.tasks.items():
+        labels = label_set(task.load("train"))
+        assert len(labels) >= 2, name
+        for gold in labels:
+            for metric in ("accuracy", "f1", "set_match"):
+                m = Metric(metric, normalization=norm)
+                assert m.score(gold, [gold]) == 100.0, (name, gold, metric)
+                for other in labels:
+                    if other != gold and metric != "f1":  # f1 gives partial credit by design
+                        assert m.score(other, [gold]) == 0.0, (name, other, gold, metric)
+                for d in decoys:
+                    assert m.score(d, [gold]) == 0.0, (name, d, gold, metric)
+
+
+def test_token_f1_hand_computed():
+    pred = "the cat sat on the mat"
+    # harness keeps articles: 6 vs 6 tokens, common cat/on/mat = 3 -> P = R = 1/2 -> 50
+    assert token_f1(pred, ["a cat lay on a mat"]) == pytest.approx(50.0)
+    # lenient drops them: 4 vs 4 tokens, common 3 -> P = R = 3/4 -> 75
+    assert token_f1(pred, ["a cat lay on a mat"], "lenient") == pytest.approx(75.0)
+    # best over references: "the cat sat" -> common the/cat/sat = 3, P = 3/6, R = 1 -> 2/3
+    assert token_f1(pred, ["a cat lay on a mat", "The cat sat."]) == pytest.approx(200 / 3)
+    # repeated tokens count as often as both sides have them: common a:1, b:1 -> P = R = 2/3
+    assert token_f1("a a b", ["a b b"]) == pytest.approx(200 / 3)
+    assert token_f1("x", ["y"]) == 0.0
+    assert token_f1("", ["y"]) == 0.0 and token_f1("", [""]) == 100.0
+    assert Metric("f1").score(pred, ["The cat sat."]) == pytest.approx(200 / 3)
+
+
+def test_set_match_hand_computed():
+    assert set_match("b ;  a;c", ["a;b;c"], ";") == 100.0      # reordered, extra spaces
+    assert set_match("  B ,a ", ["a, b"]) == 100.0              # default delimiter ","
+    assert set_match("new  york, paris", ["Paris,New York"]) == 100.0
+    assert set_match("a,a,b,", ["b,a"]) == 100.0                # repeats, trailing delimiter
+    assert set_match("a,b", ["a,b,c"]) == 0.0                    # missing item
+    assert set_match("a,b,c,d", ["a,b,c"]) == 0.0                # extra item
+    assert set_match("a;b", ["a,b"], ";") == 0.0                 # one item "a,b" vs two
+    assert set_match("", [""]) == 100.0 and set_match("", ["a"]) == 0.0   # "" = empty set
+    assert set_match("c,d", ["a,b", "d, c"]) == 100.0           # best over references
+    assert answer_set(" Area=North ; price=cheap", ";") == {"areanorth", "pricecheap"}
+    m = Metric("set_match", delimiter=";")
+    assert score_each(m, ["x;y", "y"], [["y ; x"], ["x;y"]]) == [100.0, 0.0]
+    with pytest.raises(ConfigError, match="delimiter"):
+        Metric("set_match", delimiter="")
+
+
+def test_joint_score_over_groups():
+    scores = [100.0, 100.0, 0.0, 100.0, 100.0, 100.0]
+    groups = ["t1", "t2", "t1", "t3", "t2", "t3"]  # a group's examples need not be adjacent
+    assert joint_score(scores, groups) == pytest.approx(200 / 3)     # t2, t3 right; t1 not
+    assert joint_score(scores) == pytest.approx(500 / 6)             # no groups: the mean
+    assert joint_score(scores, [None] * 6) == pytest.approx(500 / 6)
+    # an example without a group is a group of its own: t1 wrong, t2 right, 2 singletons right
+    assert joint_score(scores, ["t1", "t2", "t1", None, "t2", None]) == pytest.approx(75.0)
+    assert joint_score([99.9, 100.0], ["g", "g"]) == 0.0             # every example must be 100
+    # a joint set_match task (dialogue state tracking: one slot per example, a turn = a group)
+    preds = ["north", "cheap", "2", "centre", "moderate"]
+    refs = [["north"], ["cheap"], ["3"], ["centre; north"], ["moderate"]]
+    turns = ["d1-t1", "d1-t1", "d1-t2", "d2-t1", "d2-t1"]
+    m = Metric("set_match", delimiter=";")
+    assert score_each(m, preds, refs) == [100.0, 100.0, 0.0, 0.0, 100.0]
+    assert score_task(m, preds, refs, turns) == pytest.approx(100 / 3)
+    with pytest.raises(ValueError):
+        joint_score([100.0], ["a", "b"])
 
 
 def test_rouge_l_hand_computed():
@@ -44,8 +168,10 @@ def test_score_task():
     assert score_task("rougeL", ["the cat sat on the mat", "cat"], [["the cat was on the mat"],
                                                                       ["cat"]]) == pytest.approx(
         (250 / 3 + 100) / 2)
-    with pytest.raises(ConfigError, match="unknown metric"):
+    with pytest.raises(ConfigError, match="unknown metric") as err:
         score_task("bleu", preds, refs)
+    assert "accuracy, rougeL, f1, set_match" in str(err.value) and "\n" not in str(err.value)
+    assert METRICS == ("accuracy", "rougeL", "f1", "set_match")
     with pytest.raises(ValueError):
         score_task("accuracy", preds, refs[:2])
 

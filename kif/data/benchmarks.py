@@ -6,12 +6,19 @@ any other benchmark is a YAML file::
     name: mybench
     description: optional text
     tasks:
-      qa:   {path: data/qa, metric: rougeL, layout: superni}   # folder with <split>.json[.gz]
-      sent: {path: sent.json, metric: accuracy}                 # one file serves every split
+      qa:   {path: data/qa, metric: f1, layout: superni}   # folder with <split>.json[l][.gz]
+      sent: {path: sent.jsonl, metric: accuracy, classification: true}  # one file, every split
+      dst:                                                  # joint goal accuracy
+        path: dst
+        metric: set_match
+        delimiter: ";"
+        group_by: {field: turn_id}          # or {id_prefix_sep: "-"}
+        prompt_template: "{instruction}\\n{input}"
     orders:
-      main: [qa, sent]
+      main: [qa, sent, dst]
 
 Paths are relative to the YAML's folder (or absolute); ``layout`` defaults to ``auto``.
+The README's "Custom benchmarks" section is the user's reference for every key.
 """
 from __future__ import annotations
 
@@ -19,14 +26,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
-from kif.data.loaders import LAYOUTS, Example, load_task_file
+from kif.data.loaders import LAYOUTS, Example, GroupBy, load_task_file, template_fields
 from kif.errors import ConfigError, DataError
-from kif.metrics import METRICS
+from kif.metrics import DEFAULT_NORMALIZATION, METRICS, Metric
 
 SPLITS = ("train", "dev", "test")
+SPLIT_SUFFIXES = (".json.gz", ".json", ".jsonl.gz", ".jsonl")  # tried in this order
+TASK_KEYS = {"path", "metric", "layout", "delimiter", "group_by", "prompt_template", "classification"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Last-resort data location: the benchmarks folder next to the repository.
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
@@ -68,28 +78,52 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
 
 @dataclass
 class TaskSpec:
-    """One task: ``path`` is a folder of ``<split>.json.gz``/``<split>.json`` files, or a
-    single file used for every split."""
+    """One task: ``path`` is a folder of ``<split>.json[l][.gz]`` files, or a single file
+    used for every split.
+
+    ``delimiter`` splits the items of ``set_match``; ``group_by`` makes the task score joint
+    over groups (and sampling keep whole groups); ``prompt_template`` composes the prompt
+    from item fields; ``classification``: the outputs form a closed label set, so a test
+    label never seen in training is an error and ``eval.rank_labels`` applies."""
 
     name: str
     path: Path
     metric: str = "accuracy"
     layout: str = "auto"
+    delimiter: str = ","
+    group_by: Optional[GroupBy] = None
+    prompt_template: Optional[str] = None
+    classification: bool = False
 
     def split_file(self, split: str) -> Path:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
         if self.path.is_file():
             return self.path
-        for name in (f"{split}.json.gz", f"{split}.json"):
-            if (self.path / name).is_file():
-                return self.path / name
+        for suffix in SPLIT_SUFFIXES:
+            if (self.path / f"{split}{suffix}").is_file():
+                return self.path / f"{split}{suffix}"
         what = "folder" if self.path.is_dir() else "missing folder"
-        raise DataError(f"{self.path}: no {split}.json.gz or {split}.json for task "
+        raise DataError(f"{self.path}: no {split}.json, {split}.jsonl (or .gz) for task "
                         f"{self.name} ({what})")
 
     def load(self, split: str = "test") -> list[Example]:
-        return load_task_file(self.split_file(split), self.layout)
+        return load_task_file(self.split_file(split), self.layout, group_by=self.group_by,
+                              prompt_template=self.prompt_template)
+
+    def scoring(self, normalization: str = DEFAULT_NORMALIZATION) -> Metric:
+        """What ``evaluate_task`` scores with: the metric, its delimiter, the normalisation."""
+        return Metric(self.metric, self.delimiter, normalization)
+
+    @property
+    def metric_label(self) -> str:
+        """The metric as a report names it, e.g. ``set_match ';', joint by field turn``."""
+        label = self.metric
+        if self.metric == "set_match" and self.delimiter != ",":
+            label += f" {self.delimiter!r}"
+        if self.group_by is not None:
+            label += f", joint by {self.group_by.describe()}"
+        return label
 
 
 @dataclass
@@ -121,7 +155,7 @@ def long_sequence(data_dir: Path) -> Benchmark:
     names = LONG_SEQUENCE_ORDERS["1"].split()
     names += sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in names)
     return Benchmark(
-        "long_sequence", {n: TaskSpec(n, root / n, "accuracy", "flat") for n in names},
+        "long_sequence", {n: TaskSpec(n, root / n, "accuracy", "flat", classification=True) for n in names},
         {k: v.split() for k, v in LONG_SEQUENCE_ORDERS.items()},
         "Long Sequence Benchmark: 15 classification tasks, accuracy (exact match)")
 
@@ -147,10 +181,12 @@ def superni(data_dir: Path) -> Benchmark:
 BUILTINS = {"long_sequence": long_sequence, "superni": superni}
 
 
-def get_benchmark(name: str | Path, data_dir: Path) -> Benchmark:
-    """A built-in benchmark by name, or a custom one from a YAML file path."""
+def get_benchmark(name: str | Path, data_dir: str | Path | None = None) -> Benchmark:
+    """A built-in benchmark by name, read from ``resolve_data_dir(data_dir)``, or a custom
+    one from a YAML file path; a custom benchmark never needs a data folder (its paths are
+    relative to the YAML), so ``data_dir`` is only resolved for a built-in."""
     if str(name) in BUILTINS:
-        return BUILTINS[str(name)](data_dir)
+        return BUILTINS[str(name)](resolve_data_dir(data_dir))
     p = Path(name).expanduser()
     if p.is_file():
         return load_benchmark_yaml(p)
@@ -163,6 +199,25 @@ def get_benchmark(name: str | Path, data_dir: Path) -> Benchmark:
 def list_benchmarks(data_dir: Path) -> list[Benchmark]:
     """Built-in benchmarks whose folder exists under ``data_dir``."""
     return [fn(data_dir) for name, fn in BUILTINS.items() if (Path(data_dir) / name).is_dir()]
+
+
+def describe_benchmark(bench: Benchmark) -> list[str]:
+    """Lines listing ``bench``: every task with its metric, split sizes (and groups) and
+    path, then the orders. Each task's train and test splits are read, and a classification
+    task's labels checked, so a listing is also a validation: a bad file is a one-line
+    error naming it."""
+    lines = [f"{bench.name}: {bench.description}" if bench.description else bench.name]
+    for name, task in bench.tasks.items():
+        splits = {s: task.load(s) for s in ("train", "test")}
+        if task.classification:
+            check_labels(task, label_set(splits["train"]), splits["test"])
+        sizes = [f"{s} {len(ex)}" + (f" ({len({e.group for e in ex})} groups)" if task.group_by else "")
+                 for s, ex in splits.items()]
+        kind = ", classification" if task.classification else ""
+        lines.append(f"  {name}: {task.metric_label}{kind}; {', '.join(sizes)}; {task.path}")
+    for oname, seq in bench.orders.items():
+        lines.append(f"  order {oname}: {' '.join(seq)}")
+    return lines
 
 
 def resolve_sequence(bench: Benchmark, order: str | None, tasks: list[str] | None) -> list[str]:
@@ -188,9 +243,12 @@ def label_set(examples: list[Example]) -> list[str]:
 
 
 def check_labels(task: TaskSpec, train_labels: list[str], test: list[Example]) -> None:
-    """An accuracy task whose test labels never occur in training cannot be learned: say so.
-    ``train_labels`` is ``label_set`` of the task's full training split."""
-    if task.metric != "accuracy":
+    """A classification task (closed label set: the built-in Long Sequence tasks, or a custom
+    task with ``classification: true``) whose test labels never occur in training cannot be
+    learned: say so. Free-form tasks are never checked, whatever their metric (an open-
+    vocabulary exact match is what they need). ``train_labels``: ``label_set`` of the task's
+    full training split."""
+    if not task.classification:
         return
     unseen = sorted({e.references[0] for e in test} - set(train_labels))
     if unseen:
@@ -233,6 +291,46 @@ def _mapping(p: Path, value, key: str, allowed: set[str], required: set[str]) ->
     return value
 
 
+def _task_spec(p: Path, tname: str, spec: dict) -> TaskSpec:
+    """One validated task entry of a benchmark YAML (``p``)."""
+    key = f"tasks.{tname}"
+    if spec["metric"] not in METRICS:
+        raise ConfigError(f"{p}: {key}.metric {spec['metric']!r} "
+                          f"not one of {', '.join(METRICS)}")
+    layout = spec.get("layout", "auto")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{p}: {key}.layout {layout!r} not one of {', '.join(LAYOUTS)}")
+    if not isinstance(spec["path"], str) or not spec["path"]:
+        raise ConfigError(f"{p}: {key}.path must be a non-empty string")
+    tpath = p.parent / Path(spec["path"]).expanduser()  # absolute paths stay absolute
+    if not tpath.exists():
+        raise ConfigError(f"{p}: {key}.path {tpath} does not exist")
+    delimiter = spec.get("delimiter", ",")
+    if "delimiter" in spec and spec["metric"] != "set_match":
+        raise ConfigError(f"{p}: {key}.delimiter only applies to metric set_match")
+    if not isinstance(delimiter, str) or not delimiter:
+        raise ConfigError(f"{p}: {key}.delimiter must be a non-empty string (quote it)")
+    group_by = None
+    if "group_by" in spec:
+        g = _mapping(p, spec["group_by"], f"{key}.group_by", {"field", "id_prefix_sep"}, set())
+        try:
+            group_by = GroupBy(g.get("field"), g.get("id_prefix_sep"))
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {key}.{e}") from None
+    template = spec.get("prompt_template")
+    if template is not None:
+        if not isinstance(template, str):
+            raise ConfigError(f"{p}: {key}.prompt_template must be a string")
+        try:
+            template_fields(template)
+        except ValueError as e:
+            raise ConfigError(f"{p}: {key}.prompt_template {template!r}: {e}") from None
+    classification = spec.get("classification", False)
+    if not isinstance(classification, bool):
+        raise ConfigError(f"{p}: {key}.classification must be true or false")
+    return TaskSpec(tname, tpath, spec["metric"], layout, delimiter, group_by, template, classification)
+
+
 def load_benchmark_yaml(path: Path) -> Benchmark:
     """Parse and validate a custom benchmark file; errors name the file and the key."""
     p = Path(path)
@@ -258,19 +356,7 @@ def load_benchmark_yaml(path: Path) -> Benchmark:
         key = f"tasks.{tname}"
         if not isinstance(tname, str):
             raise ConfigError(f"{p}: task name {tname!r} must be a string (quote it)")
-        spec = _mapping(p, spec, key, {"path", "metric", "layout"}, {"path", "metric"})
-        if spec["metric"] not in METRICS:
-            raise ConfigError(f"{p}: {key}.metric {spec['metric']!r} "
-                              f"not one of {', '.join(METRICS)}")
-        layout = spec.get("layout", "auto")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"{p}: {key}.layout {layout!r} not one of {', '.join(LAYOUTS)}")
-        if not isinstance(spec["path"], str) or not spec["path"]:
-            raise ConfigError(f"{p}: {key}.path must be a non-empty string")
-        tpath = p.parent / Path(spec["path"]).expanduser()  # absolute paths stay absolute
-        if not tpath.exists():
-            raise ConfigError(f"{p}: {key}.path {tpath} does not exist")
-        tasks[tname] = TaskSpec(tname, tpath, spec["metric"], layout)
+        tasks[tname] = _task_spec(p, tname, _mapping(p, spec, key, TASK_KEYS, {"path", "metric"}))
     orders = doc.get("orders") or {}
     if not isinstance(orders, dict):
         raise ConfigError(f"{p}: 'orders' must be a mapping of name -> task list")
@@ -288,3 +374,4 @@ def load_benchmark_yaml(path: Path) -> Benchmark:
     if not isinstance(description, str):
         raise ConfigError(f"{p}: 'description' must be a string")
     return Benchmark(doc["name"], tasks, {str(k): list(v) for k, v in orders.items()}, description)
+

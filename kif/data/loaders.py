@@ -1,30 +1,39 @@
-"""Read benchmark task files (plain ``.json`` or gzip ``.json.gz``) into :class:`Example`s.
+"""Read benchmark task files (``.json``, ``.jsonl``, each optionally gzipped) into :class:`Example`s.
 
 Two native layouts are understood (see ``shared/benchmarks/README.md``):
 
-* ``flat``   – a JSON list of ``{"id"?, "input", "output"}`` (Long Sequence benchmark);
-  the prompt is ``input`` as is, since it already holds the instruction and ``Answer:``.
+* ``flat``   – a JSON list (or JSON Lines, one item a line) of ``{"id"?, "input", "output"}``
+  (Long Sequence benchmark); the prompt is ``input`` as is, since it already holds the
+  instruction and ``Answer:``.
 * ``superni`` – one Super-NaturalInstructions task object with ``Definition`` and
   ``Instances``; the prompt is :data:`SUPERNI_TEMPLATE` filled with the definition and
   the instance input.
 
 In both, ``output`` may be a string or a non-empty list of acceptable strings; the
-first one is the training target, all of them are references when scoring.
+first one is the training target, all of them are references when scoring. A task's
+``prompt_template`` (e.g. ``"{instruction}\\n{input}"``) composes the prompt from any item
+fields instead (and ``definition`` in the superni layout); fields that neither the prompt
+nor kif uses are named in one warning line, never dropped silently. A task's ``group_by``
+(:class:`GroupBy`) gives each example the group it is scored and sampled with.
 """
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import random
+import string
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from kif.errors import ConfigError, DataError
 
 LAYOUTS = ("auto", "flat", "superni")
 GZIP_MAGIC = b"\x1f\x8b"
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # one JSON item a line
+log = logging.getLogger("kif")
 
 # Prompt of a SuperNI instance: Definition + input, as in the SuperNI/O-LoRA/SAPT code
 # (definition strings joined by a space; positive/negative examples are not used).
@@ -35,11 +44,72 @@ SUPERNI_TEMPLATE = (
 
 @dataclass(frozen=True)
 class Example:
-    """One instance: ``references[0]`` is the training target, all are scored against."""
+    """One instance: ``references[0]`` is the training target, all are scored against.
+    ``group``: the examples a joint metric scores together (None: not grouped)."""
 
     id: str
     prompt: str
     references: tuple[str, ...]
+    group: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """How a task's examples group: by the value of an item ``field`` (e.g. a dialogue turn
+    id), or by the id up to its last ``id_prefix_sep`` ("d12-t3-area" -> "d12-t3")."""
+
+    field: Optional[str] = None
+    id_prefix_sep: Optional[str] = None
+
+    def __post_init__(self):
+        given = [v for v in (self.field, self.id_prefix_sep) if v is not None]
+        if len(given) != 1 or not all(isinstance(v, str) and v for v in given):
+            raise ConfigError("group_by needs exactly one of field: NAME or id_prefix_sep: SEP "
+                              "(a non-empty string)")
+
+    def describe(self) -> str:
+        return (f"field {self.field}" if self.field is not None
+                else f"id up to its last {self.id_prefix_sep!r}")
+
+    def key(self, p: Path, where: str, item: dict) -> str:
+        if self.field is not None:
+            if self.field not in item:
+                raise DataError(f"{p}: {where} lacks '{self.field}' (the task's group_by field)")
+            value = item[self.field]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise DataError(f"{p}: {where} '{self.field}' (group_by) must be a string or an "
+                                f"integer, got {type(value).__name__}")
+            return str(value)
+        if "id" not in item:
+            raise DataError(f"{p}: {where} lacks 'id' (group_by id_prefix_sep needs ids)")
+        head, sep, _ = str(item["id"]).rpartition(self.id_prefix_sep)
+        if not sep or not head:
+            raise DataError(f"{p}: {where} id {str(item['id'])!r} has no group prefix before "
+                            f"{self.id_prefix_sep!r} (group_by id_prefix_sep)")
+        return head
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a prompt template uses; ValueError (with the reason) when it is not
+    a template of named fields ("{instruction}\\n{input}"); never the answer, ``output``."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"not a valid template ({e}; write a literal brace as {{{{ or }}}})") from None
+    for _, name, spec, _ in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"{{{name}}} is not a field name (write e.g. {{instruction}})")
+        if name == "output":
+            raise ValueError("{output} is the answer: it cannot be part of the prompt")
+        if spec and "{" in spec:
+            raise ValueError(f"{{{name}:{spec}}}: nested fields are not supported")
+        names.append(name)
+    if not names:
+        raise ValueError("uses no field (e.g. {input})")
+    return list(dict.fromkeys(names))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -47,10 +117,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file, gunzipping it first when it starts with the gzip magic bytes
-    (whatever its suffix). Any failure is a one-line :class:`DataError` naming ``path``."""
-    p = Path(path)
+def _read_text(p: Path) -> str:
+    """A file's text, gunzipped first when it starts with the gzip magic bytes (whatever its
+    suffix). Any failure is a one-line :class:`DataError` naming ``p``."""
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
@@ -63,19 +132,49 @@ def read_json(path: str | Path) -> Any:
         except (EOFError, OSError, zlib.error) as e:
             raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
     try:
-        text = raw.decode("utf-8-sig")  # -sig: tolerate a BOM written by some editors
+        return raw.decode("utf-8-sig")  # -sig: tolerate a BOM written by some editors
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file (gzip or not). Any failure is a one-line :class:`DataError`
+    naming ``path``."""
+    p = Path(path)
+    text = _read_text(p)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{p}: JSON nested too deeply") from None
+
+
+def read_jsonl(path: str | Path) -> list:
+    """Parse a JSON Lines file (gzip or not): one JSON value a line, blank lines skipped."""
+    p = Path(path)
+    out = []
+    # split at "\n" only: str.splitlines would also cut at U+2028 etc., legal inside JSON strings
+    for n, line in enumerate(_read_text(p).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}: invalid JSON on line {n} column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise DataError(f"{p}: JSON nested too deeply on line {n}") from None
+    return out
+
+
+def is_jsonl(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(JSONL_SUFFIXES)
 
 
 def _stem(p: Path) -> str:
     """``test.json.gz`` -> ``test`` (used for default ids)."""
     name = p.name
-    for suffix in (".gz", ".json"):
+    for suffix in (".gz", ".jsonl", ".json"):
         name = name.removesuffix(suffix)
     return name
 
@@ -95,33 +194,63 @@ def _references(p: Path, where: str, output: Any) -> tuple[str, ...]:
     return tuple(output)
 
 
-def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt_of) -> list[Example]:
-    """Validate a list of ``{id?, input, output}`` items; ``label`` names the list and
-    ``where_fmt`` (with ``{i}``) one item in error messages."""
+class _Prompt:
+    """Builds an item's prompt: ``default`` (from the item's ``input``) or a template over
+    the item's fields plus ``context`` (e.g. the SuperNI definition)."""
+
+    def __init__(self, default: Callable[[str], str], template: Optional[str] = None,
+                 context: Optional[dict] = None):
+        self.default, self.template, self.context = default, template, context or {}
+        fields = template_fields(template) if template is not None else ["input"]
+        self.fields = [f for f in fields if f not in self.context]
+
+    def __call__(self, p: Path, where: str, item: dict) -> str:
+        for key in self.fields:
+            value = item[key]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (isinstance(value, str) or (number and self.template is not None)):
+                kind = "a string" if self.template is None else "a string or a number"
+                raise DataError(f"{p}: {where} '{key}' must be {kind}, got {type(value).__name__}")
+        if self.template is None:
+            return self.default(item["input"])
+        try:
+            return self.template.format_map({**item, **self.context})
+        except (ValueError, TypeError) as e:  # e.g. a format spec that does not fit the value
+            raise DataError(f"{p}: {where}: prompt_template cannot format it ({_first_line(e)})") from None
+
+
+def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt: _Prompt,
+                 group_by: Optional[GroupBy] = None) -> list[Example]:
+    """Validate a list of ``{id?, input, output}`` items (``input``: the prompt's fields);
+    ``label`` names the list and ``where_fmt`` (with ``{i}``) one item in error messages."""
     if not isinstance(items, list):
         raise DataError(f"{p}: {label} must be a JSON list, got {type(items).__name__}")
     if not items:
         raise DataError(f"{p}: no examples (empty {label})")
-    stem, out = _stem(p), []
+    known = {"id", "output", *prompt.fields} | ({group_by.field} if group_by and group_by.field else set())
+    stem, out, ignored = _stem(p), [], set()
     for i, item in enumerate(items):
         where = where_fmt.format(i=i)
         if not isinstance(item, dict):
             raise DataError(f"{p}: {where} must be an object, got {type(item).__name__}")
-        for key in ("input", "output"):
+        for key in (*prompt.fields, "output"):
             if key not in item:
                 raise DataError(f"{p}: {where} lacks '{key}'")
-        if not isinstance(item["input"], str):
-            raise DataError(f"{p}: {where} 'input' must be a string, "
-                            f"got {type(item['input']).__name__}")
+        text = prompt(p, where, item)
         refs = _references(p, where, item["output"])
         ident = item.get("id", f"{stem}-{i}")
         if isinstance(ident, bool) or not isinstance(ident, (str, int)):
             raise DataError(f"{p}: {where} 'id' must be a string, got {type(ident).__name__}")
-        out.append(Example(str(ident), prompt_of(item["input"]), refs))
+        group = group_by.key(p, where, item) if group_by is not None else None
+        ignored.update(k for k in item if k not in known)
+        out.append(Example(str(ident), text, refs, group))
+    if ignored:
+        log.warning("%s: ignored field(s) %s (not in the prompt; a task's prompt_template can "
+                    "compose them)", p, ", ".join(sorted(map(str, ignored))))
     return out
 
 
-def _superni(p: Path, data: dict) -> list[Example]:
+def _superni(p: Path, data: dict, template: Optional[str], group_by: Optional[GroupBy]) -> list[Example]:
     for key in ("Definition", "Instances"):
         if key not in data:
             raise DataError(f"{p}: SuperNI task lacks '{key}'")
@@ -131,18 +260,25 @@ def _superni(p: Path, data: dict) -> list[Example]:
     if not isinstance(definition, list) or not all(isinstance(d, str) for d in definition):
         raise DataError(f"{p}: 'Definition' must be a list of strings")
     text = " ".join(definition)
-    return _parse_items(p, data["Instances"], "Instances", "Instances[{i}]",
-                        lambda x: SUPERNI_TEMPLATE.format(definition=text, input=x))
+    prompt = _Prompt(lambda x: SUPERNI_TEMPLATE.format(definition=text, input=x), template,
+                     {"definition": text})
+    return _parse_items(p, data["Instances"], "Instances", "Instances[{i}]", prompt, group_by)
 
 
-def load_task_file(path: str | Path, layout: str = "auto") -> list[Example]:
-    """Load one split file. ``layout="auto"`` picks ``flat`` for a JSON list and
-    ``superni`` for a JSON object. Malformed content raises :class:`DataError`
-    naming the file, the item index and the key."""
+def load_task_file(path: str | Path, layout: str = "auto", *, group_by: Optional[GroupBy] = None,
+                   prompt_template: Optional[str] = None) -> list[Example]:
+    """Load one split file (``.json``, ``.jsonl``, gzipped or not). ``layout="auto"`` picks
+    ``flat`` for a JSON list (and any JSON Lines file) and ``superni`` for a JSON object.
+    Malformed content raises :class:`DataError` naming the file, the item index and the key."""
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
+    if prompt_template is not None:
+        try:
+            template_fields(prompt_template)
+        except ValueError as e:
+            raise ConfigError(f"prompt_template {prompt_template!r}: {e}") from None
     p = Path(path)
-    data = read_json(p)
+    data = read_jsonl(p) if is_jsonl(p) else read_json(p)
     if layout == "auto":
         if isinstance(data, list):
             layout = "flat"
@@ -152,18 +288,39 @@ def load_task_file(path: str | Path, layout: str = "auto") -> list[Example]:
             raise DataError(f"{p}: expected a JSON list (flat layout) or object (superni layout), "
                             f"got {type(data).__name__}")
     if layout == "flat":
-        return _parse_items(p, data, "list", "item {i}", lambda x: x)
+        return _parse_items(p, data, "list", "item {i}", _Prompt(lambda x: x, prompt_template), group_by)
     if not isinstance(data, dict):
         raise DataError(f"{p}: superni layout needs a JSON object, got {type(data).__name__}")
-    return _superni(p, data)
+    return _superni(p, data, prompt_template, group_by)
 
 
 def sample(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
     """Deterministic subset of ``n`` examples drawn with ``random.Random(seed)``, kept in
-    their original order. ``None`` or ``n >= len(examples)`` returns them all."""
+    their original order. ``None`` or ``n >= len(examples)`` returns them all.
+
+    Grouped examples (``Example.group``) are kept or dropped a whole group at a time, so a
+    joint metric still sees complete groups: groups are visited in a seeded random order
+    and each one that still fits under ``n`` is taken. The result may hold fewer than ``n``
+    examples, never more, except that it always holds at least one group (``n`` > 0)."""
     if n is None or n >= len(examples):
         return list(examples)
     if n < 0:
         raise ConfigError(f"sample size must be >= 0, got {n}")
-    chosen = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in chosen]
+    if all(e.group is None for e in examples):
+        chosen = sorted(random.Random(seed).sample(range(len(examples)), n))
+        return [examples[i] for i in chosen]
+    members: dict[tuple, list[int]] = {}
+    for i, e in enumerate(examples):  # an ungrouped example is a group of its own
+        members.setdefault(("group", e.group) if e.group is not None else ("example", i), []).append(i)
+    order = list(members)
+    random.Random(seed).shuffle(order)
+    chosen, room = [], n
+    for key in order:
+        if room == 0:
+            break
+        if len(members[key]) <= room:
+            chosen += members[key]
+            room -= len(members[key])
+    if not chosen and n > 0:
+        chosen = members[order[0]]
+    return [examples[i] for i in sorted(chosen)]
