@@ -29,6 +29,19 @@ def _f(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    out = args.output or os.path.join("runs", "sweep-" + os.path.splitext(os.path.basename(args.sweep))[0])
+    sweep = run_sweep(args.sweep, out, dry_run=args.dry_run, show_progress=not args.quiet)
+    for c in sweep.cells:
+        print(f"{c.status:9s} {os.path.join(out, c.name)}  "
+              + " ".join(f"{k}={v}" for k, v in c.values.items()))
+    if not args.dry_run:
+        print(f"{os.path.join(out, 'sweep.json')}\nkif report {out} -o {os.path.join(out, 'report')}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .report import build_report
 
@@ -45,13 +58,31 @@ def _cmd_benchmarks(args) -> int:
         print("\n".join(describe_benchmark(get_benchmark(name, args.data_dir))))
     if args.benchmarks:
         return 0
+    from .data.pull import describe_lookup
+
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data dir: {data_dir}")
+    print("\n".join(describe_lookup(args.data_dir)))
     for bench in list_benchmarks(data_dir):
         print(f"\n{bench.name}: {bench.description}")
         print(f"  tasks ({len(bench.tasks)}): {' '.join(bench.tasks)}")
         for name, seq in bench.orders.items():
             print(f"  order {name}: {' '.join(seq)}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from .data import resolve_data_dir
+    from .data.manifest import check_data_dir
+    from .data.pull import pull
+
+    if args.action == "pull":
+        print("\n".join(pull(args.which, args.dir, base_url=args.base_url, progress=not args.quiet).lines()))
+        return 0
+    report = check_data_dir(args.dir or args.path or resolve_data_dir(None), args.benchmark)
+    print("\n".join(report.lines() + ([report.summary()] if report.ok else [])))
+    if not report.ok:
+        raise KifError(report.summary())
     return 0
 
 
@@ -94,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=_cmd_run)
 
+    sw = sub.add_parser("sweep", help="run a grid of runs (methods × orders × seeds); run again to continue it")
+    sw.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file: base config, grid, overrides (configs/sweeps/)")
+    sw.add_argument("-o", "--output", help="output directory, one run directory per cell (default runs/sweep-<sweep file name>)")
+    sw.add_argument("--dry-run", action="store_true", help="check every cell's config and list the cells; run nothing")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sw.set_defaults(fn=_cmd_sweep)
+
     rp = sub.add_parser("report", help="compare run directories: report.md, report.html and figures")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                     help="a directory written by 'kif run' (or a folder of such directories)")
@@ -103,8 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmarks", help="list benchmarks, task orders and tasks")
     b.add_argument("benchmarks", nargs="*", metavar="BENCH",
                    help="a built-in name or a benchmark YAML: validate it (read every task) and list it")
-    b.add_argument("--data-dir", help="benchmark data folder (default: $KIF_DATA or ../shared/benchmarks)")
+    b.add_argument("--data-dir", help="benchmark data folder (default: $KIF_DATA, the kif data pull "
+                   "location, ../shared/benchmarks)")
     b.set_defaults(fn=_cmd_benchmarks)
+
+    d = sub.add_parser("data", help="benchmark data: pull it from its public sources, or check a folder")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dp = dsub.add_parser("pull", help="download the built-in benchmarks (pinned revisions), verified "
+                         "against kif's manifest; rerun to resume")
+    dp.add_argument("which", nargs="?", default="all", metavar="BENCH",
+                    help="long_sequence, superni, superni_unseen or all (default)")
+    dp.add_argument("--dir", help="where to put it (default $KIF_DATA_HOME or ~/.cache/kif/data, "
+                    "which kif looks in)")
+    dp.add_argument("--base-url", help="raw-file host serving <owner>/<repo>/<commit>/<path> "
+                    "(default $KIF_DATA_BASE_URL or GitHub's)")
+    dp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    dp.set_defaults(fn=_cmd_data)
+    dc = dsub.add_parser("check", help="verify a data folder against kif's manifest "
+                         "(names missing, extra and altered files; exit 2 if any)")
+    dc.add_argument("path", nargs="?", metavar="DIR", help="data folder (default: the one kif would use)")
+    dc.add_argument("--dir", help="same as DIR")
+    dc.add_argument("--benchmark", action="append", metavar="BENCH",
+                    help="check only this benchmark (repeatable; default all)")
+    dc.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("methods", help="list continual-learning methods")
     m.set_defaults(fn=_cmd_methods)
@@ -139,6 +198,10 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*GGUF.*")
     for name in ("transformers", "peft", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+        # their deprecation notices speak to kif's developers, not to its users (e.g. the
+        # Trainer calling transformers' own deprecated is_gradient_checkpointing)
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=rf"{name}(\.|$)")
 
 
 if __name__ == "__main__":

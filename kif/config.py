@@ -4,13 +4,36 @@ Every error names the file and the dotted key, in one line (see ``kif.errors``).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, validation_message
+
+
+# transformers schedulers that run without extra arguments or evaluation metrics
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+              "polynomial", "inverse_sqrt")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def check_report_to(names: list[str]) -> list[str]:
+    """``train.report_to``: integrations the Trainer knows and that are installed (checked at
+    load, not when the first task starts training)."""
+    if not names:
+        return names
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"{name!r} is not one of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            raise ValueError(f"{name!r} is not installed (pip install {name})")
+    return names
 
 
 class _Strict(BaseModel):
@@ -32,7 +55,10 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps with linear warm-up")
-    lr_scheduler: str = "constant"
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up (TaSL: 50); "
+                              "exclusive with warmup_ratio")
+    lr_scheduler: str = Field("constant", description="a transformers scheduler: constant, linear (TaSL), "
+                              "constant_with_warmup, cosine, ...")
     max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it")
     group_by_length: bool = Field(True, description="length-bucketed batches: less padding")
@@ -44,6 +70,39 @@ class TrainConfig(_Strict):
                                  "(logs under OUT/logs/NN_<task>)")
     max_skipped_fraction: float = Field(0.1, ge=0, le=1, description="stop the run when more than this "
                                         "share of a task's optimizer steps had non-finite gradients")
+    # The harness's model selection (kif.training.KeepBest): held-out examples scored every
+    # eval_steps, the best weights kept (TaSL: 100, 40, load_best_model_at_end, eval loss).
+    validation_samples: int = Field(0, ge=0, description="examples held out of each task's training data "
+                                    "for validation (TaSL/SAPT: 100); never trained on, never replayed")
+    eval_steps: int = Field(40, gt=0, description="score the held-out examples every this many optimizer "
+                            "steps (TaSL: 40)")
+    select_best: bool = Field(False, description="keep the weights of the best evaluation "
+                              "(load_best_model_at_end); false: the last weights")
+    select_metric: Literal["loss", "score"] = Field(
+        "loss", description="loss: validation loss (TaSL: the Trainer's default eval_loss); score: the task's "
+        "metric on greedy generations (SAPT: exact match / Rouge-L)")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)}")
+        return v
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed_reporters(cls, v: list[str]) -> list[str]:
+        return check_report_to(v)
+
+    @model_validator(mode="after")
+    def _schedule_and_selection(self) -> "TrainConfig":
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        if (self.warmup_steps or self.warmup_ratio) and self.lr_scheduler == "constant":
+            raise ValueError("lr_scheduler constant has no warm-up; use constant_with_warmup or linear")
+        if self.select_best and not self.validation_samples:
+            raise ValueError("select_best needs validation_samples > 0 (the held-out examples it selects on)")
+        return self
 
 
 class LoraConfig(_Strict):
@@ -52,6 +111,34 @@ class LoraConfig(_Strict):
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Optional[list[str]] = Field(None, description="None: q/v projections of the architecture")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and not v:
+            raise ValueError("an empty list trains nothing; omit it for the architecture's default")
+        for name in v or []:
+            if not _MODULE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a module name (e.g. q_proj or self_attn.q_proj)")
+        return v
+
+
+class UnseenConfig(_Strict):
+    """``eval.unseen``: a benchmark (built-in name or YAML path) and which of its tasks;
+    ``categories`` groups them as Table III's columns (default: the benchmark's own, e.g.
+    ``superni_unseen``'s five, else one per task)."""
+    benchmark: str = Field(description="superni_unseen, another built-in, or a benchmark YAML path")
+    tasks: Optional[list[str]] = Field(None, min_length=1, description="None: all of the benchmark's tasks")
+    categories: Optional[dict[str, list[str]]] = Field(None, min_length=1, description="category -> tasks")
+
+    @model_validator(mode="after")
+    def _tasks_or_categories(self) -> "UnseenConfig":
+        if self.tasks is not None and self.categories is not None:
+            raise ValueError("give tasks or categories, not both")
+        for name, tasks in (self.categories or {}).items():
+            if not tasks:
+                raise ValueError(f"category {name!r} has no tasks")
+        return self
 
 
 class EvalConfig(_Strict):
@@ -67,6 +154,27 @@ class EvalConfig(_Strict):
     normalization: Literal["harness", "lenient"] = Field(
         "harness", description="answer normalisation (kif.metrics.NORMALIZATIONS): harness = the O-LoRA/SAPT "
         "code's (articles and the whole generation kept); lenient = SQuAD's, first line only")
+    unseen: Optional[UnseenConfig] = Field(None, description="held-out tasks evaluated zero-shot before the "
+                                           "sequence and after it, never trained on (Table III)")
+    unseen_every_task: bool = Field(False, description="also evaluate the unseen tasks after every task")
+    unseen_samples: Optional[int] = Field(None, gt=0, description="test samples per unseen task "
+                                          "(None: data.test_samples)")
+    unseen_max_new_tokens: Optional[int] = Field(None, gt=0, description="generation length on the unseen "
+                                                 "tasks (None: eval.max_new_tokens)")
+
+    @field_validator("unseen", mode="before")
+    @classmethod
+    def _unseen_shorthand(cls, v):
+        if v is not None and not isinstance(v, (str, dict, UnseenConfig)):
+            raise ValueError("a benchmark name or a mapping {benchmark, tasks | categories}")
+        return {"benchmark": v} if isinstance(v, str) else v  # eval.unseen: superni_unseen
+
+
+class PerTaskConfig(_Strict):
+    """``per_task``: per key, a list (one value per task, in order) or a map by task name
+    (optional ``default``); checked by ``kif.per_task.check_values``."""
+    train: dict[str, Any] = Field(default_factory=dict, description="train key -> list or map")
+    method_args: dict[str, Any] = Field(default_factory=dict, description="method option -> list or map")
 
 
 class RunConfig(_Strict):
@@ -78,21 +186,23 @@ class RunConfig(_Strict):
     order: Optional[str] = None
     tasks: Optional[list[str]] = None
     data_dir: Optional[str] = None
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**31, description="task k trains from seed + k (numpy needs < 2^32)")
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     lora: LoraConfig = LoraConfig()
     eval: EvalConfig = EvalConfig()
     method_args: dict[str, Any] = Field(default_factory=dict, description="options of the chosen method")
+    per_task: PerTaskConfig = Field(default_factory=PerTaskConfig,
+                                    description="train / method_args values that differ per task (kif.per_task)")
 
+    @field_validator("attn_implementation")
+    @classmethod
+    def _attention_available(cls, v: Optional[str]) -> Optional[str]:
+        import importlib.util
 
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{source}: {key}: {msg}"
+        if v == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise ValueError("flash_attention_2 needs the flash-attn package (and a CUDA GPU); use sdpa")
+        return v
 
 
 def _parse_value(text: str) -> Any:
@@ -126,26 +236,41 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a config file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys")
     raw = apply_overrides(raw, overrides or [])
-    return validate_config(raw, source)
+    return validate_config(raw, source, overrides or [])
 
 
-def validate_config(raw: dict, source: str = "config") -> RunConfig:
+def validate_config(raw: dict, source: str = "config", overrides: list[str] = ()) -> RunConfig:
     """The whole config, ``method_args`` included (against the chosen method's options),
-    so that a typo stops the run before any data or model is read."""
+    so that a typo stops the run before any data or model is read. An error in a key that
+    an override set names that ``--set`` flag instead of ``source``."""
+    blame = _blamer(source, overrides)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
-    method_options(cfg, source)
+        raise ConfigError(f"{blame(_err_key(err))}: {validation_message(err)}") from None
+    opts = method_options(cfg, source, blame)
+    from .guards import check_float_range  # values that are 0 or inf in float32
+
+    check_float_range(cfg.model_dump(mode="python", exclude={"method_args"}), source, blame=blame)
+    check_float_range(opts.model_dump(mode="python"), source, "method_args.", blame)
+    from .per_task import check_values
+
+    check_values(cfg, source)
     return cfg
 
 
-def method_options(cfg: RunConfig, source: str = "config"):
+def method_options(cfg: RunConfig, source: str = "config", blame=None):
     """``cfg.method_args`` validated by the method's ``Options`` schema."""
     from .methods import get_method
 
@@ -153,10 +278,23 @@ def method_options(cfg: RunConfig, source: str = "config"):
     try:
         return cls.Options.model_validate(cfg.method_args)
     except ValidationError as err:
-        e = err.errors()[0]
-        key = ".".join(str(p) for p in e["loc"])
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        raise ConfigError(f"{source}: method_args.{key}: {msg} (method '{cls.name}')") from None
+        where = blame("method_args." + _err_key(err)) if blame else source
+        raise ConfigError(f"{where}: {validation_message(err, 'method_args')} (method '{cls.name}')") from None
+
+
+def _err_key(err: ValidationError) -> str:
+    return ".".join(str(p) for p in err.errors()[0]["loc"])
+
+
+def _blamer(source: str, overrides: list[str]):
+    """key -> "--set KEY=VALUE" when that flag set the key (or a section holding it), else ``source``."""
+    def blame(key: str) -> str:
+        for item in reversed(list(overrides)):
+            k = item.partition("=")[0]
+            if key == k or key.startswith(k + ".") or k.startswith(key + ".") and key:
+                return f"--set {item}"
+        return source
+    return blame
 
 
 def dump_config(cfg: RunConfig) -> str:

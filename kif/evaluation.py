@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from .data import Example
 from .encoding import Encoder, pad
 from .faults import fault_point
 from .io import write_jsonl
+from .torchutil import eval_mode
 from .metrics import Metric, get_metric, joint_score, score_each, score_task
 
 
@@ -43,6 +45,7 @@ def eval_autocast(precision: str, model):
 MIN_SHARED_PREFIX = 8  # tokens; below this a prefix cache saves less than it costs
 
 
+@functools.cache
 def _cache_kwarg() -> str:
     """Newer transformers 5.x call generate()'s ``past_key_values`` ``cache`` (old name deprecated)."""
     from transformers.utils import generic
@@ -50,7 +53,6 @@ def _cache_kwarg() -> str:
     return "cache" if hasattr(generic, "_rename_kwargs_for_bc") else "past_key_values"
 
 
-_CACHE_KWARG = _cache_kwarg()
 
 
 def shared_prefix_length(prompts: list[list[int]]) -> int:
@@ -66,7 +68,7 @@ def _prefix_cache(model, prefix: list[int], device):
     from transformers import DynamicCache
 
     out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-    cache = out.get(_CACHE_KWARG)
+    cache = out.get(_cache_kwarg())
     sliding = getattr(cache, "is_sliding", None) or [False]
     if not isinstance(cache, DynamicCache) or any(sliding):
         return None
@@ -91,33 +93,31 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     done: dict[int, str] = {}
-    was_training = model.training
-    model.eval()
-    mine = dist.my_share(batches)
-    n_prefix = shared_prefix_length(prompts) if prefix_cache and not encoder.is_seq2seq and mine else 0
-    cache = _prefix_cache(model, prompts[0][:n_prefix], device) if n_prefix >= MIN_SHARED_PREFIX else None
-    if cache is None:
-        n_prefix = 0
-    for idx in mine:
-        batch = [prompts[i][n_prefix:] for i in idx]
-        left = not encoder.is_seq2seq
-        input_ids = pad(batch, pad_id, left=left).to(device)
-        attention = pad([[1] * len(s) for s in batch], 0, left=left).to(device)
-        extra = {}
-        if cache is not None:
-            head = torch.tensor([prompts[idx[0]][:n_prefix]] * len(idx), device=device)
-            input_ids = torch.cat([head, input_ids], 1)
-            attention = torch.cat([torch.ones_like(head), attention], 1)
-            past = copy.deepcopy(cache)  # generate() appends to it
-            past.batch_repeat_interleave(len(idx))
-            extra[_CACHE_KWARG] = past
-        out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
-                             max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                             **extra)
-        new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
-        for i, row in zip(idx, new.tolist()):
-            done[i] = tok.decode(_until_eos(row, eos_ids), skip_special_tokens=True)
-    model.train(was_training)
+    with eval_mode(model):
+        mine = dist.my_share(batches)
+        n_prefix = shared_prefix_length(prompts) if prefix_cache and not encoder.is_seq2seq and mine else 0
+        cache = _prefix_cache(model, prompts[0][:n_prefix], device) if n_prefix >= MIN_SHARED_PREFIX else None
+        if cache is None:
+            n_prefix = 0
+        for idx in mine:
+            batch = [prompts[i][n_prefix:] for i in idx]
+            left = not encoder.is_seq2seq
+            input_ids = pad(batch, pad_id, left=left).to(device)
+            attention = pad([[1] * len(s) for s in batch], 0, left=left).to(device)
+            extra = {}
+            if cache is not None:
+                head = torch.tensor([prompts[idx[0]][:n_prefix]] * len(idx), device=device)
+                input_ids = torch.cat([head, input_ids], 1)
+                attention = torch.cat([torch.ones_like(head), attention], 1)
+                past = copy.deepcopy(cache)  # generate() appends to it
+                past.batch_repeat_interleave(len(idx))
+                extra[_cache_kwarg()] = past
+            out = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
+                                 **extra)
+            new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
+            for i, row in zip(idx, new.tolist()):
+                done[i] = tok.decode(_until_eos(row, eos_ids), skip_special_tokens=True)
     done = dist.merge_from_all(done)
     return [done[i] for i in range(len(prompts))]
 
@@ -163,29 +163,27 @@ def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list
     scores = torch.full((len(prompts), len(labels)), float("-inf"))
     device = next(model.parameters()).device
     collate = TrainCollator(encoder.tokenizer.pad_token_id)
-    was_training = model.training
-    model.eval()
-    done: dict[tuple[int, int], float] = {}
-    for chunk in dist.my_share([pairs[s:s + batch_size] for s in range(0, len(pairs), batch_size)]):
-        feats = []
-        for i, j in chunk:
-            if encoder.is_seq2seq:
-                feats.append({"input_ids": prompts[i], "labels": targets[j]})
-            else:
-                feats.append({"input_ids": prompts[i] + targets[j],
-                              "labels": [IGNORE] * len(prompts[i]) + targets[j]})
-        batch = {k: v.to(device) for k, v in collate(feats).items()}
-        logits = model(**batch).logits.float()
-        labels_t = batch["labels"]
-        if not encoder.is_seq2seq:  # position t predicts token t+1
-            logits, labels_t = logits[:, :-1], labels_t[:, 1:]
-        logp = torch.log_softmax(logits, -1)
-        mask = labels_t != IGNORE
-        tok = logp.gather(-1, labels_t.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        total = (tok * mask).sum(-1).cpu()
-        for pair, s in zip(chunk, total.tolist()):
-            done[pair] = s
-    model.train(was_training)
+    with eval_mode(model):
+        done: dict[tuple[int, int], float] = {}
+        for chunk in dist.my_share([pairs[s:s + batch_size] for s in range(0, len(pairs), batch_size)]):
+            feats = []
+            for i, j in chunk:
+                if encoder.is_seq2seq:
+                    feats.append({"input_ids": prompts[i], "labels": targets[j]})
+                else:
+                    feats.append({"input_ids": prompts[i] + targets[j],
+                                  "labels": [IGNORE] * len(prompts[i]) + targets[j]})
+            batch = {k: v.to(device) for k, v in collate(feats).items()}
+            logits = model(**batch).logits.float()
+            labels_t = batch["labels"]
+            if not encoder.is_seq2seq:  # position t predicts token t+1
+                logits, labels_t = logits[:, :-1], labels_t[:, 1:]
+            logp = torch.log_softmax(logits, -1)
+            mask = labels_t != IGNORE
+            tok = logp.gather(-1, labels_t.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            total = (tok * mask).sum(-1).cpu()
+            for pair, s in zip(chunk, total.tolist()):
+                done[pair] = s
     for (i, j), s in dist.merge_from_all(done).items():
         scores[i, j] = s
     return scores
@@ -200,9 +198,14 @@ class SequenceEvaluator:
     """
 
     def __init__(self, cfg, encoder: Encoder, tasks: list[str], test: dict, metrics: dict, labels: dict,
-                 eos_ids: list[int]):
+                 eos_ids: list[int], classification: dict | None = None):
+        """``metrics``: per task a metric name or a ``Metric`` (delimiter, normalisation);
+        ``classification``: per task whether it has a label set to rank (default: accuracy
+        tasks)."""
         self.cfg, self.encoder, self.tasks, self.test = cfg.eval, encoder, tasks, test
-        self.metrics, self.labels, self.eos_ids = metrics, labels, eos_ids
+        self.metrics = {t: get_metric(m) for t, m in metrics.items()}
+        self.labels, self.eos_ids = labels, eos_ids
+        self.classification = classification or {t: self.metrics[t].name == "accuracy" for t in tasks}
         self.prompts = {t: [encoder.prompt_ids(ex.prompt) for ex in test[t]] for t in tasks}
 
     def wanted_after(self, k: int, n_stages: int) -> set[int]:
@@ -219,7 +222,7 @@ class SequenceEvaluator:
                 row.append(None)
                 ranked.append(None)
                 continue
-            ranking = self.cfg.rank_labels and self.metrics[t] == "accuracy"
+            ranking = self.cfg.rank_labels and self.classification[t]
             with eval_autocast(self.cfg.precision, model):
                 res = evaluate_task(model, self.encoder, self.test[t], self.metrics[t], self.eos_ids,
                                     self.prompts[t], self.cfg.batch_size, self.cfg.max_new_tokens,
@@ -231,7 +234,7 @@ class SequenceEvaluator:
             if ranking:
                 for rec, pick in zip(res.predictions, picks):
                     rec["ranked"] = pick
-                r = round(score_task("accuracy", picks, [ex.references for ex in self.test[t]]), 4)
+                r = round(score_task(self.metrics[t], picks, [ex.references for ex in self.test[t]]), 4)
             ranked.append(r)
             write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
             fault_point("eval")

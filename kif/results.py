@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ArtifactError
+from .errors import ArtifactError, validation_message
 from .io import atomic_write_json
 from .metrics import cl_metrics
 
@@ -27,7 +27,42 @@ SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (sa
 Row = list[Optional[float]]
 # Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
 # the file while unset, so a run that does not use them writes what it always wrote.
-_OPTIONAL = ("zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed")
+_OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen")
+
+
+class UnseenPoint(BaseModel):
+    """Scores on the held-out tasks at one point of the run (Table III's cells): per task,
+    per category (mean of its tasks) and ``mean``, the mean of the category means (with
+    3 tasks per category, also the mean over tasks)."""
+    per_task: dict[str, Optional[float]]
+    per_category: dict[str, Optional[float]]
+    mean: Optional[float] = None
+
+    @classmethod
+    def of(cls, per_task: dict[str, Optional[float]], categories: dict[str, list[str]]) -> "UnseenPoint":
+        cats = {c: _mean([per_task[t] for t in ts if per_task.get(t) is not None]) for c, ts in categories.items()}
+        mean = _mean([v for v in cats.values() if v is not None])
+        return cls(per_task=dict(per_task), per_category={c: _round(v) for c, v in cats.items()}, mean=_round(mean))
+
+
+class UnseenScores(BaseModel):
+    """``eval.unseen``: held-out tasks never trained on, evaluated zero-shot ``before`` the
+    sequence, ``after`` its last task and (``eval.unseen_every_task``) ``after_each`` task."""
+    benchmark: str
+    tasks: list[str] = Field(min_length=1)
+    categories: dict[str, list[str]]
+    metrics: dict[str, str]
+    n_test: dict[str, int] = Field(default_factory=dict)
+    before: Optional[UnseenPoint] = None
+    after: Optional[UnseenPoint] = None
+    after_each: Optional[list[Optional[UnseenPoint]]] = None  # [k]: after task k
+
+    @model_validator(mode="after")
+    def _categories_cover_tasks(self) -> "UnseenScores":
+        listed = sorted(t for ts in self.categories.values() for t in ts)
+        if listed != sorted(self.tasks):
+            raise ValueError("'unseen.categories' must hold every unseen task exactly once")
+        return self
 
 
 class Results(BaseModel):
@@ -43,6 +78,7 @@ class Results(BaseModel):
     order: Optional[str] = None
     tasks: list[str] = Field(min_length=1)
     metrics: dict[str, str] = Field(default_factory=dict)
+    normalization: Optional[str] = None  # answer normalisation of the scores (eval.normalization)
     joint: bool = False  # one training stage on all tasks at once (multi-task learning)
     n_train: dict[str, int] = Field(default_factory=dict)
     n_test: dict[str, int] = Field(default_factory=dict)
@@ -61,6 +97,7 @@ class Results(BaseModel):
     matrix_ranked: Optional[list[Row]] = None
     ranked_metrics: Optional[dict[str, Optional[float]]] = None
     resumed: Optional[int] = None
+    unseen: Optional[UnseenScores] = None
 
     @model_validator(mode="after")
     def _shapes(self) -> "Results":
@@ -115,7 +152,7 @@ class Results(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ArtifactError(f"{source}: {_one_line(err)}") from None
+            raise ArtifactError(f"{source}: {validation_message(err, quote=True)}") from None
 
 
 def load_results(path: str | Path) -> Results:
@@ -134,14 +171,9 @@ def load_results(path: str | Path) -> Results:
     return Results.from_dict(data, str(path))
 
 
-def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
-        return f"missing key {loc!r}"
-    return f"'{loc}': {msg}" if loc else msg
-
-
 def _mean(values: list[float]) -> Optional[float]:
     return fmean(values) if values else None
+
+
+def _round(x: Optional[float]) -> Optional[float]:
+    return None if x is None else round(x, 4)

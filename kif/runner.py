@@ -22,8 +22,9 @@ import yaml
 from . import __version__
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig, dump_config
-from .data import get_benchmark, resolve_data_dir, resolve_sequence, sample
+from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
+from .data.unseen import UnseenSet, empty_record, load_unseen
 from .dist import barrier, device, is_main
 from .encoding import Encoder
 from .errors import KifError
@@ -31,9 +32,11 @@ from .evaluation import SequenceEvaluator
 from .faults import fault_point
 from .io import atomic_write_text, dir_bytes
 from .methods import CLMethod, RunContext, get_method
+from .metrics import describe_normalization
 from .models import load_model, model_path
-from .results import Results
-from .training import train_task
+from .results import Results, UnseenPoint
+from .per_task import check_sequence, task_config
+from .training import hold_out, make_validator, train_task
 
 log = logging.getLogger("kif")
 
@@ -46,6 +49,8 @@ class SequenceData:
     test: dict
     metrics: dict
     labels: dict
+    unseen: UnseenSet | None = None  # eval.unseen: held-out tasks, never trained on
+    validation: dict | None = None  # train.validation_samples: held out of each task's train, never trained on
 
 
 @dataclass
@@ -60,6 +65,7 @@ class RunState:
     results: Results
     done: int  # stages completed (and committed)
     elapsed_before: float  # seconds spent by earlier invocations of a resumed run
+    unseen: SequenceEvaluator | None = None  # over the held-out tasks of eval.unseen
 
 
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True,
@@ -93,6 +99,8 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         t3 = time.perf_counter()
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
                       "eval_s": round(t3 - t2, 3)})
+        if unseen_due(state, k):
+            stats["unseen_eval_s"] = evaluate_unseen(state, k)
         record_stage(state, k, tdir, row, ranked, stats, t_start)
         commit(state)
         log_stage(state, k, stats, row)
@@ -104,16 +112,18 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
 
 def load_sequence_data(cfg: RunConfig) -> SequenceData:
     """Resolve the benchmark and read every split the run needs (fails before any output)."""
-    bench = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
+    bench = get_benchmark(cfg.benchmark, cfg.data_dir)  # a custom (YAML) benchmark needs no data_dir
     seq = resolve_sequence(bench, cfg.order, cfg.tasks)
     full = {t: (bench.tasks[t].load("train"), bench.tasks[t].load("test")) for t in seq}
     labels = {t: label_set(full[t][0]) for t in seq}  # also the candidates for eval.rank_labels
     for t in seq:
         check_labels(bench.tasks[t], labels[t], full[t][1])
+    check_sequence(cfg, seq)  # per_task lists and task names against the resolved sequence
     train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
+    train, validation = hold_out(train, cfg.train.validation_samples, cfg.seed)
     test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed) for t in seq}
-    metrics = {t: bench.tasks[t].metric for t in seq}
-    return SequenceData(bench, seq, train, test, metrics, labels)
+    metrics = {t: bench.tasks[t].metric_label for t in seq}  # what results.json and the report name
+    return SequenceData(bench, seq, train, test, metrics, labels, load_unseen(cfg, bench, seq), validation)
 
 
 def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start: float) -> RunState:
@@ -129,8 +139,10 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
                       cfg.data.max_input_length, cfg.data.max_target_length)
     method = method_cls(RunContext(cfg, lm, encoder, data.tasks, out_dir))
-    evaluator = SequenceEvaluator(cfg, encoder, data.tasks, data.test, data.metrics, data.labels,
-                                  lm.eos_token_ids)
+    specs = {t: data.bench.tasks[t] for t in data.tasks}
+    evaluator = SequenceEvaluator(cfg, encoder, data.tasks, data.test,
+                                  {t: s.scoring(cfg.eval.normalization) for t, s in specs.items()}, data.labels,
+                                  lm.eos_token_ids, {t: s.classification for t, s in specs.items()})
     # A joint method (multi-task learning, the upper reference) has one stage: the union of
     # all tasks' training sets, evaluated once -> a one-row matrix, AP over all tasks.
     joint = bool(method.joint)
@@ -148,7 +160,7 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     else:
         results, done = new_results(cfg, data, joint, round(time.perf_counter() - t_start, 3)), 0
     return RunState(cfg, out_dir, data, method, evaluator, stages, results, done,
-                    results.timings.get("total", 0.0))
+                    results.timings.get("total", 0.0), unseen_evaluator(cfg, encoder, data, lm.eos_token_ids))
 
 
 def new_results(cfg: RunConfig, data: SequenceData, joint: bool, setup_s: float) -> Results:
@@ -157,10 +169,11 @@ def new_results(cfg: RunConfig, data: SequenceData, joint: bool, setup_s: float)
         kif_version=__version__, method=cfg.method, model=cfg.model, benchmark=data.bench.name,
         order=cfg.order if not cfg.tasks else None, tasks=seq, metrics=data.metrics, joint=joint,
         n_train={t: len(data.train[t]) for t in seq}, n_test={t: len(data.test[t]) for t in seq},
-        matrix=[], timings={"setup": setup_s},
+        normalization=describe_normalization(cfg.eval.normalization), matrix=[], timings={"setup": setup_s},
         device=("cuda:" + torch.cuda.get_device_name(0)) if torch.cuda.is_available()
         else (platform.processor() or "cpu"),
-        zero_shot_ranked=None, matrix_ranked=[] if cfg.eval.rank_labels else None)
+        zero_shot_ranked=None, matrix_ranked=[] if cfg.eval.rank_labels else None,
+        unseen=empty_record(data.unseen) if data.unseen else None)
 
 
 # ---- phases --------------------------------------------------------------------------------------
@@ -176,19 +189,25 @@ def evaluate_zero_shot(state: RunState) -> None:
     state.results.timings["zero_shot_eval"] = round(time.perf_counter() - t0, 3)
     log.info("zero-shot: %s", _fmt_row(state.data.tasks, row) if wanted
              else "not evaluated (eval.mode minimal)")
+    if state.unseen is not None:  # Table III's zero-shot row, whatever eval.mode
+        state.results.timings["unseen_zero_shot_eval"] = evaluate_unseen(state, None)
 
 
 def train_stage(state: RunState, k: int, show_progress: bool) -> dict:
     """Train stage k from a fixed seed (``seed + k``): a redo after a crash is identical."""
     task, examples = state.stages[k]
     method, cfg = state.method, state.cfg
+    task_cfg = cfg if state.results.joint else task_config(cfg, k, task)  # per_task values applied
+    held = [(state.data.validation.get(t, []) if state.data.validation else [], state.evaluator.metrics[t])
+            for t in (state.data.tasks if state.results.joint else [task])]
     examples = method.train_examples(k, examples)
     method.before_task(k)
-    stats = train_task(method.model, method.ctx.encoder, examples, cfg.train, cfg.seed + k,
+    stats = train_task(method.model, method.ctx.encoder, examples, task_cfg.train, cfg.seed + k,
                        extra_loss=method.extra_loss, step_hook=method.on_gradients,
                        post_step_hook=method.on_step_end,
                        progress_label=f"task {k + 1}/{len(state.stages)} {task}", show_progress=show_progress,
-                       logging_dir=state.out_dir / "logs" / task_dir_name(k, task))
+                       logging_dir=state.out_dir / "logs" / task_dir_name(k, task),
+                       validator=make_validator(task_cfg, method.ctx.encoder, held, method.ctx.lm.eos_token_ids))
     stats["train_examples"] = len(examples)
     return stats
 
@@ -196,6 +215,8 @@ def train_stage(state: RunState, k: int, show_progress: bool) -> dict:
 def consolidate(method: CLMethod, k: int, task_dir: Path) -> dict:
     """The method's task boundary (fusion, memory, Fisher, ...), then the model's adapter
     as ``task_dir/adapter`` (PEFT format), the model the evaluation sees."""
+    if is_main():
+        task_dir.mkdir(parents=True, exist_ok=True)
     stats = method.after_task(k, task_dir) or {}
     method.save_adapter(task_dir / "adapter")
     return stats
@@ -236,6 +257,52 @@ def log_stage(state: RunState, k: int, stats: dict, row) -> None:
              loss, _fmt_row(state.data.tasks, row), _fmt(state.results.AP), _fmt(state.results.BWT))
 
 
+# ---- unseen tasks (eval.unseen, Table III) ------------------------------------------------------------
+
+def unseen_evaluator(cfg: RunConfig, encoder: Encoder, data: SequenceData, eos_ids) -> SequenceEvaluator | None:
+    """A second evaluator over the held-out tasks (their own generation length; no label ranking)."""
+    u = data.unseen
+    if u is None:
+        return None
+    ev = cfg.eval.model_copy(update={"rank_labels": False,
+                                     "max_new_tokens": cfg.eval.unseen_max_new_tokens or cfg.eval.max_new_tokens})
+    return SequenceEvaluator(cfg.model_copy(update={"eval": ev}), encoder, u.tasks, u.test, u.metrics,
+                             {t: [] for t in u.tasks}, eos_ids)
+
+
+def unseen_due(state: RunState, k: int) -> bool:
+    """After the last stage, and after every stage with ``eval.unseen_every_task``."""
+    return state.unseen is not None and (k == len(state.stages) - 1 or state.cfg.eval.unseen_every_task)
+
+
+def evaluate_unseen(state: RunState, k: int | None) -> float:
+    """Evaluate the held-out tasks with the model as it is (``k``: None before the sequence,
+    else right after stage k) and record the point in ``results.unseen``; returns seconds.
+    The evaluation model of every method is the one it uses for any input, with no task
+    identity (IncLoRA/O-LoRA: all adapters summed), so an unseen input gets what a seen one gets."""
+    t0 = time.perf_counter()
+    last = k == len(state.stages) - 1
+    where = ("zero_shot" if k is None else "after" if last else None)
+    pred_dir = (state.out_dir / "unseen" / where if where
+                else state.out_dir / "tasks" / task_dir_name(k, state.stages[k][0]) / "unseen")
+    row, _ = state.unseen.evaluate(state.method.model, pred_dir, set(range(len(state.unseen.tasks))))
+    rec = state.results.unseen
+    if rec is None or rec.tasks != state.data.unseen.tasks:  # a resume that accepted a config change
+        rec = state.results.unseen = empty_record(state.data.unseen)
+    point = UnseenPoint.of(dict(zip(rec.tasks, row)), rec.categories)
+    if k is None:
+        rec.before = point
+    else:
+        if state.cfg.eval.unseen_every_task:  # [k] = after stage k; a redone stage replaces its entry
+            done = (rec.after_each or [])[:k]
+            rec.after_each = done + [None] * (k - len(done)) + [point]
+        if last:
+            rec.after = point
+    log.info("unseen tasks %s: %s | mean %s", "zero-shot" if k is None else f"after task {k + 1}",
+             " ".join(f"{c}={_fmt(v)}" for c, v in point.per_category.items()), _fmt(point.mean))
+    return round(time.perf_counter() - t0, 3)
+
+
 # ---- the output directory --------------------------------------------------------------------------
 
 def task_dir_name(k: int, task: str) -> str:
@@ -248,7 +315,7 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
     if overwrite:
         if not is_main():
             return None
-        for name in ("checkpoints", "tasks", "zero_shot", "logs"):
+        for name in ("checkpoints", "tasks", "zero_shot", "logs", "unseen"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
         (out_dir / "results.json").unlink(missing_ok=True)
         return None

@@ -1,4 +1,11 @@
-"""Shared fixtures. Real benchmark data is read in place (never copied into the repo)."""
+"""Shared fixtures.
+
+End-to-end tests run on ``tests/fixtures/benchmarks`` (a few real examples per task, both
+native layouts; ``tests/fixtures/build_benchmarks.py`` rebuilds it), so they run on any
+machine: the session points ``KIF_DATA`` there, subprocesses included. The few tests that
+need the full benchmark data ask for ``full_data``: skipped on a machine without it, a
+failure in CI (where the data must be present).
+"""
 import os
 from pathlib import Path
 
@@ -11,14 +18,31 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-from kif.data.benchmarks import resolve_data_dir
-from kif.errors import DataError
+from kif.data.benchmarks import resolve_data_dir  # noqa: E402
+from kif.errors import DataError  # noqa: E402
+
+FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "benchmarks"
+_USER_DATA = os.environ.get("KIF_DATA")  # where the full data is, if the caller said so
+os.environ["KIF_DATA"] = str(FIXTURE_DATA)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The benchmark data folder (KIF_DATA or ../shared/benchmarks); skips when absent."""
+    """The benchmark folder the end-to-end tests read: the fixture (never skipped)."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
+def full_data() -> Path:
+    """The full benchmark data (the caller's KIF_DATA, else ../shared/benchmarks)."""
     try:
+        saved = os.environ.pop("KIF_DATA")
+        if _USER_DATA:
+            os.environ["KIF_DATA"] = _USER_DATA
         return resolve_data_dir(None)
     except DataError as e:
-        pytest.skip(f"benchmark data not available: {e}")
+        if os.environ.get("CI"):
+            pytest.fail(f"the full benchmark data must be present in CI: {e}")
+        pytest.skip(f"full benchmark data not available: {e}")
+    finally:
+        os.environ["KIF_DATA"] = saved

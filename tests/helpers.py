@@ -6,7 +6,7 @@ from pathlib import Path
 
 TINY_ARGS = {
     "model": "tiny-llama",
-    "tasks": ["cb", "copa", "sst2"],
+    "tasks": ["cb", "copa", "sst2"],  # tests/fixtures/benchmarks (KIF_DATA, set by conftest)
     "data": {"train_samples": 16, "test_samples": 8, "max_input_length": 128, "max_target_length": 8},
     "train": {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3},
     "eval": {"batch_size": 8, "max_new_tokens": 4},

@@ -16,18 +16,18 @@ TASK748 = "superni/task748_glucose_reverse_cause_event_detection/test.json.gz"
 
 # ---- loading the real files ----------------------------------------------------------
 
-def test_flat_layout(data_dir):
-    ex = load_task_file(data_dir / "long_sequence/cb/test.json.gz")
+def test_flat_layout(full_data):
+    ex = load_task_file(full_data / "long_sequence/cb/test.json.gz")
     assert len(ex) == 56
     assert ex[0].id == "CB_0"
     assert ex[0].prompt.endswith("Answer:")
     assert ex[0].references == ("contradiction",)
-    assert ex == load_task_file(data_dir / "long_sequence/cb/test.json.gz", layout="flat")
+    assert ex == load_task_file(full_data / "long_sequence/cb/test.json.gz", layout="flat")
 
 
-def test_superni_layout_list_output(data_dir):
-    ex = load_task_file(data_dir / TASK748)
-    raw = json.loads(gzip.decompress((data_dir / TASK748).read_bytes()))
+def test_superni_layout_list_output(full_data):
+    ex = load_task_file(full_data / TASK748)
+    raw = json.loads(gzip.decompress((full_data / TASK748).read_bytes()))
     inst = raw["Instances"][2]
     assert isinstance(inst["output"], list) and len(inst["output"]) == 2
     assert ex[2].references == tuple(inst["output"])
@@ -38,8 +38,8 @@ def test_superni_layout_list_output(data_dir):
     assert ex[2].prompt.endswith("got well.\nOutput:")
 
 
-def test_plain_and_gzip_load_identically(data_dir, tmp_path):
-    src = data_dir / "long_sequence/cb/test.json.gz"
+def test_plain_and_gzip_load_identically(full_data, tmp_path):
+    src = full_data / "long_sequence/cb/test.json.gz"
     text = gzip.decompress(src.read_bytes())
     (tmp_path / "plain.json").write_bytes(text)
     (tmp_path / "zipped.json.gz").write_bytes(gzip.compress(text))
@@ -240,7 +240,7 @@ def test_group_by(tmp_path):
         GroupBy()
 
 
-def test_label_check_only_for_classification_tasks(tmp_path, data_dir):
+def test_label_check_only_for_classification_tasks(tmp_path, full_data):
     """Free-form tasks are never refused for test answers unseen in training; a task that
     declares classification: true (and every built-in Long Sequence task) is."""
     (tmp_path / "gen").mkdir()
@@ -258,9 +258,9 @@ def test_label_check_only_for_classification_tasks(tmp_path, data_dir):
         else:
             with pytest.raises(DataError, match=r"label\(s\) \['Rome'\] of task 'cls'"):
                 check_labels(t, label_set(train), test)
-    ls = get_benchmark("long_sequence", data_dir)
+    ls = get_benchmark("long_sequence", full_data)
     assert all(t.classification for t in ls.tasks.values())
-    assert not any(t.classification for t in get_benchmark("superni", data_dir).tasks.values())
+    assert not any(t.classification for t in get_benchmark("superni", full_data).tasks.values())
 
 
 def test_custom_benchmark_needs_no_data_dir(tmp_path, monkeypatch):
@@ -276,13 +276,13 @@ def test_custom_benchmark_needs_no_data_dir(tmp_path, monkeypatch):
 
 # ---- benchmarks --------------------------------------------------------------------
 
-def test_builtin_orders_match_readme(data_dir):
-    ls = get_benchmark("long_sequence", data_dir)
+def test_builtin_orders_match_readme(full_data):
+    ls = get_benchmark("long_sequence", full_data)
     assert ls.orders["1"] == ("mnli cb wic copa qqp boolq rte imdb yelp amazon sst2 "
                               "dbpedia agnews multirc yahoo").split()
     assert ls.orders["std1"] == ["dbpedia", "amazon", "yahoo", "agnews"]
     assert set(ls.orders) == {"1", "2", "3", "std1", "std2", "std3"}
-    sn = get_benchmark("superni", data_dir)
+    sn = get_benchmark("superni", full_data)
     assert sn.orders["1"] == ("task1572 task363 task1290 task181 task002 task1510 task639 "
                               "task1729 task073 task1590 task748 task511 task591 task1687 "
                               "task875").split()
@@ -291,18 +291,18 @@ def test_builtin_orders_match_readme(data_dir):
             assert set(seq) <= set(b.tasks)
             if len(seq) == 15:
                 assert sorted(seq) == sorted(b.orders["1"])
-    assert {b.name for b in list_benchmarks(data_dir)} == {"long_sequence", "superni"}
+    assert {b.name for b in list_benchmarks(full_data)} == {"long_sequence", "superni", "superni_unseen"}
 
 
-def test_builtin_metrics_and_labels(data_dir):
-    ls = get_benchmark("long_sequence", data_dir)
+def test_builtin_metrics_and_labels(full_data):
+    ls = get_benchmark("long_sequence", full_data)
     assert ls.tasks["cb"].metric == "accuracy"
     assert label_set(ls.tasks["cb"].load("test")) == ["contradiction", "entailment", "neutral"]
-    assert get_benchmark("superni", data_dir).tasks["task363"].metric == "rougeL"
+    assert get_benchmark("superni", full_data).tasks["task363"].metric == "rougeL"
 
 
-def test_superni_short_and_full_names(data_dir):
-    sn = get_benchmark("superni", data_dir)
+def test_superni_short_and_full_names(full_data):
+    sn = get_benchmark("superni", full_data)
     full = resolve_sequence(sn, None, ["task1572_samsum_summary", "task363"])
     assert full == ["task1572", "task363"]
     assert len(sn.tasks["task1572"].load("test")) == 20
@@ -310,8 +310,8 @@ def test_superni_short_and_full_names(data_dir):
         resolve_sequence(sn, None, ["task1572", "task1572_samsum_summary"])
 
 
-def test_resolve_sequence(data_dir):
-    ls = get_benchmark("long_sequence", data_dir)
+def test_resolve_sequence(full_data):
+    ls = get_benchmark("long_sequence", full_data)
     assert resolve_sequence(ls, "std2", None) == ["dbpedia", "amazon", "agnews", "yahoo"]
     assert resolve_sequence(ls, "1", ["cb", "rte"]) == ["cb", "rte"]  # explicit list wins
     with pytest.raises(ConfigError, match="unknown task 'nope'.*mnli"):

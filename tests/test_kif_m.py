@@ -9,7 +9,7 @@ import torch
 
 from kif.core.fusion import top_fraction_mask
 from kif.data import get_benchmark
-from kif.methods import kif_m
+from kif import training
 from kif.methods.kif import KIF, KIFLoRA
 from kif.replay import prompt_template, pseudo_samples
 from kif.runner import consolidate
@@ -28,7 +28,7 @@ def _method(method, tmp_path, model="tiny-llama", cfg=None, **args):
 def _spy(m, monkeypatch):
     """Record what the replay stage sees and does: weights, tracker, the examples it trains on."""
     seen = {}
-    orig_stage, orig_train = m.replay_stage, kif_m.train_task
+    orig_stage, orig_train = m.replay_stage, training.train_task
 
     def stage(k, frozen):
         seen.update(k=k, frozen=frozen, before=snapshot(m.trainable()), steps=m.tracker.steps,
@@ -43,7 +43,7 @@ def _spy(m, monkeypatch):
         return orig_train(model, encoder, exs, cfg, seed, **kw)
 
     monkeypatch.setattr(m, "replay_stage", stage)
-    monkeypatch.setattr(kif_m, "train_task", train_task)
+    monkeypatch.setattr(training, "train_task", train_task)
     return seen
 
 
@@ -58,14 +58,15 @@ def _two_tasks(m, tmp_path):
 @pytest.mark.parametrize("method,model,base", [("kif-m", "tiny-llama", KIF), ("kiflora-m", "tiny-llama", KIFLoRA),
                                                ("kiflora-m", "tiny-t5", KIFLoRA)])
 def test_replay_stage_freezes_current_units_exactly(method, model, base, tmp_path, monkeypatch):
-    m = _method(method, tmp_path, model)
+    # the larger frozen set (every "+" unit of I(U_k), by rank) makes the exactness check non-trivial
+    m = _method(method, tmp_path, model, frozen_units="current_top", threshold="rank")
     assert isinstance(m, base)
     seen = _spy(m, monkeypatch)
     s0, s1 = _two_tasks(m, tmp_path)
     assert "replay_examples" not in s0 and "frozen_units" not in s0  # no replay stage at k = 0
     assert seen["k"] == 1
 
-    # the frozen set is the top 20 % of the current task's unit scores, mapped onto entries
+    # the frozen set is the top 20 % (by rank) of the current task's unit scores, mapped onto entries
     n_units = len(m.units)
     assert s1["frozen_units"] == math.ceil(0.2 * n_units)
     frozen, before, after = seen["frozen"], seen["before"], seen["after"]
@@ -107,13 +108,44 @@ def test_replay_trains_on_exactly_the_memory(include_current, tmp_path, monkeypa
     assert s1["memory_total"] == 6 and m.state_summary()["memory"] == {"t1": 3, "t2": 3}
 
 
-def test_current_only_freezes_cur_plus_prev_minus(tmp_path):
-    m = _method("kiflora-m", tmp_path, frozen_units="current_only")
+@pytest.mark.parametrize("frozen_units", [None, "task_specific", "current_only"])
+def test_task_specific_freezes_cur_plus_prev_minus(frozen_units, tmp_path):
+    args = {} if frozen_units is None else {"frozen_units": frozen_units}
+    m = _method("kiflora-m", tmp_path, **args)  # default: the paper's task-specific units
+    assert m.opts.replay_mode == "stage" and m.opts.threshold == "percentile"
     cur, prev = torch.arange(10.0), torch.arange(10.0).flip(0)
-    cur[0] = 100.0  # top-2 of cur: 0 and 9; top-2 of prev: 0 and 1
-    assert m.frozen_mask(cur, prev).nonzero().flatten().tolist() == [9]
+    cur[0] = 100.0  # 80th percentile: cur 8.2 -> "+" = {0, 9}; prev 7.2 -> "+" = {0, 1}
+    assert m.frozen_mask(cur, prev).nonzero().flatten().tolist() == [9]  # prev- cur+
     m.opts.frozen_units = "current_top"
+    assert m.frozen_mask(cur, prev).nonzero().flatten().tolist() == [0, 9]
     assert m.frozen_mask(cur, prev).tolist() == top_fraction_mask(cur, 0.2).tolist()
+    m.opts.threshold = "rank"  # ceil(0.2·10) = 2 either way here
+    assert m.frozen_mask(cur, prev).nonzero().flatten().tolist() == [0, 9]
+
+
+@pytest.mark.parametrize("source", ["real", "pseudo"])
+def test_mixed_mode_trains_on_task_data_and_memory_in_one_stage(source, tmp_path, monkeypatch):
+    """The released KIF-M: M_{<k} joins task k's data; no replay stage, nothing frozen."""
+    m = _method("kif-m", tmp_path, cfg={"eval": {"max_new_tokens": 4}}, replay_mode="mixed",
+                memory_source=source, pseudo_input_tokens=8)
+    seen = _spy(m, monkeypatch)
+    exs1, st1 = train(m, 0, examples("t1", 6))
+    s0 = consolidate(m, 0, tmp_path / "k1")
+    assert [ex.id for ex in exs1] == [f"t1-{i}" for i in range(6)]  # nothing stored yet
+    mem1 = [ex.id for ex in m.memory.task_examples("t1")]
+    assert len(mem1) == 3 and s0["memory_added"] == 3
+    before = snapshot(m.trainable())
+    exs2, st2 = train(m, 1, examples("t2", 6), seed=1)
+    assert [ex.id for ex in exs2] == [f"t2-{i}" for i in range(6)] + mem1  # D_2 ∪ M_1, one training stage
+    assert st2["steps"] == math.ceil(9 / 2) == m.tracker.steps  # the tracker scored the mixed stage
+    assert all(not torch.equal(p, before[n]) for n, p in m.trainable().items() if ".lora_B." in n)  # nothing frozen
+    s1 = consolidate(m, 1, tmp_path / "k2")
+    assert "k" not in seen and "replay_examples" not in s1 and "frozen_units" not in s1  # no replay stage
+    assert not (tmp_path / "k2" / "adapter_fused").exists()
+    assert s1["memory_total"] == 6 and m.memory.sizes() == {"t1": 3, "t2": 3}
+    # fusion as KIF: the model is f̂_2, the next task's fusion partner
+    assert all(torch.equal(p, m.fused_prev[n]) for n, p in m.trainable().items())
+    assert (tmp_path / "k2" / "fusion_weights.safetensors").is_file()
 
 
 def test_state_round_trip(tmp_path):

@@ -77,12 +77,12 @@ def test_answers_that_normalise_to_nothing(norm):
 
 
 @pytest.mark.parametrize("norm", ["harness", "lenient"])
-def test_long_sequence_label_sets(data_dir, norm):
+def test_long_sequence_label_sets(full_data, norm):
     """Every label set of the Long Sequence benchmark (read with kif's loader): each label
     matches itself, never another label nor an empty-ish answer, under both normalisations."""
     from kif.data import get_benchmark
 
-    bench = get_benchmark("long_sequence", data_dir)
+    bench = get_benchmark("long_sequence", full_data)
     decoys = ["", ".", "the", "???"]
     for name, task in bench.tasks.items():
         labels = label_set(task.load("train"))

@@ -33,6 +33,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ..encoding import TrainCollator
+from ..torchutil import eval_mode, stack_terms
 from .base import CLMethod, MethodOptions, pack, unpack
 from .registry import register
 
@@ -42,7 +43,7 @@ def ewc_penalty(params: list[Tensor], fishers: list[Tensor], anchors: list[Tenso
     terms = [(f * (p.float() - a).square()).sum() for p, f, a in zip(params, fishers, anchors)]
     if not terms:
         return torch.zeros(())
-    return 0.5 * lam * torch.stack([t.to(terms[0].device) for t in terms]).sum()
+    return 0.5 * lam * stack_terms(terms).sum()
 
 
 @register
@@ -92,11 +93,9 @@ class EWC(CLMethod):
         device = next(iter(params.values())).device
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
         model = self.model
-        was_training = model.training
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        n_batches = 0
-        try:
+        with eval_mode(model):
+            model.zero_grad(set_to_none=True)
+            n_batches = 0
             for start in range(0, len(examples), o.fisher_batch_size):
                 batch = collate([enc.train_features(ex) for ex in examples[start:start + o.fisher_batch_size]])
                 loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
@@ -109,8 +108,6 @@ class EWC(CLMethod):
                         fisher[n] += p.grad.detach().float().square()
                 model.zero_grad(set_to_none=True)
                 n_batches += 1
-        finally:
-            model.train(was_training)
         return {n: f / max(n_batches, 1) for n, f in fisher.items()}
 
     def consolidate(self, fisher_new: dict[str, Tensor]) -> None:

@@ -12,7 +12,6 @@ plain JSON (lists, dicts, strings) so a run can be resumed from results on disk.
 """
 from __future__ import annotations
 
-import math
 import random
 from typing import Optional, Sequence
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import Example
 from ..errors import ArtifactError
+from ..torchutil import fraction_count
 
 
 class MemoryOptions(BaseModel):
@@ -46,7 +46,7 @@ def memory_size(n: int, fraction: float, per_task: Optional[int], min_per_task: 
     """
     if n <= 0:
         return 0
-    want = per_task if per_task is not None else math.ceil(round(fraction * n, 9))
+    want = per_task if per_task is not None else fraction_count(n, fraction)
     return min(n, max(min_per_task, want))
 
 

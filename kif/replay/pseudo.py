@@ -28,6 +28,7 @@ from ..data import Example
 from ..encoding import Encoder
 from ..evaluation import generate
 from ..metrics import clean_prediction
+from ..torchutil import eval_mode
 
 
 def prompt_template(prompts: list[str]) -> tuple[str, str]:
@@ -67,24 +68,22 @@ def sample_inputs(model, encoder: Encoder, prefix: str, n: int, eos_ids: list[in
     tok = encoder.tokenizer
     ids = tok(prefix or "Input:")["input_ids"][: encoder.max_input_length]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    texts: list[str] = []
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for start in range(0, n, batch_size):
-            rows = min(batch_size, n - start)
-            input_ids = torch.tensor([ids] * rows, dtype=torch.long, device=device)
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                 do_sample=True, top_k=top_k, top_p=1.0, temperature=1.0,
-                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-                                 pad_token_id=tok.pad_token_id)
-            new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
-            for row in new.tolist():
-                cut = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
-                texts.append(tok.decode(row[:cut], skip_special_tokens=True))
-    model.train(was_training)
+    with eval_mode(model):
+        texts: list[str] = []
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for start in range(0, n, batch_size):
+                rows = min(batch_size, n - start)
+                input_ids = torch.tensor([ids] * rows, dtype=torch.long, device=device)
+                out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                     do_sample=True, top_k=top_k, top_p=1.0, temperature=1.0,
+                                     max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+                                     pad_token_id=tok.pad_token_id)
+                new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
+                for row in new.tolist():
+                    cut = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
+                    texts.append(tok.decode(row[:cut], skip_special_tokens=True))
     return texts
 
 
