@@ -59,21 +59,23 @@ _SUPERNI_DIR = re.compile(r"^(task\d+)(_.*)?$")
 
 
 def resolve_data_dir(explicit: str | Path | None = None) -> Path:
-    """Benchmark data folder: ``explicit``, else ``$KIF_DATA``, else ``../shared/benchmarks``
-    from the current directory, else the same next to the repository root."""
-    if explicit is not None or os.environ.get("KIF_DATA"):
-        source = "data_dir" if explicit is not None else "KIF_DATA"
-        p = Path(explicit if explicit is not None else os.environ["KIF_DATA"]).expanduser()
-        if not p.is_dir():
-            raise DataError(f"{p}: data directory not found (from {source}); "
+    """Benchmark data folder, the first found of: ``explicit`` (config ``data_dir``),
+    ``$KIF_DATA``, where ``kif data pull`` puts data (``$KIF_DATA_HOME``, default
+    ``~/.cache/kif/data``), ``../shared/benchmarks`` from the current directory, then next
+    to the repository (``kif.data.pull.data_dir_candidates``). A folder the user named
+    must exist."""
+    from kif.data.pull import data_dir_candidates  # late: kif.data.pull imports this package
+
+    candidates = data_dir_candidates(explicit)
+    for c in candidates:
+        if c.path is not None and c.path.is_dir():
+            return c.path
+        if c.path is not None and c.required:
+            raise DataError(f"{c.path}: data directory not found (from {c.source}); "
                             "set KIF_DATA or data_dir")
-        return p
-    tried = [Path.cwd() / ".." / "shared" / "benchmarks", DEFAULT_DATA_DIR]
-    for p in tried:
-        if p.is_dir():
-            return p.resolve()
-    raise DataError(f"no benchmark data directory (looked in {', '.join(map(str, tried))}); "
-                    "set KIF_DATA or pass data_dir")
+    tried = ", ".join(str(c.path) for c in candidates if c.path is not None)
+    raise DataError(f"no benchmark data directory (looked in {tried}); "
+                    "run 'kif data pull', or set KIF_DATA or pass data_dir")
 
 
 @dataclass

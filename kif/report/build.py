@@ -8,6 +8,8 @@ Output folder (all names deterministic, ``<run>`` = sanitised run directory name
     matrix_<run>.png      score matrix per run (zero-shot row on top)
     trajectory_<i>.png    per group of runs sharing one task sequence (paper Figure 5)
     importance_<run>.png  skill-unit importance of KIF runs (paper Figures 6-7)
+    aggregate.json, seeds_trajectory_<i>.png   statistics over seeds, when a method has ≥ 2
+                          seeds on one order (``kif.report.aggregate``, e.g. a ``kif sweep``)
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from typing import Iterable, Sequence
 from .. import __version__
 from ..errors import ArtifactError
 from ..io import atomic_write_text
+from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .tables import (comparison_rows, comparison_table, fractions_table, has_importance, jsonable,
                      load_run, matrix_table, sort_runs, top_fraction, unit_fractions)
 
-_OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png")
+_OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -170,6 +173,11 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     atomic_write_text(out / "comparison.json",
                       json.dumps(jsonable([{k: v for k, v in r.items() if k != "complete"} for r in rows]),
                                  indent=2, ensure_ascii=False) + "\n")
+
+    seeds = add_seed_section(doc, runs, out)  # only when a method has >= 2 seeds on one order
+    (out / "aggregate.json").unlink(missing_ok=True)
+    if seeds is not None:
+        atomic_write_text(out / "aggregate.json", json.dumps(jsonable(seeds), indent=2, ensure_ascii=False) + "\n")
 
     doc.h(2, "Forgetting along the sequence")
     doc.p("Score of the first task after each task of the sequence (paper Figure 5), and every "

@@ -1,0 +1,284 @@
+"""``kif data pull``: the built-in benchmarks from their public sources, verified.
+
+Each task split listed in the manifest (``kif.data.manifest``) is rebuilt from its upstream
+file at the pinned commit, fetched as ``<base>/<owner>/<repo>/<commit>/<path>`` (base:
+``--base-url``, else ``$KIF_DATA_BASE_URL``, else the public GitHub raw-file host). A
+download goes to a ``.part`` file and resumes with an HTTP Range request after a dropped
+connection, in the same pull or the next one; the content is checked against the
+manifest's hash before the split is written, atomically, as ``.json.gz`` in the shared
+layout. A split already there and verified is not downloaded again.
+
+Where kif looks for data (``data_dir_candidates``; ``kif benchmarks`` shows it): config
+``data_dir`` (or ``--data-dir``), ``$KIF_DATA``, the pull location (``$KIF_DATA_HOME``,
+default ``$KIF_CACHE/data``, i.e. ``~/.cache/kif/data``), ``../shared/benchmarks``.
+"""
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from kif.data.loaders import read_json
+from kif.data.manifest import (
+    Entry,
+    apply_transform,
+    content_problem,
+    file_problem,
+    load_manifest,
+    select,
+    stored_file,
+)
+from kif.errors import DataError
+
+DEFAULT_BASE_URL = "https://raw.githubusercontent.com"  # a data host, not a package index
+BASE_URL_ENV = "KIF_DATA_BASE_URL"
+PULL_DIR_ENV = "KIF_DATA_HOME"
+DOWNLOADS = ".kif-download"  # upstream files while a pull runs (and .part files to resume)
+CHUNK = 1 << 16
+TIMEOUT_S = 60
+RETRY_DELAYS_S = (0, 2, 5)  # the first retry at once: a dropped connection resumes straight away
+
+
+def default_pull_dir() -> Path:
+    """Where ``kif data pull`` puts data: ``$KIF_DATA_HOME``, else ``$KIF_CACHE/data``
+    (``~/.cache/kif/data``; ``$KIF_CACHE`` also holds the converted models)."""
+    if os.environ.get(PULL_DIR_ENV):
+        return Path(os.environ[PULL_DIR_ENV]).expanduser()
+    return Path(os.environ.get("KIF_CACHE") or Path.home() / ".cache" / "kif").expanduser() / "data"
+
+
+# ---- where kif looks for data -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataDirCandidate:
+    """One step of the lookup: ``path`` None when not set; a folder the user named
+    (``required``) must exist, the others are skipped when absent."""
+
+    source: str
+    label: str
+    path: Optional[Path]
+    required: bool = False
+
+
+def data_dir_candidates(explicit: str | Path | None = None) -> list[DataDirCandidate]:
+    from kif.data.benchmarks import DEFAULT_DATA_DIR  # late: that module imports this one lazily
+
+    env = os.environ.get("KIF_DATA")
+    shared_here = (Path.cwd() / ".." / "shared" / "benchmarks").resolve()
+    out = [
+        DataDirCandidate("data_dir", "config data_dir / --data-dir",
+                         Path(explicit).expanduser() if explicit is not None else None, True),
+        DataDirCandidate("KIF_DATA", "$KIF_DATA", Path(env).expanduser() if env else None, True),
+        DataDirCandidate("pull", "kif data pull location ($KIF_DATA_HOME, default ~/.cache/kif/data)",
+                         default_pull_dir()),
+        DataDirCandidate("shared", "../shared/benchmarks", shared_here),
+    ]
+    if DEFAULT_DATA_DIR.resolve() != shared_here:
+        out.append(DataDirCandidate("shared", "../shared/benchmarks next to the kif repository",
+                                    DEFAULT_DATA_DIR.resolve()))
+    return out
+
+
+def describe_lookup(explicit: str | Path | None = None) -> list[str]:
+    """The lookup order as ``kif benchmarks`` prints it, marking the folder used."""
+    cands = data_dir_candidates(explicit)
+    used = next((c for c in cands if c.path is not None and c.path.is_dir()), None)
+    lines = ["data lookup (first found is used):"]
+    for i, c in enumerate(cands, 1):
+        if c.path is None:
+            state = "not set"
+        else:
+            state = str(c.path) + ("  <- used" if c is used else "" if c.path.is_dir() else "  (absent)")
+        lines.append(f"  {i}. {c.label}: {state}")
+    return lines
+
+
+# ---- downloading ----------------------------------------------------------------------------
+
+def source_url(base_url: str, source: dict) -> str:
+    return f"{base_url.rstrip('/')}/{source['repo']}/{source['commit']}/{source['path']}"
+
+
+class _Short(Exception):
+    """The connection ended before the announced length."""
+
+
+def _content_total(resp, have: int) -> Optional[int]:
+    """The full file size from a 206's Content-Range (``bytes a-b/N``) or a 200's length."""
+    if resp.status == 206:
+        total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = resp.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def download(url: str, target: Path, *, retries: int = 3, progress: bool = True,
+             label: str = "") -> int:
+    """Fetch ``url`` to ``target`` through ``target.part``, resuming it with a Range request
+    (after a dropped connection, or a ``.part`` left by an earlier pull). Returns the bytes
+    transferred; a 4xx/5xx, or ``retries`` failed resumes, is a one-line DataError."""
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    fetched, last = 0, None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(RETRY_DELAYS_S[min(attempt - 1, len(RETRY_DELAYS_S) - 1)])
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": "kif-data-pull"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
+                if resp.status != 206:
+                    have = 0  # the server sent the whole file: start the .part again
+                total = _content_total(resp, have)
+                with open(part, "ab" if have else "wb") as f, \
+                        tqdm(total=total, initial=have, unit="B", unit_scale=True, leave=False,
+                             desc=label or target.name, disable=not progress) as bar:
+                    while chunk := resp.read(CHUNK):
+                        f.write(chunk)
+                        fetched += len(chunk)
+                        bar.update(len(chunk))
+            size = part.stat().st_size
+            if total is not None and size < total:
+                raise _Short(f"connection closed at byte {size} of {total}")
+            if total is not None and size > total:
+                part.unlink()
+                raise _Short(f"got {size} bytes, {total} announced")
+            os.replace(part, target)
+            return fetched
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # range past the end: a stale .part; fetch it whole
+                part.unlink(missing_ok=True)
+                last = e
+                continue
+            raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
+        except (_Short, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            last = e  # dropped, reset, timed out: resume from what the .part holds
+    reason = getattr(last, "reason", None) or last
+    raise DataError(f"{url}: download failed after {retries + 1} attempt(s) ({reason}); "
+                    "run the same command again to resume it")
+
+
+def _write_gz(path: Path, obj) -> None:
+    """``path`` (a ``.json.gz``) written under a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = gzip.compress(json.dumps(obj, ensure_ascii=False).encode("utf-8"), mtime=0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- pulling -----------------------------------------------------------------------------------
+
+@dataclass
+class PullReport:
+    dest: Path
+    present: dict = field(default_factory=dict)  # benchmark -> splits already there, verified
+    written: dict = field(default_factory=dict)  # benchmark -> splits downloaded and written
+    downloads: int = 0  # upstream files fetched (or resumed)
+    bytes: int = 0
+
+    def lines(self) -> list[str]:
+        out = []
+        for bench in sorted(set(self.present) | set(self.written)):
+            new, old = self.written.get(bench, 0), self.present.get(bench, 0)
+            out.append(f"{bench}: {new + old} task splits verified ({new} downloaded, {old} already there)")
+        n = sum(self.written.values()) + sum(self.present.values())
+        out.append(f"data: {self.dest}  ({n} task splits match kif's manifest; "
+                   f"{self.downloads} files, {self.bytes / 1e6:.1f} MB downloaded)")
+        if self.dest.resolve() == default_pull_dir().resolve():
+            out.append("kif finds it there (after config data_dir and $KIF_DATA); "
+                       f"to name it explicitly: export KIF_DATA={self.dest}")
+        else:
+            out.append(f"point kif at it: export KIF_DATA={self.dest}   (or data_dir: {self.dest} in a config)")
+        return out
+
+
+def pull(benchmarks: Iterable[str] | str | None = None, dest: str | Path | None = None, *,
+         base_url: str | None = None, progress: bool = True, retries: int = 3,
+         entries: list[Entry] | None = None) -> PullReport:
+    """Download, rebuild and verify the task splits of ``benchmarks`` (names from the
+    manifest, or ``all``) into ``dest`` (default ``default_pull_dir()``). A split that fails
+    its checksum is a one-line DataError naming it; nothing is written for it."""
+    from tqdm.auto import tqdm
+
+    if isinstance(benchmarks, str):
+        benchmarks = [benchmarks]
+    dest = Path(dest).expanduser() if dest is not None else default_pull_dir()
+    base = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    chosen = select(entries if entries is not None else load_manifest(), benchmarks)
+    report = PullReport(dest)
+    todo: dict[str, list[tuple[Entry, Optional[Path]]]] = {}  # url -> splits built from it
+    for e in chosen:
+        have = stored_file(dest, e)
+        if have is not None and file_problem(have, e) is None:
+            report.present[e.benchmark] = report.present.get(e.benchmark, 0) + 1
+        else:
+            todo.setdefault(source_url(base, e.source), []).append((e, have))
+    cache = dest / DOWNLOADS
+    with tqdm(total=sum(map(len, todo.values())), unit="split", desc="kif data pull",
+              disable=not progress or not todo) as bar:
+        for url, splits in todo.items():
+            src = splits[0][0].source
+            raw = cache / src["repo"] / src["commit"] / src["path"]
+            if not raw.is_file():
+                report.bytes += download(url, raw, retries=retries, progress=progress,
+                                         label=f"{src['repo']} {Path(src['path']).name}")
+                report.downloads += 1
+            obj = _parse(raw, url, splits[0][0], dest)
+            for e, old in splits:
+                _build_split(obj, e, old, raw, url, dest)
+                report.written[e.benchmark] = report.written.get(e.benchmark, 0) + 1
+                bar.update(1)
+            raw.unlink()
+    shutil.rmtree(cache, ignore_errors=True)
+    return report
+
+
+def _parse(raw: Path, url: str, entry: Entry, dest: Path):
+    try:
+        return read_json(raw)
+    except DataError as e:
+        raw.unlink(missing_ok=True)  # a broken download is fetched afresh next time
+        why = str(e).removeprefix(f"{raw}: ")
+        raise DataError(f"{dest / entry.stored_name}: the file downloaded from {url} is unreadable "
+                        f"({why}); nothing written, run again to download it afresh") from None
+
+
+def _build_split(obj, e: Entry, old: Optional[Path], raw: Path, url: str, dest: Path) -> None:
+    """Rebuild split ``e`` from the parsed upstream file, verify it, write it."""
+    target = dest / e.stored_name
+    try:
+        content = apply_transform(obj, e.transform)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raw.unlink(missing_ok=True)
+        raise DataError(f"{target}: the file downloaded from {url} does not have the layout the "
+                        f"manifest expects ({type(exc).__name__}: {exc}); nothing written") from None
+    why = content_problem(content, e)
+    if why:
+        raw.unlink(missing_ok=True)
+        raise DataError(f"{target}: checksum mismatch for the file downloaded from {url} ({why}); "
+                        "nothing written, run again to download it afresh")
+    _write_gz(target, content)
+    if old is not None and old != target:
+        old.unlink(missing_ok=True)  # an altered plain .json copy: the verified .json.gz replaces it

@@ -1,0 +1,326 @@
+"""Sweeps: a grid of ordinary ``kif run`` cells (methods × task orders × seeds × ...), run one
+after another in this process; running the same sweep again skips finished cells and
+resumes an interrupted one (``kif.runner.run`` resumes by itself from its output directory).
+
+A sweep file (paths relative to the sweep file)::
+
+    base: ../quickstart.yaml          # the config every cell starts from (omitted: defaults)
+    set: {train.epochs: 2}            # common overrides: dotted keys or nested mappings
+    grid:                             # config key -> values; the cells are the product
+      method: [seqlora, kiflora]
+      order: [std1, std2]             # or tasks: {a: [cb, copa], b: [copa, cb]} (mapping: label -> value)
+      seed: [1, 2]
+    methods:                          # optional per-method overrides; config: replaces base
+      olora: {config: ../table1/olora.yaml, method_args: {lambda_1: 0.5}}
+
+Layers, later wins: base (or the method's config) → set → methods[<method>] → the cell's
+grid values. A layer that sets ``order`` and not ``tasks`` clears ``tasks`` (and the
+reverse), so a grid over orders works on a base with a task list. Cells run in grid order,
+the last key varying fastest; each writes ``OUT/<cell>/`` named from its values in a
+fixed order (method, order / tasks, other keys, seed), e.g. ``OUT/seqlora_std1_seed1``, so
+``kif report OUT`` reads them all. ``OUT/sweep.json`` records the grid and each cell's
+directory and status. Every cell's config (keys, method, method_args, benchmark and task
+order, and the config of a cell already started) is checked before any cell runs.
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import RunConfig, load_config, validate_config
+from .errors import ConfigError, KifError
+from .io import atomic_write_json
+
+log = logging.getLogger("kif")
+
+SWEEP_KEYS = ("base", "set", "grid", "methods")
+_NAME_FIRST = ("method", "order", "tasks")  # directory name: these first, then other keys, seed last
+
+
+@dataclass
+class Cell:
+    name: str  # also the directory under OUT
+    values: dict[str, Any]  # grid key -> value
+    labels: dict[str, str]  # grid key -> label used in the name
+    config: RunConfig
+    status: str = "pending"  # pending | partial | running | finished | failed | interrupted
+    seconds: float | None = None  # time spent on it by this invocation
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    path: Path
+    out: Path
+    grid: dict[str, dict[str, Any]]  # key -> {label: value}
+    cells: list[Cell]
+
+
+# ---- reading the sweep file ----------------------------------------------------------------------
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return raw
+
+
+def _set(raw: dict, key: str, value: Any, source: str) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def _flatten(overrides: dict, prefix: str = "") -> dict:
+    """``{train: {epochs: 2}, "data.test_samples": 8}`` -> ``{"train.epochs": 2, "data.test_samples": 8}``;
+    lists (a task list) and empty mappings are values."""
+    out = {}
+    for k, v in overrides.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _apply(raw: dict, overrides: dict, source: str) -> dict:
+    """Set dotted keys; ``order`` without ``tasks`` clears ``tasks`` and the reverse."""
+    flat = _flatten(overrides)
+    if "order" in flat and "tasks" not in flat:
+        raw["tasks"] = None
+    if "tasks" in flat and "order" not in flat:
+        raw["order"] = None
+    for k, v in flat.items():
+        _set(raw, k, v, source)
+    return raw
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(_label(v) for v in value)
+    text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
+
+
+def _grid(raw: Any, source: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: grid: must map config keys to lists of values, e.g. grid: {{seed: [1, 2]}}")
+    grid = {}
+    for key, values in raw.items():
+        if isinstance(values, dict):
+            if not values:
+                raise ConfigError(f"{source}: grid.{key}: no values")
+            grid[str(key)] = {_label(lbl): v for lbl, v in values.items()}
+        elif isinstance(values, list) and values:
+            labelled = {_label(v): v for v in values}
+            if len(labelled) < len(values):
+                raise ConfigError(f"{source}: grid.{key}: two values with the same name; "
+                                  "give a mapping label: value")
+            grid[str(key)] = labelled
+        else:
+            raise ConfigError(f"{source}: grid.{key}: must be a non-empty list (or a mapping label: value)")
+    return grid
+
+
+def _cell_name(labels: dict[str, str]) -> str:
+    keys = [k for k in _NAME_FIRST if k in labels]
+    keys += [k for k in labels if k not in _NAME_FIRST and k != "seed"]
+    keys += ["seed"] if "seed" in labels else []
+    parts = []
+    for k in keys:
+        if k in _NAME_FIRST:
+            parts.append(labels[k])
+        elif k == "seed":
+            parts.append(f"seed{labels[k]}")
+        else:
+            parts.append(f"{k.split('.')[-1]}-{labels[k]}")
+    return "_".join(parts)
+
+
+def load_sweep(path: str | Path, out: str | Path) -> Sweep:
+    """Read a sweep file and build every cell's validated config (a KifError naming the file,
+    the cell and the key on the first bad one). Nothing is run or written."""
+    path = Path(path)
+    raw = _read_yaml(path, "sweep file")
+    src = str(path)
+    unknown = [k for k in raw if k not in SWEEP_KEYS]
+    if unknown:
+        raise ConfigError(f"{src}: {unknown[0]}: unknown key (a sweep file has {', '.join(SWEEP_KEYS)})")
+    grid = _grid(raw.get("grid"), src)
+    common = raw.get("set") or {}
+    methods = raw.get("methods") or {}
+    if not isinstance(common, dict):
+        raise ConfigError(f"{src}: set: must be a mapping of config keys")
+    if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+        raise ConfigError(f"{src}: methods: must map method names to mappings of config keys")
+
+    bases: dict[str | None, dict] = {}
+
+    def base_for(method_raw: dict | None) -> dict:
+        rel = (method_raw or {}).get("config", raw.get("base"))
+        if rel not in bases:  # validated once: a bad base names its own file
+            bases[rel] = load_config(path.parent / rel).model_dump(mode="json") if rel else \
+                RunConfig().model_dump(mode="json")
+        return json.loads(json.dumps(bases[rel]))
+
+    keys = list(grid)
+    cells, names = [], {}
+    for combo in itertools.product(*(grid[k].items() for k in keys)):
+        labels = {k: lbl for k, (lbl, _) in zip(keys, combo)}
+        values = {k: v for k, (_, v) in zip(keys, combo)}
+        name = _cell_name(labels)
+        if name in names:
+            raise ConfigError(f"{src}: cells {names[name]} and {values} get the same directory name {name!r}")
+        names[name] = values
+        source = f"{src} (cell {name})"
+        cfg_raw = _apply(base_for(None), common, source)
+        method = values.get("method", cfg_raw.get("method"))
+        per_method = methods.get(method)
+        if per_method is not None:
+            cfg_raw = _apply(base_for(per_method), common, source)
+            cfg_raw = _apply(cfg_raw, {k: v for k, v in per_method.items() if k != "config"}, source)
+        cfg_raw = _apply(cfg_raw, values, source)
+        try:  # the keys, the method and its method_args
+            cfg = validate_config(cfg_raw, source)
+        except KifError as exc:
+            raise _named(exc, source) from None
+        cells.append(Cell(name, values, labels, cfg))
+    unused = [m for m in methods if all(c.config.method != m for c in cells)]
+    if unused:
+        raise ConfigError(f"{src}: methods.{unused[0]}: no cell runs this method")
+    return Sweep(path, Path(out), grid, cells)
+
+
+# ---- checks before running -----------------------------------------------------------------------
+
+def _named(exc: KifError, source: str) -> KifError:
+    """The same error with the sweep file and cell in front (once)."""
+    return exc if str(exc).startswith(source) else type(exc)(f"{source}: {exc}")
+
+
+def check_cells(sweep: Sweep) -> None:
+    """What :func:`load_sweep` cannot check without the data folder: the benchmark and task
+    sequence of every cell; and, for a cell already started, that its stored config is the
+    cell's (a changed sweep file would otherwise fail halfway through the grid)."""
+    from .data import get_benchmark, resolve_data_dir, resolve_sequence
+    from .runner import _diff_keys
+
+    benches = {}
+    for cell in sweep.cells:
+        cfg = cell.config
+        try:
+            key = (cfg.benchmark, cfg.data_dir)
+            if key not in benches:
+                benches[key] = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
+            resolve_sequence(benches[key], cfg.order, cfg.tasks)
+        except KifError as exc:
+            raise _named(exc, f"{sweep.path} (cell {cell.name})") from None
+        stored = sweep.out / cell.name / "config.yaml"
+        if stored.is_file():
+            try:
+                old = yaml.safe_load(stored.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                raise KifError(f"{stored}: unreadable; cannot check the cell to resume") from None
+            changed = _diff_keys(old, cfg.model_dump(mode="json"))
+            if changed:
+                raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
+                               "restore the sweep file, or move that directory away to run the cell afresh")
+        cell.status, cell.metrics = cell_status(sweep.out / cell.name)
+
+
+def cell_status(cell_dir: Path) -> tuple[str, dict]:
+    """``finished`` (results.json says so), ``partial`` (a run started there) or ``pending``."""
+    path = cell_dir / "results.json"
+    if not path.is_file():
+        return "pending", {}
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "partial", {}  # the run itself reports a damaged directory, naming the file
+    metrics = {k: res.get(k) for k in ("AP", "FWT", "BWT")}
+    return ("finished" if res.get("finished") else "partial"), metrics
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+def write_state(sweep: Sweep) -> None:
+    atomic_write_json(sweep.out / "sweep.json", {
+        "sweep_file": str(sweep.path),
+        "grid": {k: {lbl: v for lbl, v in vals.items()} for k, vals in sweep.grid.items()},
+        "cells": [{"name": c.name, "dir": c.name, "values": c.values, "status": c.status,
+                   "seconds": None if c.seconds is None else round(c.seconds, 3), **c.metrics}
+                  for c in sweep.cells],
+        "counts": {s: sum(c.status == s for c in sweep.cells) for s in ("finished", "partial", "running", "pending", "failed", "interrupted")},
+    })
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_progress: bool = True,
+              run_fn: Callable | None = None) -> Sweep:
+    """Run (or continue) every unfinished cell of a sweep, in grid order. A failing cell stops
+    the sweep with its error (finished cells stay; the failed one resumes on the next call).
+    ``dry_run``: check every cell and return without running or writing. ``run_fn``: the
+    function that runs one cell (default :func:`kif.runner.run`)."""
+    sweep = load_sweep(path, out)
+    check_cells(sweep)
+    todo = [c for c in sweep.cells if c.status != "finished"]
+    n = len(sweep.cells)
+    log.info("sweep %s: %d cells, %d finished, %d to run%s", sweep.path, n, n - len(todo), len(todo),
+             " (partial ones resume)" if any(c.status == "partial" for c in todo) else "")
+    if dry_run:
+        return sweep
+    if run_fn is None:
+        from .runner import run as run_fn
+    spent: list[float] = []
+    for i, cell in enumerate(todo):
+        left = len(todo) - i
+        eta = f", ETA {_duration(sum(spent) / len(spent) * left)}" if spent else ""
+        log.info("sweep: cell %s (%d/%d done, %d left%s)%s", cell.name, n - left, n, left, eta,
+                 ": resuming" if cell.status == "partial" else "")
+        cell.status = "running"  # what a reader of sweep.json sees meanwhile (and after a kill)
+        write_state(sweep)
+        t0 = time.perf_counter()
+        try:
+            results = run_fn(cell.config, sweep.out / cell.name, show_progress=show_progress)
+        except BaseException as exc:
+            cell.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            cell.seconds = time.perf_counter() - t0
+            cell.metrics = {"error": f"{type(exc).__name__}: {exc}"}
+            write_state(sweep)
+            if isinstance(exc, KifError):
+                raise type(exc)(f"sweep cell {cell.name}: {exc}") from None
+            raise
+        finally:
+            gc.collect()  # the cell's model and optimizer go before the next one loads
+        cell.seconds = time.perf_counter() - t0
+        spent.append(cell.seconds)
+        cell.status = "finished" if results.get("finished") else "partial"
+        cell.metrics = {k: results.get(k) for k in ("AP", "FWT", "BWT")}
+        write_state(sweep)
+        log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),
+                 *(("-" if v is None else f"{v:.2f}") for v in cell.metrics.values()))
+    log.info("sweep: all %d cells finished; %s", n, sweep.out / "sweep.json")
+    return sweep

@@ -1,0 +1,196 @@
+"""Statistics over seeds (kif.report.aggregate): hand-computed means, sds, t-intervals, bands."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from kif.report.aggregate import (group_runs, has_seeds, paired_rows, seed_rows, t_cdf, t_interval,
+                                  t_quantile, trajectory_bands)
+
+TASKS = ["cb", "copa", "sst2"]
+
+
+# ---- Student t --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("df, q", [  # two-sided 95 % critical values (standard tables, 6 decimals)
+    (1, 12.706205), (2, 4.302653), (3, 3.182446), (5, 2.570582), (10, 2.228139), (30, 2.042272),
+    (120, 1.979930), (10_000, 1.960201)])
+def test_t_quantile_matches_the_table(df, q):
+    assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-6)
+    assert t_quantile(0.025, df) == pytest.approx(-q, abs=1e-6)
+    assert t_cdf(q, df) == pytest.approx(0.975, abs=1e-7)
+
+
+def test_t_quantile_closed_forms():
+    for p in (0.6, 0.9, 0.995):  # df 1 is Cauchy: tan(π(p − ½)); df 2: (2p − 1)·√(2 / (4p(1 − p)))
+        assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-10)
+        assert t_quantile(p, 2) == pytest.approx((2 * p - 1) * math.sqrt(2 / (4 * p * (1 - p))), rel=1e-10)
+    assert t_quantile(0.5, 7) == 0.0
+
+
+def test_t_interval_by_hand():
+    s = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.302653
+    assert (s["mean"], s["sd"], s["n"]) == (2.0, 1.0, 3)
+    assert s["half"] == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert (s["low"], s["high"]) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)), abs=1e-6)
+    one = t_interval([5.0])
+    assert (one["mean"], one["sd"], one["half"], one["n"]) == (5.0, None, None, 1)
+
+
+# ---- hand-made runs: 3 methods × 2 orders × 3 seeds --------------------------------------------
+
+SEQ_AP = {"1": [40.0, 42.0, 44.0], "2": [50.0, 50.0, 56.0]}  # per order, seeds 1, 2, 3
+KIF_DIFF = {"1": [1.0, 2.0, 3.0], "2": [2.0, 4.0, 6.0]}  # kiflora − seqlora, same order and seed
+KIF_SEED_DIFF = {"1": [-1.0, 0.0, 1.0], "2": [0.0, 0.0, 3.0]}  # kif − kiflora
+
+
+def run(method, order, seed, ap, *, bwt=None, task1=None, finished=True, **extra):
+    tasks = TASKS if order == "1" else TASKS[::-1]
+    task1 = task1 or [ap, ap - 10, ap - 20]
+    matrix = [[t1, 50.0, 50.0] for t1 in task1]
+    return {"method": method, "model": "tiny-llama", "benchmark": "long_sequence", "order": order,
+            "tasks": tasks, "zero_shot": [5.0, 0.0, 0.0], "matrix": matrix if finished else matrix[:1],
+            "tasks_completed": 3 if finished else 1, "AP": ap, "FWT": 10.0 + seed,
+            "BWT": -seed if bwt is None else bwt, "seed": seed,
+            "run_name": f"{method}-{order}-s{seed}", "run_dir": f"/nonexistent/{method}-{order}-s{seed}", **extra}
+
+
+def grid_runs():
+    out = []
+    for order in ("1", "2"):
+        for i, seed in enumerate((1, 2, 3)):
+            seq = SEQ_AP[order][i]
+            kifl = seq + KIF_DIFF[order][i]
+            out += [run("seqlora", order, seed, seq), run("kiflora", order, seed, kifl),
+                    run("kif", order, seed, kifl + KIF_SEED_DIFF[order][i])]
+    return out
+
+
+def row(rows, arm, order):
+    return next(r for r in rows if r["arm"] == arm and r["order"] == order)
+
+
+def test_mean_sd_per_order_and_over_orders():
+    rows = seed_rows(grid_runs())
+    s1, s2, m = row(rows, "seqlora", "1"), row(rows, "seqlora", "2"), row(rows, "seqlora", "mean of 2 orders")
+    assert s1["AP"] == {"mean": 42.0, "sd": 2.0, "n": 3}
+    # order 2: 50, 50, 56 -> mean 52, deviations -2, -2, 4 -> sd √(24 / 2)
+    assert s2["AP"]["mean"] == 52.0 and s2["AP"]["sd"] == pytest.approx(math.sqrt(12))
+    # mean over orders = (42 + 52) / 2; per-seed order means 45, 46, 50 -> sd √((4 + 1 + 9) / 2)
+    assert m["AP"]["mean"] == 47.0 and m["AP"]["sd"] == pytest.approx(math.sqrt(7)) and m["AP"]["n"] == 3
+    assert m["kind"] == "mean" and s1["kind"] == "order" and s1["seeds"] == ["1", "2", "3"]
+    assert s1["BWT"] == {"mean": -2.0, "sd": 1.0, "n": 3}  # BWT = −seed
+    assert s1["FWT"] == {"mean": 12.0, "sd": 1.0, "n": 3}
+
+
+def test_paired_against_seqlora_and_kiflora():
+    rows = paired_rows(grid_runs())
+    pairs = {(r["arm"], r["reference"]) for r in rows}
+    # seqlora − kiflora would be the mirror of kiflora − seqlora: left out
+    assert pairs == {("kif", "seqlora"), ("kiflora", "seqlora"), ("kif", "kiflora")}
+    kl = next(r for r in rows if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
+    # differences 1, 2, 3, 2, 4, 6: mean 3, squared deviations 4+1+0+1+1+9 = 16 -> sd √(16/5)
+    assert kl["pairs"] == 6 and kl["AP"]["n"] == 6 and kl["AP"]["mean"] == pytest.approx(3.0)
+    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)  # t(0.975, 5)
+    assert kl["AP"]["half"] == pytest.approx(half, abs=1e-5)
+    assert kl["AP"]["low"] == pytest.approx(3 - half, abs=1e-5)
+    assert kl["BWT"]["mean"] == 0.0 and kl["BWT"]["sd"] == 0.0  # same BWT on every pair
+    kk = next(r for r in rows if (r["arm"], r["reference"]) == ("kif", "kiflora"))
+    # -1, 0, 1, 0, 0, 3: mean 0.5, squared deviations 2.25+.25+.25+.25+.25+6.25 = 9.5
+    assert kk["AP"]["mean"] == pytest.approx(0.5) and kk["AP"]["sd"] == pytest.approx(math.sqrt(9.5 / 5))
+
+
+def test_pairs_only_where_both_finished_and_seeds_match():
+    runs = [r for r in grid_runs() if not (r["method"] == "kiflora" and r["seed"] == 3)]
+    runs.append(run("kiflora", "1", 3, 99.0, finished=False))  # unfinished: not a pair
+    runs.append(run("kiflora", "1", 7, 99.0))  # no seqlora with seed 7
+    kl = next(r for r in paired_rows(runs) if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
+    assert kl["pairs"] == 4 and kl["AP"]["mean"] == pytest.approx((1 + 2 + 2 + 4) / 4)
+    g = group_runs(runs)
+    assert ("kiflora-1-s3", "unfinished") in g["skipped"]
+
+
+def test_unbalanced_seeds_mean_over_orders():
+    runs = [r for r in grid_runs() if r["method"] == "seqlora" and not (r["order"] == "2" and r["seed"] == 3)]
+    m = row(seed_rows(runs), "seqlora", "mean of 2 orders")
+    assert m["AP"]["mean"] == pytest.approx((42 + 50) / 2)  # order 2 has seeds 1, 2 only: mean 50
+    assert m["seeds"] == ["1", "2"] and m["AP"]["n"] == 2  # sd over the seeds run on both orders: 45, 46
+    assert m["AP"]["sd"] == pytest.approx(math.sqrt(0.5))
+
+
+def test_missing_metric_and_one_seed():
+    runs = [run("mtl", "1", 1, 70.0, FWT=None, BWT=None, joint=True),
+            run("mtl", "1", 2, 74.0, FWT=None, BWT=None, joint=True)]
+    r = row(seed_rows(runs), "mtl", "1")
+    assert r["AP"]["mean"] == 72.0 and r["FWT"] == {"mean": None, "sd": None, "n": 0}
+    assert not has_seeds(runs[:1]) and has_seeds(runs)
+
+
+def test_duplicate_seed_is_kept_once():
+    runs = [run("seqlora", "1", 1, 40.0), run("seqlora", "1", 1, 60.0, run_name="copy"), run("seqlora", "1", 2, 42.0)]
+    r = row(seed_rows(runs), "seqlora", "1")
+    assert r["AP"]["mean"] == 41.0 and r["AP"]["n"] == 2
+    assert group_runs(runs)["skipped"][0][0] == "copy"
+
+
+def test_task1_band_over_seeds():
+    runs = [run("seqlora", "1", 1, 0, task1=[80.0, 60.0, 30.0]), run("seqlora", "1", 2, 0, task1=[90.0, 50.0, 20.0]),
+            run("seqlora", "1", 3, 0, task1=[70.0, 70.0, None])]  # eval.mode minimal leaves gaps
+    b = trajectory_bands(runs)[tuple(TASKS)]["seqlora"]
+    assert b["x"] == [0, 1, 2, 3]
+    assert b["mean"] == [5.0, 80.0, 60.0, 25.0] and b["n"] == [3, 3, 3, 2]
+    assert b["min"] == [5.0, 70.0, 50.0, 20.0] and b["max"] == [5.0, 90.0, 70.0, 30.0]
+
+
+# ---- from run directories: seed and variants from config.yaml; the report section -------------
+
+def write_run(root: Path, name: str, res: dict, config: str) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    res = {k: v for k, v in res.items() if k not in ("seed", "run_name", "run_dir")}
+    (d / "results.json").write_text(json.dumps(res))
+    (d / "config.yaml").write_text(config)
+    return d
+
+
+def test_variants_and_seed_from_config(tmp_path):
+    from kif.report import load_run
+
+    dirs = [write_run(tmp_path, f"s{lr}-{seed}", run("seqlora", "1", seed, 40.0 + seed + (10 if lr == 2 else 0)),
+                      f"method: seqlora\nseed: {seed}\ntrain: {{learning_rate: {lr}, epochs: 3}}\n")
+            for lr in (1, 2) for seed in (1, 2)]
+    rows = seed_rows([load_run(d) for d in dirs])
+    assert [r["arm"] for r in rows] == ["seqlora [train.learning_rate=1]", "seqlora [train.learning_rate=2]"]
+    assert rows[0]["seeds"] == ["1", "2"] and rows[0]["AP"]["mean"] == 41.5 and rows[1]["AP"]["mean"] == 51.5
+
+
+def test_report_section(tmp_path):
+    pytest.importorskip("matplotlib")
+    from kif.report import build_report
+
+    root = tmp_path / "sweep"
+    for r in grid_runs():
+        if r["method"] != "kif":  # 12 runs are enough here (each gets its own figures)
+            write_run(root, r["run_name"], r, f"method: {r['method']}\nseed: {r['seed']}\n")
+    build_report([root], tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Over seeds" in md and "### Paired differences" in md
+    assert "| **seqlora** | **mean of 2 orders** | **3** | **47.00 ± 2.65** |" in md  # √7 = 2.6458
+    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
+    assert f"| kiflora | seqlora | 6 | +3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |" in md
+    agg = json.loads((tmp_path / "rep" / "aggregate.json").read_text())
+    assert agg["figures"] == ["seeds_trajectory_1.png", "seeds_trajectory_2.png"]
+    assert all((tmp_path / "rep" / f).read_bytes()[:4] == b"\x89PNG" for f in agg["figures"])
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Over seeds" in html and "47.00 ± 2.65" in html
+    # one seed per order: no section, and a stale aggregate.json / figure goes
+    single = tmp_path / "single"
+    for r in grid_runs()[:3]:
+        write_run(single, r["run_name"], r, f"seed: {r['seed']}\n")
+    build_report([single], tmp_path / "rep")
+    assert "Over seeds" not in (tmp_path / "rep" / "report.md").read_text()
+    assert not (tmp_path / "rep" / "aggregate.json").exists()
+    assert not list((tmp_path / "rep").glob("seeds_trajectory_*.png"))

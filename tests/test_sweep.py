@@ -1,0 +1,195 @@
+"""kif sweep: a 2 × 2 × 2 grid on the tiny model, skip on rerun, resume after a kill, checks first."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+import kif.runner
+from kif.cli import main
+from kif.errors import KifError
+from kif.io import load_tensors
+from kif.sweep import load_sweep, run_sweep
+
+from helpers import TINY_ARGS, read_results
+
+# 8 train samples / batch 8 = 1 optimizer step per task, 4 test samples: ~2-3 s a cell
+BASE = {**TINY_ARGS, "data": {**TINY_ARGS["data"], "train_samples": 8, "test_samples": 4}}
+GRID = {"method": ["seqlora", "kiflora"], "tasks": {"a": ["cb", "copa", "sst2"], "b": ["sst2", "copa", "cb"]},
+        "seed": [1, 2]}
+CELLS = [f"{m}_{o}_seed{s}" for m in ("seqlora", "kiflora") for o in "ab" for s in (1, 2)]
+
+
+def write_sweep(tmp, grid=GRID, **extra):
+    (tmp / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "grid": grid, **extra}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, data_dir):
+    """The whole grid, run once through the CLI."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    t0 = time.perf_counter()
+    assert main(["sweep", str(write_sweep(tmp)), "-o", str(tmp / "out"), "-q"]) == 0
+    return tmp, time.perf_counter() - t0
+
+
+def test_grid_runs_every_cell(done):
+    tmp, seconds = done
+    out = tmp / "out"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(CELLS)
+    for name in CELLS:
+        method, order, seed = name.split("_")
+        res = read_results(out / name)
+        cfg = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert res["finished"] and res["method"] == method
+        assert res["tasks"] == GRID["tasks"][order] and cfg["seed"] == int(seed[4:])
+        assert cfg["data"]["train_samples"] == 8 and cfg["model"] == "tiny-llama" and cfg["order"] is None
+    state = json.loads((out / "sweep.json").read_text())
+    assert [c["name"] for c in state["cells"]] == CELLS  # grid order, the last key fastest
+    assert all(c["status"] == "finished" and c["seconds"] > 0 for c in state["cells"])
+    assert state["counts"]["finished"] == 8
+    assert seconds < 120  # eight 3-task cells of the tiny model
+
+
+def test_rerun_skips_finished_cells(done, monkeypatch, capsys):
+    tmp, _ = done
+    before = {n: (tmp / "out" / n / "results.json").stat().st_mtime_ns for n in CELLS}
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(kif.runner, "run", no_training)
+    t0 = time.perf_counter()
+    assert main(["sweep", str(tmp / "sweep.yaml"), "-o", str(tmp / "out"), "-q"]) == 0
+    assert time.perf_counter() - t0 < 10
+    assert capsys.readouterr().out.count("finished ") == 8
+    assert before == {n: (tmp / "out" / n / "results.json").stat().st_mtime_ns for n in CELLS}
+
+
+def test_report_over_the_sweep(done):
+    pytest.importorskip("matplotlib")
+    from kif.report import build_report
+
+    tmp, _ = done
+    build_report([tmp / "out"], tmp / "report")
+    md = (tmp / "report" / "report.md").read_text()
+    assert "## Over seeds" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "mean of 2 orders" in ln]
+    assert len(rows) == 2 and all("| **2** |" in r for r in rows)  # 2 seeds on both orders, per method
+    assert "| kiflora | seqlora | 4 |" in md  # 2 orders × 2 seeds of pairs
+
+
+def test_killed_cell_resumes(done, tmp_path):
+    """SIGKILL in the second cell (the 5th optimizer step: task 2 of cell 2); the rerun skips
+    cell 1, resumes cell 2 after its completed task and gives the uninterrupted adapter."""
+    ref = done[0] / "out"
+    sweep = write_sweep(tmp_path, grid={"method": ["seqlora"], "tasks": {"a": GRID["tasks"]["a"]}, "seed": [1, 2]})
+    out = tmp_path / "out"
+    env = {**os.environ, "KIF_FAULT": "train_step:5"}
+    proc = subprocess.run([sys.executable, "-m", "kif.cli", "sweep", str(sweep), "-o", str(out), "-q"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert read_results(out / "seqlora_a_seed1")["finished"]
+    partial = read_results(out / "seqlora_a_seed2")
+    assert not partial["finished"] and partial["tasks_completed"] == 1
+    state = {c["name"]: c["status"] for c in json.loads((out / "sweep.json").read_text())["cells"]}
+    assert state == {"seqlora_a_seed1": "finished", "seqlora_a_seed2": "running"}  # as it was when killed
+
+    calls = []
+
+    def counted(cfg, out_dir, **kw):
+        calls.append(out_dir.name)
+        return kif.runner.run(cfg, out_dir, **kw)
+
+    first = (out / "seqlora_a_seed1" / "results.json").stat().st_mtime_ns
+    sw = run_sweep(sweep, out, show_progress=False, run_fn=counted)
+    assert calls == ["seqlora_a_seed2"] and [c.status for c in sw.cells] == ["finished", "finished"]
+    assert (out / "seqlora_a_seed1" / "results.json").stat().st_mtime_ns == first
+    res = read_results(out / "seqlora_a_seed2")
+    assert res["finished"] and res["resumed"] == 1
+    assert res["matrix"] == read_results(ref / "seqlora_a_seed2")["matrix"]
+    adapter = "tasks/03_sst2/adapter/adapter_model.safetensors"
+    got, want = load_tensors(out / "seqlora_a_seed2" / adapter), load_tensors(ref / "seqlora_a_seed2" / adapter)
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)
+
+
+def test_failing_cell_stops_the_sweep(data_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_run(cfg, out_dir, **kw):
+        calls.append(out_dir.name)
+        if len(calls) == 2:
+            raise KifError(f"{out_dir}/data: something the user can fix")
+        return {"finished": True, "AP": 50.0, "FWT": 1.0, "BWT": -2.0}
+
+    monkeypatch.setattr(kif.runner, "run", fake_run)
+    assert main(["sweep", str(write_sweep(tmp_path)), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kif: error: sweep cell seqlora_a_seed2: {tmp_path}/out/seqlora_a_seed2/data: "
+                   "something the user can fix"]
+    assert calls == ["seqlora_a_seed1", "seqlora_a_seed2"]
+    cells = json.loads((tmp_path / "out" / "sweep.json").read_text())["cells"]
+    assert [c["status"] for c in cells[:3]] == ["finished", "failed", "pending"]
+    assert cells[0]["AP"] == 50.0 and "something the user can fix" in cells[1]["error"]
+
+
+@pytest.mark.parametrize("extra, grid, msg", [
+    ({}, {**GRID, "seed": [1, 2], "train.epochs": [1, -1]}, "(cell seqlora_a_epochs--1_seed1): train.epochs: "
+     "Input should be greater than 0"),
+    ({"methods": {"kiflora": {"train": {"epocs": 2}}}}, GRID, "(cell kiflora_a_seed1): train.epocs: unknown key"),
+    ({"methods": {"kiflora": {"method_args": {"gama": 0.5}}}}, GRID,
+     "(cell kiflora_a_seed1): method_args.gama: unknown key (method 'kiflora')"),
+    ({}, {**GRID, "method": ["seqlora", "kiflra"]}, "(cell kiflra_a_seed1): method: unknown method 'kiflra'"),
+    ({}, {"method": ["seqlora"], "order": ["1", "99"]}, "(cell seqlora_99): benchmark long_sequence: unknown order '99'"),
+    ({"set": {"bogus": 1}}, GRID, "(cell seqlora_a_seed1): bogus: unknown key"),
+    ({"grids": {}}, GRID, "grids: unknown key"),
+    ({"methods": {"olora": {}}}, GRID, "methods.olora: no cell runs this method"),
+])
+def test_bad_cell_fails_before_anything_runs(data_dir, tmp_path, monkeypatch, capsys, extra, grid, msg):
+    monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
+    sweep = write_sweep(tmp_path, grid=grid, **extra)
+    assert main(["sweep", str(sweep), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kif: error: {sweep}") and msg in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_changed_config_of_a_started_cell_fails_first(done, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
+    src = done[0]
+    sweep = write_sweep(tmp_path, set={"train.learning_rate": 0.1})
+    assert main(["sweep", str(sweep), "-o", str(src / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "seqlora_a_seed1/config.yaml: cell seqlora_a_seed1 ran with another config (train.learning_rate)" in err
+
+
+def test_dry_run_lists_and_writes_nothing(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
+    assert main(["sweep", str(write_sweep(tmp_path)), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and all(ln.startswith("pending ") for ln in lines)
+    assert not (tmp_path / "out").exists()
+
+
+def test_layers_base_set_method_grid(tmp_path):
+    """base → set → methods[m] (config: replaces base) → grid; order clears tasks and back."""
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**BASE, "train": {"epochs": 5}, "lora": {"r": 4}}))
+    sweep = write_sweep(tmp_path, grid={"method": ["seqlora", "kiflora"], "order": ["1", "2"]},
+                        set={"train": {"learning_rate": 0.01}, "data.test_samples": 2},
+                        methods={"kiflora": {"config": "other.yaml", "eval.batch_size": 3,
+                                             "method_args": {"gamma": 0.7}}})
+    cells = {c.name: c.config for c in load_sweep(sweep, tmp_path / "out").cells}
+    assert list(cells) == ["seqlora_1", "seqlora_2", "kiflora_1", "kiflora_2"]
+    s, k = cells["seqlora_2"], cells["kiflora_1"]
+    assert (s.order, s.tasks, s.train.learning_rate, s.data.test_samples, s.data.train_samples) == ("2", None, 0.01, 2, 8)
+    assert (s.train.epochs, s.lora.r, s.eval.batch_size, s.method_args) == (1, 8, 8, {})
+    assert (k.order, k.tasks, k.train.learning_rate, k.train.epochs, k.lora.r) == ("1", None, 0.01, 5, 4)
+    assert (k.eval.batch_size, k.method_args, k.method) == (3, {"gamma": 0.7}, "kiflora")
