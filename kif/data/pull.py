@@ -202,7 +202,8 @@ class PullReport:
         out = []
         for bench in sorted(set(self.present) | set(self.written)):
             new, old = self.written.get(bench, 0), self.present.get(bench, 0)
-            out.append(f"{bench}: {new + old} task splits verified ({new} downloaded, {old} already there)")
+            out.append(f"{bench}: {new + old} task split{'s' * (new + old != 1)} verified "
+                       f"({new} downloaded, {old} already there)")
         n = sum(self.written.values()) + sum(self.present.values())
         out.append(f"data: {self.dest}  ({n} task splits match kif's manifest; "
                    f"{self.downloads} files, {self.bytes / 1e6:.1f} MB downloaded)")
