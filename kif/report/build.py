@@ -8,6 +8,7 @@ Output folder (all names deterministic, ``<run>`` = sanitised run directory name
     matrix_<run>.png      score matrix per run (zero-shot row on top)
     trajectory_<i>.png    per group of runs sharing one task sequence (paper Figure 5)
     importance_<run>.png  skill-unit importance of KIF runs (paper Figures 6-7)
+    unseen.json           Table III rows, when runs have unseen-task scores (``eval.unseen``)
     aggregate.json, seeds_trajectory_<i>.png   statistics over seeds, when a method has ≥ 2
                           seeds on one order (``kif.report.aggregate``, e.g. a ``kif sweep``)
 """
@@ -25,6 +26,7 @@ from ..errors import ArtifactError
 from ..io import atomic_write_text
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
+from .unseen import add_unseen_section
 from .tables import (comparison_rows, comparison_table, fractions_table, has_importance, jsonable,
                      load_run, matrix_table, sort_runs, top_fraction, unit_fractions)
 
@@ -173,6 +175,8 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     atomic_write_text(out / "comparison.json",
                       json.dumps(jsonable([{k: v for k, v in r.items() if k != "complete"} for r in rows]),
                                  indent=2, ensure_ascii=False) + "\n")
+
+    add_unseen_section(doc, runs, out)  # Table III, only when runs evaluated held-out tasks
 
     seeds = add_seed_section(doc, runs, out)  # only when a method has >= 2 seeds on one order
     (out / "aggregate.json").unlink(missing_ok=True)
