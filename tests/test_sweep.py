@@ -74,17 +74,18 @@ def test_rerun_skips_finished_cells(done, monkeypatch, capsys):
     assert before == {n: (tmp / "out" / n / "results.json").stat().st_mtime_ns for n in CELLS}
 
 
-def test_report_over_the_sweep(done):
-    pytest.importorskip("matplotlib")
-    from kif.report import build_report
+def test_report_reads_the_sweep(done):
+    """``kif report OUT`` finds the cells and aggregates them (the report's wiring and figures:
+    tests/test_aggregate.py, which builds one)."""
+    from kif.report import find_runs, load_run
+    from kif.report.aggregate import paired_rows, seed_rows
 
     tmp, _ = done
-    build_report([tmp / "out"], tmp / "report")
-    md = (tmp / "report" / "report.md").read_text()
-    assert "## Over seeds" in md
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "mean of 2 orders" in ln]
-    assert len(rows) == 2 and all("| **2** |" in r for r in rows)  # 2 seeds on both orders, per method
-    assert "| kiflora | seqlora | 4 |" in md  # 2 orders × 2 seeds of pairs
+    runs = [load_run(p) for p in find_runs([tmp / "out"])]
+    assert sorted(r["run_name"] for r in runs) == sorted(CELLS)
+    means = [r for r in seed_rows(runs) if r["kind"] == "mean"]
+    assert [(r["arm"], r["seeds"]) for r in means] == [("kiflora", ["1", "2"]), ("seqlora", ["1", "2"])]
+    assert [(r["arm"], r["reference"], r["pairs"]) for r in paired_rows(runs)] == [("kiflora", "seqlora", 4)]
 
 
 def test_killed_cell_resumes(done, tmp_path):
