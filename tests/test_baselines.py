@@ -323,6 +323,38 @@ def test_ema_wired_after_optimizer_step(tmp_path):
     assert torch.allclose(params[n], want)
 
 
+def test_ema_half_life_per_task_by_hand(tmp_path):
+    # half_life 0.5 of a 2-step task (4 examples, batch 2): d = 0.5^(1/(0.5·2)) = 0.5
+    m = make("ema", tmp_path, method_args={"half_life": 0.5})
+    params = m.trainable()
+    p0 = snapshot(params)
+    seen = []
+    orig = m.on_step_end
+
+    def record():
+        seen.append(snapshot(params))
+        orig()
+
+    m.on_step_end = record
+    _, stats = train(m, 0, examples("t1", 4))
+    assert stats["steps"] == 2 == m.task_steps and m.decay == 0.5
+    s0 = consolidate(m, 0, tmp_path / "k1")
+    assert s0["ema_decay"] == 0.5 and s0["ema_planned_steps"] == 2
+    n = next(n for n in params if ".lora_B." in n)
+    want = 0.25 * p0[n] + 0.25 * seen[0][n] + 0.5 * seen[1][n]  # the pre-task weights keep ½^2
+    assert torch.allclose(params[n], want)
+    train(m, 1, examples("t2", 8), seed=1)  # 4 steps: d = 0.5^(1/2), still ½ at mid-task
+    assert m.task_steps == 4 and m.decay == pytest.approx(0.5 ** 0.5)
+
+
+def test_ema_decay_and_half_life_are_exclusive():
+    with pytest.raises(ConfigError, match="method_args.half_life: .*not both"):
+        validate_config({"method": "ema", "method_args": {"decay": 0.99, "half_life": 0.5}})
+    with pytest.raises(ConfigError, match="method_args.half_life"):
+        validate_config({"method": "ema", "method_args": {"half_life": 0}})
+    assert validate_config({"method": "ema", "method_args": {"decay": 0.999}}).method_args == {"decay": 0.999}
+
+
 def test_step_guard_post_hook_skips_non_finite_steps():
     p = torch.nn.Parameter(torch.zeros(2))
     calls = []

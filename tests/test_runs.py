@@ -82,7 +82,7 @@ def test_fusion_rederived_from_saved_artifacts(fixture, mode, kind, request):
         units = SkillUnits.lora_rank1(trained) if kind == "rank1" else SkillUnits.matrix_level(trained)
         prev_scores = units.scores_from_dict(load_tensors(prev_dir / "scores_accumulated.safetensors"))
         cur_scores = units.scores_from_dict(load_tensors(cur_dir / "scores_current.safetensors"))
-        hp = {"temperature": 0.15} if mode == "adaptive" else {"top_fraction": 0.2, "gamma": 0.5}
+        hp = {"temperature": 0.15} if mode == "adaptive" else {"top_fraction": 0.2, "gamma": 0.7}  # defaults
         rederived, w = fuse(units, prev_fused, trained, prev_scores, cur_scores, mode, **hp)
         for name in fused:
             torch.testing.assert_close(rederived[name], fused[name], atol=1e-6, rtol=0)

@@ -2,22 +2,51 @@
 
 After every optimizer step (the ``on_step_end`` hook), for each trainable tensor
 
-    θ̄ ← d·θ̄ + (1−d)·θ          (d = ``decay``; θ̄ starts as the weights before task 1)
+    θ̄ ← d·θ̄ + (1−d)·θ          (θ̄ starts as the weights before task 1)
 
 At the end of each task θ̄ is loaded into the model (evaluated, saved, and the start of
 the next task); the average then keeps running through the next task. State: one copy of
 the trainable weights (fp32).
+
+The decay d per step. The paper does not give it. A fixed d does not scale with the task:
+at d = 0.999 the weight of the pre-task average at a task's end is 0.999^steps, 29 % for the
+paper's T5 regime (batch 8, 1,000 examples, 10 epochs: 1,250 steps) but 92 % for 80 steps
+(batch 128, 1,000 examples, 10 epochs), where the baseline barely learns. So the default
+is a half-life per task: ``half_life`` h = the fraction of the task's optimizer steps S after
+which the pre-task average weighs ½, i.e. d = 0.5^(1/(h·S)) (``decay_for_half_life``), the
+same share at every task length. Default h = 0.55 reproduces d = 0.999 at S = 1,250 (its
+half-life is ln ½ / ln 0.999 = 693 steps = 0.55 of the task): the average keeps 0.5^(1/0.55)
+= 28.4 % of the pre-task weights at the task's end. ``decay`` (a fixed d per step, kif's
+earlier key) replaces it when given. S is the task's planned optimizer steps
+(``planned_steps``), counted from its training examples as the Trainer counts them.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from ..dist import world_size
 from .base import CLMethod, MethodOptions, pack, unpack
 from .registry import register
+
+
+def decay_for_half_life(half_life: float, steps: int) -> float:
+    """The per-step decay d with d^(half_life·steps) = ½."""
+    if half_life <= 0 or steps < 1:
+        raise ValueError(f"need half_life > 0 and steps >= 1, got {half_life}, {steps}")
+    return 0.5 ** (1.0 / (half_life * steps))
+
+
+def planned_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, processes: int = 1) -> int:
+    """Optimizer steps of a task as the Trainer plans them: ⌈epochs · ⌈batches / grad_accum⌉⌉,
+    batches = ⌈⌈n / batch_size⌉ / processes⌉ per process (accelerate deals whole batches), at least 1."""
+    batches = math.ceil(math.ceil(n_examples / batch_size) / processes)
+    per_epoch = max(math.ceil(batches / grad_accum), 1)
+    return max(math.ceil(epochs * per_epoch), 1)
 
 
 @register
@@ -26,13 +55,39 @@ class EMA(CLMethod):
     description = "one LoRA; an exponential moving average of the weights (updated every step) replaces them after each task"
 
     class Options(MethodOptions):
-        decay: float = Field(0.999, ge=0, le=1, description="EMA decay d per optimizer step")
+        decay: Optional[float] = Field(None, ge=0, le=1, description="a fixed EMA decay d per optimizer step; "
+                                       "replaces half_life (kif's earlier key; d = 0.999 was its default)")
+        half_life: Optional[float] = Field(
+            0.55, gt=0, description="the pre-task average weighs ½ after this fraction of each task's optimizer "
+            "steps: d = 0.5^(1/(half_life·steps)); 0.55 = d 0.999 at the paper's T5 regime (1,250 steps a task)")
+
+        @field_validator("half_life")  # runs only when half_life is given
+        @classmethod
+        def _one_of(cls, v, info):
+            if v is not None and info.data.get("decay") is not None:
+                raise ValueError("set decay (per step) or half_life (per task), not both")
+            return v
+
+        @model_validator(mode="after")
+        def _decay_replaces_half_life(self):
+            if self.decay is not None:
+                self.half_life = None
+            return self
 
     def __init__(self, ctx):
         super().__init__(ctx)
         self.ema: Optional[dict[str, torch.Tensor]] = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.updates = 0
+        self.decay = self.opts.decay
+        self.task_steps: Optional[int] = None
+
+    def train_examples(self, k: int, examples: list) -> list:
+        o, t = self.opts, self.ctx.cfg.train
+        if o.decay is None:  # the half-life is per task: this task's own length sets d
+            self.task_steps = planned_steps(len(examples), t.batch_size, t.grad_accum, t.epochs, world_size())
+            self.decay = decay_for_half_life(o.half_life, self.task_steps)
+        return examples
 
     def before_task(self, k: int) -> None:
         params = self.trainable()
@@ -42,7 +97,7 @@ class EMA(CLMethod):
 
     @torch.no_grad()
     def on_step_end(self) -> None:
-        d = self.opts.decay
+        d = self.decay
         for avg, p in self._pairs:
             avg.mul_(d).add_(p.detach().float(), alpha=1 - d)
         self.updates += 1
@@ -57,4 +112,7 @@ class EMA(CLMethod):
         with torch.no_grad():
             for avg, p in self._pairs:
                 p.copy_(avg.to(p.dtype))
-        return {"ema_updates_total": self.updates}
+        stats = {"ema_updates_total": self.updates, "ema_decay": self.decay}
+        if self.task_steps is not None:
+            stats["ema_planned_steps"] = self.task_steps
+        return stats

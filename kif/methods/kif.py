@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..core import (ImportanceTracker, SkillUnits, accumulate_importance, fuse, lora_pairs,
                     orthogonal_regularizer)
@@ -27,29 +27,46 @@ from .registry import register
 
 
 class KIFOptions(MethodOptions):
+    """Every choice of KIF. Sources: the paper, the authors' released code (TaSL repository),
+    or kif where both are silent; kif/core docstrings and docs/method.md say which is which."""
     units: Literal["matrix", "lora_rank1"] = Field("matrix", description="skill unit granularity (§2)")
     sensitivity: Literal["first", "second", "grad"] = Field("first", description="eq. 8 / eq. 9 / |grad| ablation")
-    smoothing: bool = Field(True, description="eq. 10-12; false: s = mean I_t (Table IV ablation)")
+    smoothing: Literal["ema", "mean", "single_step"] = Field(
+        "ema", description="eq. 10-12 (ema; true); single_step: I_t of one step, no EMA/uncertainty (the "
+        "authors' Table IV ablations); mean: mean I_t over the task (false)")
+    single_step_index: int = Field(1, ge=-1, description="smoothing single_step: the counted step kept "
+                                   "(0-based; 1 = the authors' first counted step; -1 = the last)")
     alpha1: float = Field(0.85, ge=0, lt=1)
     alpha2: float = Field(0.85, ge=0, lt=1)
     beta: float = Field(0.7, ge=0, le=1, description="eq. 13 weight of past importance")
     fusion: Literal["static", "adaptive"] = "static"
     top_fraction: float = Field(0.2, ge=0, le=1, description="eq. 15: share of units that count as important")
-    gamma: float = Field(0.5, ge=0, le=1, description="eq. 15 weight of the past for task-shared units")
-    temperature: float = Field(0.15, gt=0, description="eq. 16-17 τ")
+    threshold: Literal["percentile", "rank"] = Field(
+        "percentile", description="the top-fraction rule: score > np.percentile(scores, 100(1-f)) (the authors' "
+        "code) or exactly ceil(f·U) by rank (kif's earlier rule); neither marks a lowest/zero-score unit")
+    gamma: float = Field(0.7, ge=0, le=1, description="eq. 15 weight of the past for task-shared units "
+                         "(paper: unstated; the authors' code: 0.7)")
+    temperature: float = Field(0.15, gt=0, description="eq. 16-17 τ (paper 0.15; the authors' script 0.25)")
     ortho_weight: float = Field(0.0, ge=0, description="weight of the orthogonal regulariser eq. 5")
     ortho_norm: Literal["squared", "frobenius"] = Field(
-        "squared", description="eq. 5 terms: squared Frobenius (the paper) or Frobenius (AdaLoRA's code)")
+        "frobenius", description="eq. 5 terms: Frobenius norm, unsquared (the authors' code and AdaLoRA's, for "
+        "which the weight 0.1 was tuned) or squared (eq. 5 as printed)")
     ortho_reduction: Literal["mean", "sum"] = Field(
-        "mean", description="combine the per-matrix eq. 5 terms by their mean (AdaLoRA) or sum")
+        "mean", description="combine the per-matrix eq. 5 terms by their mean (the authors' code, AdaLoRA) or sum")
+
+    @field_validator("smoothing", mode="before")
+    @classmethod
+    def _bool_smoothing(cls, v):
+        """The key was a bool before single_step existed: true = ema, false = mean."""
+        return ("ema" if v else "mean") if isinstance(v, bool) else v
 
 
 class KIFLoRAOptions(KIFOptions):
     units: Literal["matrix", "lora_rank1"] = "lora_rank1"
     sensitivity: Literal["first", "second", "grad"] = "second"
     fusion: Literal["static", "adaptive"] = "adaptive"
-    ortho_weight: float = Field(0.1, ge=0, description="eq. 5 weight (paper: unstated; AdaLoRA's 0.1, "
-                                "which goes with the mean over matrices)")
+    ortho_weight: float = Field(0.1, ge=0, description="eq. 5 weight (paper: unstated; the authors' code 0.1, "
+                                "with the unsquared norm and the mean over matrices)")
 
 
 @register
@@ -66,7 +83,8 @@ class KIF(CLMethod):
             from ..errors import ConfigError
             raise ConfigError("method_args.units: lora_rank1 units need lora.enabled: true")
         self.units = SkillUnits.lora_rank1(params) if o.units == "lora_rank1" else SkillUnits.matrix_level(params)
-        self.tracker = ImportanceTracker(params, o.sensitivity, o.smoothing, o.alpha1, o.alpha2)
+        self.tracker = ImportanceTracker(params, o.sensitivity, o.smoothing, o.alpha1, o.alpha2,
+                                         single_step_index=o.single_step_index)
         self.fused_prev: dict[str, torch.Tensor] | None = None  # f̂_{k−1}, kept off the graph
         self.accumulated: torch.Tensor | None = None  # I(Û_{k−1}), eq. 13
         self.last_w: torch.Tensor | None = None
@@ -93,7 +111,8 @@ class KIF(CLMethod):
         if self.fused_prev is None:  # task 1 initialises the fused model and the scores
             fused, w, accumulated = trained, None, current
         else:
-            hp = ({"top_fraction": o.top_fraction, "gamma": o.gamma} if o.fusion == "static"
+            hp = ({"top_fraction": o.top_fraction, "gamma": o.gamma, "threshold": o.threshold}
+                  if o.fusion == "static"
                   else {"temperature": o.temperature})
             fused, w = fuse(self.units, self.fused_prev, trained, self.accumulated, current, o.fusion, **hp)
             accumulated = accumulate_importance(self.accumulated, current, o.beta)
