@@ -335,7 +335,7 @@ def plot_seed_trajectories(order: tuple, bands: dict, path: str | Path, title: s
     ax.set_ylim(-3, 103)
     ax.set_xlabel("after task j")
     ax.set_ylabel(f"score on task 1 ({_short(order[0], 24)})")
-    ax.set_title(title or f"Task 1 along the sequence: mean over seeds, band = min-max", fontsize=10)
+    ax.set_title(title or "Task 1 along the sequence: mean over seeds, band = min-max", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
     return _save(fig, path)
