@@ -63,9 +63,9 @@ def loop_fuse(modules, prev, cur, prev_scores, cur_scores, mode, hp, given_w=Non
                 w = torch.sigmoid((p[u] - c[u]) / tau)
             else:
                 w = torch.tensor(hp["gamma"] if pm[u] and cm[u] else 1.0 if pm[u] else 0.0 if cm[u] else 0.5)
-            w = w.to(ca.device)
-            oa[i, :] = torch.lerp(ca[i, :], pa[i, :], w)
-            ob[:, i] = torch.lerp(cb[:, i], pb[:, i], w)
+            wp, wc = w.float().to(ca.device), (1 - w.double()).float().to(ca.device)  # as SkillUnits.interpolate
+            oa[i, :] = pa[i, :] * wp + ca[i, :] * wc
+            ob[:, i] = pb[:, i] * wp + cb[:, i] * wc
             u += 1
     return out
 
