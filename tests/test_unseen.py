@@ -205,3 +205,10 @@ def test_resume_keeps_zero_shot_scores_and_report_shows_table_iii(e2e, tmp_path)
     assert [r["row"] for r in rows] == ["zero-shot", "after", "after"]  # the zero-shot model once
     assert rows[1]["per_category"] == want["unseen"]["after"]["per_category"]
     assert md.count("| zero-shot tiny-llama |") == 1
+
+
+def test_kif_benchmarks_lists_the_held_out_test_splits(data_dir):
+    from kif.data.benchmarks import describe_benchmark
+
+    lines = describe_benchmark(kif.data.get_benchmark("superni_unseen"))
+    assert len(lines) == 16 and lines[1].startswith("  task360: rougeL; test 8;")  # the fixture has 8

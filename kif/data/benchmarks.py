@@ -96,6 +96,7 @@ class TaskSpec:
     group_by: Optional[GroupBy] = None
     prompt_template: Optional[str] = None
     classification: bool = False
+    described_splits = ("train", "test")  # what `kif benchmarks NAME` reads (held-out tasks: test)
 
     def split_file(self, split: str) -> Path:
         if split not in SPLITS:
@@ -210,7 +211,7 @@ def describe_benchmark(bench: Benchmark) -> list[str]:
     error naming it."""
     lines = [f"{bench.name}: {bench.description}" if bench.description else bench.name]
     for name, task in bench.tasks.items():
-        splits = {s: task.load(s) for s in ("train", "test")}
+        splits = {s: task.load(s) for s in task.described_splits}
         if task.classification:
             check_labels(task, label_set(splits["train"]), splits["test"])
         sizes = [f"{s} {len(ex)}" + (f" ({len({e.group for e in ex})} groups)" if task.group_by else "")
@@ -376,7 +377,6 @@ def load_benchmark_yaml(path: Path) -> Benchmark:
     if not isinstance(description, str):
         raise ConfigError(f"{p}: 'description' must be a string")
     return Benchmark(doc["name"], tasks, {str(k): list(v) for k, v in orders.items()}, description)
-
 
 
 # ---- held-out benchmarks (unseen-task evaluation, eval.unseen; kif.data.unseen) ----------------

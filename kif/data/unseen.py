@@ -38,6 +38,7 @@ _TASK_DIR = re.compile(r"^(task\d+)(_.*)?$")
 class HeldOutTaskSpec(TaskSpec):
     """A task with a test split only: asking for any other split (i.e. training on it)
     is a one-line error saying why."""
+    described_splits = ("test",)
 
     def split_file(self, split: str) -> Path:
         if split != "test":

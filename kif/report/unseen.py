@@ -69,11 +69,10 @@ def unseen_table(rows: Sequence[dict], categories: Sequence[str]) -> tuple[list[
     return header, body
 
 
-def task_table(runs: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Per task of the first run's held-out set: zero-shot, then each run of the same model on
-    the same set after its sequence."""
-    ref = runs[0]["unseen"]
-    same = [r for r in runs if _key(r) == _key(runs[0])]
+def task_table(same: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per task of one group of runs (same model, same held-out examples): zero-shot, then
+    each run after its sequence."""
+    ref = same[0]["unseen"]
     before = next((r["unseen"]["before"]["per_task"] for r in same if r["unseen"].get("before")), {})
     header = ["category", "task", "zero-shot", *[r["run_name"] for r in same]]
     body = []
@@ -104,7 +103,13 @@ def add_unseen_section(doc, runs: Sequence[dict], out: Path) -> list[dict] | Non
             doc.p(f"Zero-shot row of {r['model']}: taken from {r['run']}; {', '.join(r['differs'])} scored "
                   "differently before training (other evaluation settings?).")
     doc.h(3, "Unseen tasks, per task")
-    doc.table(*task_table(with_unseen))
+    groups: dict[tuple, list[dict]] = {}
+    for r in with_unseen:
+        groups.setdefault(_key(r), []).append(r)
+    for (model, bench, tasks, _), grp in groups.items():
+        if len(groups) > 1:
+            doc.p(f"{model} on {len(tasks)} task(s) of {bench}:")
+        doc.table(*task_table(grp))
     atomic_write_text(out / JSON_NAME, json.dumps(jsonable(rows), indent=2, ensure_ascii=False) + "\n")
     os.chmod(out / JSON_NAME, 0o644)  # mkstemp made it owner-only
     return rows
