@@ -297,5 +297,24 @@ def _blamer(source: str, overrides: list[str]):
     return blame
 
 
+def config_record(cfg: RunConfig) -> dict:
+    """What a run records as its config (``OUT/config.yaml``) and compares on resume: every
+    key, ``method_args`` with the method's defaults filled in, so that a default that changes
+    between kif versions shows as a changed key instead of silently changing the run."""
+    record = cfg.model_dump(mode="json")
+    record["method_args"] = method_options(cfg).model_dump(mode="json")
+    return record
+
+
+def config_diff(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config records."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config_record(cfg), sort_keys=False)

@@ -1,5 +1,5 @@
 """Task scores (exact match, Rouge-L, token F1, set match, joint over groups) and the
-continual-learning metrics (METHOD.md §7).
+continual-learning metrics (docs/method.md §7).
 
 All scores are on a 0-100 scale. A score matrix ``a`` holds one row per trained task:
 ``a[j][i]`` is the score on task ``i`` right after training task ``j`` (0-indexed; the
@@ -221,7 +221,7 @@ def joint_score(scores: Sequence[float], groups: Sequence["str | None"] | None =
 def score_task(metric: "str | Metric", predictions: Sequence[str],
                references: Sequence[Sequence[str]],
                groups: Sequence["str | None"] | None = None) -> float:
-    """A task's test-set score, a_{j,i} of METHOD.md §7: the mean per-example score, or the
+    """A task's test-set score, a_{j,i} of docs/method.md §7: the mean per-example score, or the
     joint score over ``groups`` (:func:`joint_score`)."""
     return joint_score(score_each(metric, predictions, references), groups)
 

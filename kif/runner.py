@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +19,27 @@ import torch
 import yaml
 
 from . import __version__
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import RunConfig, dump_config
+from .checkpoint import (check_no_symlinks, discard_run, latest_checkpoint, load_checkpoint, save_checkpoint,
+                         validate_checkpoint)
+from .config import RunConfig, config_diff, config_record, dump_config
 from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
+from .data.loaders import refuse_empty_labels
 from .data.unseen import UnseenSet, empty_record, load_unseen
 from .dist import barrier, device, is_main
 from .encoding import Encoder
-from .errors import KifError
+from .errors import ArtifactError, KifError
 from .evaluation import SequenceEvaluator
 from .faults import fault_point
+from .guards import check_finite_state
 from .io import atomic_write_text, dir_bytes
+from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
 from .metrics import describe_normalization
-from .models import load_model, model_path
+from .models import check_target_modules, load_model, model_path
 from .results import Results, UnseenPoint
 from .per_task import check_sequence, task_config
-from .training import hold_out, make_validator, train_task
+from .training import hold_out, make_validator, train_task, use_bf16
 
 log = logging.getLogger("kif")
 
@@ -68,6 +71,7 @@ class RunState:
     unseen: SequenceEvaluator | None = None  # over the held-out tasks of eval.unseen
 
 
+@owns_output_dir  # an exclusive lock on out_dir for the whole run (kif.lock)
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True,
         accept_config_change: bool = False) -> dict:
     """Run (or resume) a sequence; returns the results dict that results.json holds.
@@ -78,12 +82,12 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     data = load_sequence_data(cfg)
-    checkpoint = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change)
+    checkpoint = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change, data.tasks)
     barrier()  # several processes: all have read the directory before the main one writes to it
     if checkpoint and checkpoint[2].finished:
         log.info("%s: run already complete", out_dir)
         return checkpoint[2].to_dict()
-    state = setup(cfg, out_dir, data, checkpoint, t_start)
+    state = setup(cfg, out_dir, data, checkpoint, t_start, overwrite)
     if not checkpoint:
         evaluate_zero_shot(state)
         commit(state)
@@ -118,6 +122,7 @@ def load_sequence_data(cfg: RunConfig) -> SequenceData:
     labels = {t: label_set(full[t][0]) for t in seq}  # also the candidates for eval.rank_labels
     for t in seq:
         check_labels(bench.tasks[t], labels[t], full[t][1])
+        refuse_empty_labels(bench.tasks[t], labels[t], full[t][1])
     check_sequence(cfg, seq)  # per_task lists and task names against the resolved sequence
     train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
     train, validation = hold_out(train, cfg.train.validation_samples, cfg.seed)
@@ -126,14 +131,18 @@ def load_sequence_data(cfg: RunConfig) -> SequenceData:
     return SequenceData(bench, seq, train, test, metrics, labels, load_unseen(cfg, bench, seq), validation)
 
 
-def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start: float) -> RunState:
-    """Load the model, build the method, and start the record (fresh or from a checkpoint)."""
+def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start: float,
+          overwrite: bool = False) -> RunState:
+    """Load the model, build the method, and start the record (fresh or from a checkpoint).
+    Everything that can fail is done before the first write (and before ``overwrite``
+    discards the earlier run)."""
     method_cls = get_method(cfg.method)
     if is_main():
         model_path(cfg.model)  # a built-in model is built/converted into the cache by one process
     barrier()
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation)
+    check_target_modules(lm.model, cfg.lora)
     if torch.cuda.is_available():
         lm.model.to(device())
     encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
@@ -148,17 +157,21 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     joint = bool(method.joint)
     stages = ([("joint", [ex for t in data.tasks for ex in data.train[t]])] if joint
               else [(t, data.train[t]) for t in data.tasks])
-    if is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
     if checkpoint:
         tensors, meta, results = checkpoint
-        method.load_state_dict(tensors, meta.get("method", {}))
+        try:
+            method.load_state_dict(tensors, meta.get("method", {}))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            raise ArtifactError(f"{latest_checkpoint(out_dir)}: the saved state does not fit method "
+                                f"'{cfg.method}' ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         results.resumed = (results.resumed or 0) + 1
         done = meta.get("stages_done", 0)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(stages))
     else:
         results, done = new_results(cfg, data, joint, round(time.perf_counter() - t_start, 3)), 0
+    if overwrite:
+        discard_run(out_dir)
+    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))  # the first write of the run
     return RunState(cfg, out_dir, data, method, evaluator, stages, results, done,
                     results.timings.get("total", 0.0), unseen_evaluator(cfg, encoder, data, lm.eos_token_ids))
 
@@ -243,6 +256,8 @@ def commit(state: RunState) -> None:
     """Checkpoint first (the commit point), then the user-facing results.json."""
     state.results.finished = state.done == len(state.stages)
     tensors, meta = state.method.state_dict()
+    check_finite_state(tensors, f"{state.out_dir}: after {state.done} of {len(state.stages)} stages",
+                       use_bf16(state.cfg.train.precision))  # never checkpoint NaN/inf
     fault_point("write")
     save_checkpoint(state.out_dir, state.done, tensors, {"stages_done": state.done, "method": meta},
                     state.results.to_dict())
@@ -309,15 +324,13 @@ def task_dir_name(k: int, task: str) -> str:
     return f"{k + 1:02d}_{task}"
 
 
-def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool):
+def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool,
+                       tasks: list[str] | None = None):
     """Decide between a fresh start and a resume; returns the checkpoint to resume from
-    (tensors, meta, Results) or None. A damaged checkpoint fails here, before the model loads."""
+    (tensors, meta, Results) or None. A damaged or inconsistent checkpoint fails here, before
+    the model loads; ``overwrite`` deletes nothing yet (``setup`` does, once all has loaded)."""
+    check_no_symlinks(out_dir)
     if overwrite:
-        if not is_main():
-            return None
-        for name in ("checkpoints", "tasks", "zero_shot", "logs", "unseen"):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-        (out_dir / "results.json").unlink(missing_ok=True)
         return None
     latest = latest_checkpoint(out_dir)
     if latest is None:
@@ -330,22 +343,15 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
-    current = cfg.model_dump(mode="json")
-    changed = _diff_keys(stored, current)
+    changed = config_diff(stored, config_record(cfg))
     if changed and not accept_config_change:
         raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
                        "pass --overwrite to start afresh, or --accept-config-change to resume anyway")
     tensors, meta, results = load_checkpoint(latest)
-    return tensors, meta, Results.from_dict(results, str(latest / "results.json"))
-
-
-def _diff_keys(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
+    results = Results.from_dict(results, str(latest / "results.json"))
+    validate_checkpoint(latest, tensors, meta, results, method=cfg.method, model=cfg.model,
+                        tasks=tasks if tasks is not None else results.tasks, joint=bool(get_method(cfg.method).joint))
+    return tensors, meta, results
 
 
 def _fmt(x) -> str:

@@ -221,8 +221,8 @@ def check_cells(sweep: Sweep) -> None:
     """What :func:`load_sweep` cannot check without the data folder: the benchmark and task
     sequence of every cell; and, for a cell already started, that its stored config is the
     cell's (a changed sweep file would otherwise fail halfway through the grid)."""
-    from .data import get_benchmark, resolve_data_dir, resolve_sequence
-    from .runner import _diff_keys
+    from .data import get_benchmark, resolve_sequence
+    from .config import config_diff, config_record
 
     benches = {}
     for cell in sweep.cells:
@@ -230,7 +230,7 @@ def check_cells(sweep: Sweep) -> None:
         try:
             key = (cfg.benchmark, cfg.data_dir)
             if key not in benches:
-                benches[key] = get_benchmark(cfg.benchmark, resolve_data_dir(cfg.data_dir))
+                benches[key] = get_benchmark(cfg.benchmark, cfg.data_dir)
             resolve_sequence(benches[key], cfg.order, cfg.tasks)
         except KifError as exc:
             raise _named(exc, f"{sweep.path} (cell {cell.name})") from None
@@ -240,7 +240,7 @@ def check_cells(sweep: Sweep) -> None:
                 old = yaml.safe_load(stored.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError, UnicodeDecodeError):
                 raise KifError(f"{stored}: unreadable; cannot check the cell to resume") from None
-            changed = _diff_keys(old, cfg.model_dump(mode="json"))
+            changed = config_diff(old, config_record(cfg))
             if changed:
                 raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
                                "restore the sweep file, or move that directory away to run the cell afresh")

@@ -1,4 +1,4 @@
-"""Baseline CL methods (METHOD.md §8): mechanics on tiny models, driven through CLMethod hooks."""
+"""Baseline CL methods (docs/method.md §8): mechanics on tiny models, driven through CLMethod hooks."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""KIF-M / KIFLoRA-M (METHOD.md §5): the replay stage after fusion, on tiny models (CPU)."""
+"""KIF-M / KIFLoRA-M (docs/method.md §5): the replay stage after fusion, on tiny models (CPU)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Pure-torch core of KIF: skill units, importance, fusion, regularisers (METHOD.md §2-4)."""
+"""Pure-torch core of KIF: skill units, importance, fusion, regularisers (docs/method.md §2-4)."""
 
 from kif.core.fusion import (
     accumulate_importance,

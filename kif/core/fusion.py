@@ -1,4 +1,4 @@
-"""Knowledge fusion (METHOD.md §3 eq. 13 and §4, Algorithm 2).
+"""Knowledge fusion (docs/method.md §3 eq. 13 and §4, Algorithm 2).
 
 All score vectors are [U] (one entry per skill unit). A fusion weight ``w_prev`` is the
 coefficient of the previous fused model: fused = w_prev·prev + (1 − w_prev)·cur.

@@ -1,4 +1,4 @@
-"""Importance-aware knowledge localization (METHOD.md §3, Algorithm 1).
+"""Importance-aware knowledge localization (docs/method.md §3, Algorithm 1).
 
 Per trainable parameter w with mini-batch gradient g, at every optimizer step:
   eq. (8)  first order   I = |w·g|

@@ -1,4 +1,4 @@
-"""Orthogonal regulariser for LoRA-tailored skill units (METHOD.md §2, eq. 5)."""
+"""Orthogonal regulariser for LoRA-tailored skill units (docs/method.md §2, eq. 5)."""
 
 from __future__ import annotations
 

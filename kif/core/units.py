@@ -1,4 +1,4 @@
-"""Skill units (METHOD.md §2): groups of trainable parameters scored and fused as one.
+"""Skill units (docs/method.md §2): groups of trainable parameters scored and fused as one.
 
 Two granularities:
 - matrix level (KIF): one unit per parameter tensor;
@@ -132,7 +132,7 @@ class SkillUnits:
         """Eq. (6): unit score = mean of per-parameter scores s(w) over the unit -> [U] fp32.
 
         Rank-1 unit i: the mean over the entries of outer(s(B[:, i]), s(A[i, :])), computed
-        in the equal factored form mean(s(B[:, i])) * mean(s(A[i, :])) (METHOD.md §3).
+        in the equal factored form mean(s(B[:, i])) * mean(s(A[i, :])) (docs/method.md §3).
         """
         s = {c: t.detach().float() for c, (_, t) in self._match(param_scores, "scores").items()}
         out = []
@@ -184,7 +184,7 @@ class SkillUnits:
         """Per unit: w_prev * prev + (1 - w_prev) * cur (eq. 14-17 applied unit-wise).
 
         Matrix units scale the whole tensor; rank-1 unit i scales row i of A and column i
-        of B by the same coefficient (METHOD.md §4). The two coefficients are rounded to
+        of B by the same coefficient (docs/method.md §4). The two coefficients are rounded to
         fp32 from float64 (1 − w is exact there), and the sum of two products is formed in
         fp32: for static fusion this is bit for bit the authors' ``0.3·cur + 0.7·prev``
         (a ``lerp`` would differ by an ulp). Returned in cur's dtype/device, keyed like ``cur``.

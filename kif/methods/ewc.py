@@ -1,4 +1,4 @@
-"""EWC (Kirkpatrick et al., 2017; METHOD.md §8): a Fisher-weighted pull towards old weights.
+"""EWC (Kirkpatrick et al., 2017; docs/method.md §8): a Fisher-weighted pull towards old weights.
 
 One LoRA (or all weights) is trained through the sequence. After task k the diagonal
 empirical Fisher of the trainable parameters is estimated on that task's training data,

@@ -1,4 +1,4 @@
-"""IncLoRA (METHOD.md §8): a new LoRA adapter per task, earlier ones frozen, all summed.
+"""IncLoRA (docs/method.md §8): a new LoRA adapter per task, earlier ones frozen, all summed.
 
 PEFT multi-adapter: task k (1-based) gets adapter ``task{k}`` (same r/alpha/dropout/targets
 as ``cfg.lora``). Before training it, all adapters ``task1..task{k}`` are made active, so

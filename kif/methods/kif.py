@@ -1,4 +1,4 @@
-"""KIF and KIFLoRA: importance-aware knowledge localization and fusion (METHOD.md §2-4).
+"""KIF and KIFLoRA: importance-aware knowledge localization and fusion (docs/method.md §2-4).
 
 Per task k: the tracker scores every parameter at each optimizer step (eq. 8-12),
 unit scores follow (eq. 6); after training, each skill unit of the fresh model f_k is

@@ -1,4 +1,4 @@
-"""KIF-M and KIFLoRA-M: KIF / KIFLoRA with memory replay (METHOD.md §5).
+"""KIF-M and KIFLoRA-M: KIF / KIFLoRA with memory replay (docs/method.md §5).
 
 Two ways to replay, ``replay_mode``:
 

@@ -1,4 +1,4 @@
-"""Replay (METHOD.md §8): real samples of earlier tasks mixed into the current task's data.
+"""Replay (docs/method.md §8): real samples of earlier tasks mixed into the current task's data.
 
 One LoRA is trained through the sequence (as SeqLoRA). After task k, a random
 ``memory_fraction`` of its training set (at least one sample) is stored; training task k

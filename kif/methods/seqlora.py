@@ -1,4 +1,4 @@
-"""SeqLoRA: one LoRA trained through the whole sequence (METHOD.md §8), the lower bound."""
+"""SeqLoRA: one LoRA trained through the whole sequence (docs/method.md §8), the lower bound."""
 from .base import CLMethod
 from .registry import register
 

@@ -1,4 +1,4 @@
-"""Weight-Ensemble (METHOD.md §4 eq. 14; the coarse fusion ablation of Table V).
+"""Weight-Ensemble (docs/method.md §4 eq. 14; the coarse fusion ablation of Table V).
 
 One LoRA (or all weights) is trained through the sequence. After task k the trainable
 weights are averaged with the previous fused model,

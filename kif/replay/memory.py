@@ -1,4 +1,4 @@
-"""Episodic memory of finished tasks' training samples (Replay, METHOD.md §8; KIF-M, §5).
+"""Episodic memory of finished tasks' training samples (Replay, docs/method.md §8; KIF-M, §5).
 
 ``Memory`` keeps, per finished task, a random subset of its training examples: a
 ``fraction`` of them (2 % in the paper) or a fixed ``per_task`` count, at least

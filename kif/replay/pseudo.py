@@ -1,4 +1,4 @@
-"""Generated pseudo-samples of a finished task (KIF-M's ``memory_source: pseudo``, METHOD.md §5).
+"""Generated pseudo-samples of a finished task (KIF-M's ``memory_source: pseudo``, docs/method.md §5).
 
 LAMOL/LFPT5/SAPT style: the model that has just learned a task writes samples of it,
 so no real training sample has to be stored.

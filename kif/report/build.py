@@ -18,12 +18,17 @@ import base64
 import html
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import __version__
 from ..errors import ArtifactError
+from ..faults import fault_point
+from ..checkpoint import check_scores
 from ..io import atomic_write_text
+from ..lock import OutputLock, check_utf8_path
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
@@ -31,6 +36,7 @@ from .tables import (comparison_rows, comparison_table, fractions_table, has_imp
                      load_run, matrix_table, sort_runs, top_fraction, unit_fractions)
 
 _OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
+_OWN_FILES = ("comparison.json", "aggregate.json", "unseen.json", "report.md", "report.html")
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -152,18 +158,47 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     paths = find_runs(run_dirs)
     if not paths:
         raise ArtifactError("kif report: no run directories given")
+    for p in paths:
+        check_utf8_path(p.resolve(), "run folder")
     runs = sort_runs([load_run(p) for p in paths])  # all read (and checked) before anything is written
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for pattern in _OWN_PATTERNS:  # stale figures of an earlier report in the same folder
-        for f in out.glob(pattern):
-            f.unlink()
+    for r in runs:
+        check_scores(r, str(Path(r["run_dir"]) / "results.json"))
+    final = Path(out_dir)
+    with OutputLock(final, "report folder"):
+        for stale in final.glob(".kif-report-*"):  # left by a killed report
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=".kif-report-", dir=final))
+        try:
+            _write_report(runs, stage)
+            _publish(stage, final)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return final / "report.html"
 
+
+def _publish(stage: Path, final: Path) -> None:
+    """Move the finished report from ``stage`` into ``final``, each file by an atomic rename:
+    figures and data first, ``report.html`` and ``report.md`` last, then the previous report's
+    files that this one no longer has. A kill at any point leaves a report.md whose images
+    all exist (the old one or the new one), and never a partly written file."""
+    new = sorted(f.name for f in stage.iterdir())
+    last = [n for n in ("report.html", "report.md") if n in new]
+    for name in [n for n in new if n not in last] + last:
+        fault_point("report_publish")  # tests: a kill between two renames
+        os.replace(stage / name, final / name)
+    for pattern in _OWN_PATTERNS + _OWN_FILES:
+        for f in final.glob(pattern):
+            if f.name not in new and f.is_file() and not f.is_symlink():
+                f.unlink()
+
+
+def _write_report(runs: list[dict], out: Path) -> None:
+    """Draw and write the whole report into the (staging) folder ``out``."""
     rows = comparison_rows(runs)
     doc = _Doc()
     doc.h(1, "kif report")
     doc.p(f"{len(runs)} run(s); kif {__version__}. Scores are 0-100 (accuracy or Rouge-L); "
-          "AP, FWT, BWT as in METHOD.md §7 (eq. 18-20).")
+          "AP, FWT, BWT as in docs/method.md §7 (eq. 18-20).")
 
     doc.h(2, "Comparison")
     header, body = comparison_table(rows)
@@ -216,7 +251,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
             plot_importance(r["run_dir"], out / f"importance_{name}.png", title=f"{name}: unit importance")
             doc.img(f"importance_{name}.png", f"unit importance of {name}")
             frac = top_fraction(r["run_dir"])
-            doc.p(f"Units in the top {100 * frac:g} % ('+', METHOD.md §4) of the past tasks' accumulated "
+            doc.p(f"Units in the top {100 * frac:g} % ('+', docs/method.md §4) of the past tasks' accumulated "
                   "importance I(Û_{k-1}) and/or of the current task's I(U_k), as a share of all units.")
             doc.table(*fractions_table(unit_fractions(r["run_dir"], frac), r.get("per_task")))
 
@@ -224,4 +259,3 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     atomic_write_text(out / "report.html", doc.html(out, "kif report"))
     for f in ("comparison.json", "report.md", "report.html"):  # mkstemp made them owner-only
         os.chmod(out / f, 0o644)
-    return out / "report.html"

@@ -58,7 +58,7 @@ def matrix_figsize(n_rows: int, n_cols: int) -> tuple[float, float]:
 
 
 def plot_matrix(results: dict, path: str | Path) -> Path:
-    """K×K score matrix a[j][i] (METHOD.md §7) as a heatmap, values annotated, the
+    """K×K score matrix a[j][i] (docs/method.md §7) as a heatmap, values annotated, the
     zero-shot row on top. Rows not run yet (partial run) are grey. Returns ``path``."""
     import numpy as np
 

@@ -16,7 +16,7 @@ from ..errors import ArtifactError
 from ..results import load_results
 
 KIF_METHODS = ("kif", "kiflora", "kif-m", "kiflora-m")
-DEFAULT_TOP_FRACTION = 0.2  # METHOD.md §4: "+" = top 20 % of a task's unit scores
+DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
 
 _TASK_DIR = re.compile(r"^(\d+)_(.+)$")
 
@@ -202,7 +202,7 @@ def _load_scores(path: Path) -> dict[str, float]:
 
 
 def top_fraction(run_dir: str | Path) -> float:
-    """The run's ``method_args.top_fraction`` (config.yaml), else 0.2 (METHOD.md §4)."""
+    """The run's ``method_args.top_fraction`` (config.yaml), else 0.2 (docs/method.md §4)."""
     path = Path(run_dir) / "config.yaml"
     try:
         import yaml
@@ -285,7 +285,7 @@ def load_importance(run_dir: str | Path) -> dict:
 
 
 def unit_fractions(run_dir: str | Path, fraction: float | None = None) -> list[dict]:
-    """Per task k: share of units that are "+" (top ``fraction``, METHOD.md §4) for
+    """Per task k: share of units that are "+" (top ``fraction``, docs/method.md §4) for
     the past I(Û_{k-1}) and/or the current task I(U_k).
 
     ``scores_accumulated`` of task dir k is I(Û_k) (it already includes task k), so the
