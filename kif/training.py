@@ -3,13 +3,19 @@
 Methods plug in through four hooks: an extra loss term, a hook that sees the
 gradients after accumulation and before the optimizer step, a hook right after each
 optimizer step (e.g. an EMA of the weights), and the examples.
+
+Model selection (``train.validation_samples``, ``eval_steps``, ``select_best``): the
+protocol of the KIF authors' scripts (TaSL: 100 held-out examples, evaluation every 40
+steps, ``load_best_model_at_end`` on the eval loss) and of SAPT's (on exact match / Rouge-L),
+both built on O-LoRA's harness, whose own scripts keep the last model; see ``KeepBest``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import tempfile
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -22,6 +28,7 @@ from .dist import is_main
 from .errors import ConfigError, KifError
 from .faults import fault_point
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
+from .data import sample
 
 
 class FeatureDataset(Dataset):
@@ -172,6 +179,168 @@ class TaskProgress(TrainerCallback):
             self.bar.close()
 
 
+# ---- model selection on held-out examples (the harness's protocol) ---------------------------------
+
+def split_validation(examples: Sequence, n: int, seed: int) -> tuple[list, list]:
+    """(train, validation): ``n`` examples held out of ``examples`` (TaSL: ``train_test_split(
+    test_size=100, seed=42)`` of each task's training file), drawn by ``kif.data.sample`` so a
+    grouped task loses whole groups; both keep the original order. ``n`` = 0: nothing held out."""
+    if n <= 0:
+        return list(examples), []
+    held = sample(examples, n, seed + 7919)  # its own stream: not the draw of data.train_samples
+    ids = {id(ex) for ex in held}
+    return [ex for ex in examples if id(ex) not in ids], held
+
+
+def hold_out(train: dict[str, list], n: int, seed: int) -> tuple[dict[str, list], dict[str, list]]:
+    """``split_validation`` for every task of ``train`` (task -> examples): (train, validation).
+    A task left with nothing to train on is a config error naming ``train.validation_samples``."""
+    split = {t: split_validation(exs, n, seed) for t, exs in train.items()}
+    for t, (rest, _) in split.items():
+        if n and not rest:
+            raise ConfigError(f"train.validation_samples: {n} held out of task {t}'s {len(train[t])} "
+                              "training examples leaves none to train on")
+    return {t: s[0] for t, s in split.items()}, {t: s[1] for t, s in split.items()}
+
+
+@torch.no_grad()
+def validation_loss(model, encoder: Encoder, features: list[dict], batch_size: int) -> float:
+    """The Trainer's ``eval_loss``: each batch's mean target-token loss (model in eval mode:
+    no dropout), weighted by the batch's rows, over the examples in order."""
+    collate = TrainCollator(encoder.tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for s in range(0, len(features), batch_size):
+        chunk = features[s:s + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        total += model(**batch).loss.float().item() * len(chunk)
+    model.train(was_training)
+    return total / len(features)
+
+
+class Validator:
+    """Scores the model on held-out examples: ``kind`` ``loss`` (lower is better: TaSL's
+    selection, the Trainer's default metric under ``load_best_model_at_end``) or ``score``
+    (higher is better: the task's metric on greedy generations, SAPT's
+    ``eval_exact_match_for_<task>`` / ``eval_rougeL_for_<task>``; a joint stage takes the mean
+    over its tasks). ``sets`` holds (examples, metric) per task."""
+
+    def __init__(self, kind: str, encoder: Encoder, sets: list[tuple[list, object]], eos_ids: list[int],
+                 batch_size: int, eval_cfg=None, precision: str = "fp32"):
+        self.kind, self.encoder, self.eos_ids, self.batch_size = kind, encoder, eos_ids, batch_size
+        self.sets = [(list(exs), metric) for exs, metric in sets if exs]
+        self.eval_cfg, self.precision = eval_cfg, precision
+        self.greater_is_better = kind == "score"
+        self.n_examples = sum(len(exs) for exs, _ in self.sets)
+        if kind == "loss":
+            self._features = [encoder.train_features(ex) for exs, _ in self.sets for ex in exs]
+        else:
+            self._prompts = [[encoder.prompt_ids(ex.prompt) for ex in exs] for exs, _ in self.sets]
+
+    def __call__(self, model) -> float:
+        from .evaluation import eval_autocast, evaluate_task
+
+        with eval_autocast(self.precision, model):
+            if self.kind == "loss":
+                return validation_loss(model, self.encoder, self._features, self.batch_size)
+            e = self.eval_cfg
+            scores = [evaluate_task(model, self.encoder, exs, metric, self.eos_ids, prompts, e.batch_size,
+                                    e.max_new_tokens, e.prefix_cache).score
+                      for (exs, metric), prompts in zip(self.sets, self._prompts)]
+        return sum(scores) / len(scores)
+
+
+def make_validator(cfg, encoder: Encoder, sets: list[tuple[list, object]], eos_ids: list[int]):
+    """The ``Validator`` of a stage from the run config ``cfg`` (``train.select_metric``; the
+    loss in batches of ``train.batch_size``, generation as ``eval``), or None when nothing is held out."""
+    if not cfg.train.validation_samples or not any(exs for exs, _ in sets):
+        return None
+    return Validator(cfg.train.select_metric, encoder, sets, eos_ids, cfg.train.batch_size, cfg.eval,
+                     cfg.eval.precision)
+
+
+class KeepBest(TrainerCallback):
+    """Evaluates every ``eval_steps`` optimizer steps and, with ``restore``, ends training on
+    the weights of the best evaluation: the Trainer's ``evaluation_strategy="steps"`` +
+    ``load_best_model_at_end``, with the trainable weights copied in memory (LoRA: a few MB)
+    instead of checkpoints on disk.
+
+    As the Trainer: a value must be strictly better to replace the best (a tie keeps the
+    earlier step); only evaluated steps are candidates, so the steps after the last multiple
+    of ``eval_steps`` are dropped when an earlier evaluation was better, and a task shorter
+    than ``eval_steps`` keeps its last weights. (TaSL's LLaMA script saves at every
+    evaluation, 40 steps; its T5 script evaluates every 40 but saves, hence selects, every
+    400 steps: ``eval_steps: 400`` reproduces that.) Only the weights return: a method's
+    own state (KIF's importance, an EMA) has seen every step, as in the authors' code, where
+    the importance tracker runs through the whole training and fusion reads the weights
+    ``load_best_model_at_end`` left.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], validator: Callable, eval_steps: int,
+                 greater_is_better: bool, restore: bool, model=None):
+        self.params, self.validator, self.eval_steps = params, validator, eval_steps
+        self.greater, self.restore, self.model = greater_is_better, restore, model
+        self.history: list[tuple[int, float]] = []
+        self.best_step: Optional[int] = None
+        self.best_value: Optional[float] = None
+        self._best: Optional[list[torch.Tensor]] = None
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.greater else value < self.best_value
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.eval_steps:
+            return
+        value = float(self.validator(self.model if self.model is not None else model))
+        self.history.append((state.global_step, value))
+        if self.restore and self._better(value):
+            self.best_step, self.best_value = state.global_step, value
+            self._best = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.restore and self._best is not None:
+            for p, saved in zip(self.params, self._best):
+                p.copy_(saved)
+            self._best = None
+
+    def stats(self, metric: str, n_examples: int) -> dict:
+        out = {"validation_metric": metric, "validation_examples": n_examples,
+               "validation_history": [[s, round(v, 6)] for s, v in self.history]}
+        if self.restore:
+            out["best_step"] = self.best_step  # None: no evaluation happened, the last weights stay
+            out["best_validation"] = None if self.best_value is None else round(self.best_value, 6)
+        return out
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, bf16: bool) -> TrainingArguments:
+    """The Trainer's arguments for ``cfg``. Warm-up: ``warmup_steps`` as given; a
+    ``warmup_ratio`` goes to the Trainer's ``warmup_ratio`` where it has one, else as a
+    float ``warmup_steps`` < 1, which this transformers reads as a fraction of the steps."""
+    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:
+        warmup = {"warmup_ratio": cfg.warmup_ratio, "warmup_steps": cfg.warmup_steps}
+    else:
+        warmup = {"warmup_steps": cfg.warmup_steps or cfg.warmup_ratio}
+    return TrainingArguments(
+        output_dir=output_dir, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, **warmup,
+        max_grad_norm=cfg.max_grad_norm, bf16=bf16, seed=seed, data_seed=seed,
+        # precision bf16 without a GPU: CPU autocast (the Trainer refuses bf16 unless told so)
+        use_cpu=bf16 and not torch.cuda.is_available(),
+        logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
+        report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
+        torch_compile=cfg.torch_compile,
+        remove_unused_columns=False, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+    )
+
+
 def tensorboard_writer(log_dir):
     """A SummaryWriter for ``log_dir``; a clear error when the package is missing."""
     try:
@@ -191,33 +360,29 @@ def use_bf16(precision: str) -> bool:
 
 def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *,
                extra_loss=None, step_hook=None, post_step_hook=None, progress_label="train",
-               show_progress=True, logging_dir=None) -> dict:
-    """Fine-tune ``model`` in place on ``examples``; returns stats (loss, steps, skipped, tokens)."""
+               show_progress=True, logging_dir=None, validator: Optional[Callable] = None) -> dict:
+    """Fine-tune ``model`` in place on ``examples``; returns stats (loss, steps, skipped, tokens).
+
+    With a ``validator`` (``make_validator``: the task's held-out examples), the model is
+    scored every ``cfg.eval_steps`` steps and, under ``cfg.select_best``, left with the
+    weights of the best evaluation (``KeepBest``); the stats then carry the history,
+    ``best_step`` and ``best_validation``."""
     features = [encoder.train_features(ex) for ex in examples]
     trainable = [p for p in model.parameters() if p.requires_grad]
     guard = StepGuard(trainable, step_hook, post_step_hook)
     progress = TaskProgress(progress_label, show_progress and is_main())
+    keeper = None
+    if validator is not None:
+        keeper = KeepBest(trainable, validator, cfg.eval_steps, getattr(validator, "greater_is_better", False),
+                          cfg.select_best, model)
     bf16 = use_bf16(cfg.precision)
     with tempfile.TemporaryDirectory(prefix="kif-trainer-") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
-            max_grad_norm=cfg.max_grad_norm, bf16=bf16, seed=seed, data_seed=seed,
-            # precision bf16 without a GPU: CPU autocast (the Trainer refuses bf16 unless told so)
-            use_cpu=bf16 and not torch.cuda.is_available(),
-            logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
-            report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
-            torch_compile=cfg.torch_compile,
-            remove_unused_columns=False, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        )
+        args = training_arguments(cfg, tmp, seed, bf16)
         target_only = cfg.target_logits_only and not encoder.is_seq2seq and supports_logits_to_keep(model)
         collator = TrainCollator(encoder.tokenizer.pad_token_id, target_logits_only=target_only)
         trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
                              data_collator=collator,
-                             callbacks=[guard, progress], extra_loss=extra_loss)
+                             callbacks=[guard, progress] + ([keeper] if keeper else []), extra_loss=extra_loss)
         if "tensorboard" in cfg.report_to and is_main() and logging_dir is not None:
             from transformers.integrations import TensorBoardCallback
 
@@ -239,6 +404,8 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
              "steps": int(out.global_step), "skipped_steps": guard.skipped,
              "target_tokens_per_epoch": n_tokens,
              "input_tokens_per_epoch": sum(len(f["input_ids"]) for f in features)}  # real, no padding
+    if keeper is not None:
+        stats.update(keeper.stats(getattr(validator, "kind", "custom"), getattr(validator, "n_examples", None)))
     if trainer.extra_count:  # `loss` includes the method's regulariser: report both parts
         reg = float(trainer.extra_sum) / trainer.extra_count
         stats["regularizer_loss"] = reg if math.isfinite(reg) else None

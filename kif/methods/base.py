@@ -47,6 +47,18 @@ class CLMethod:
         self.opts = method_options(ctx.cfg)
         self.model = self.setup_model(ctx.lm.model)
 
+    # --- per-task options (kif.per_task) ---------------------------------------------
+    def task_config(self, k: int) -> RunConfig:
+        """The run config as task k sees it: its ``per_task`` values applied."""
+        from ..per_task import task_config
+
+        return task_config(self.ctx.cfg, k, self.ctx.tasks[k]) if k < len(self.ctx.tasks) else self.ctx.cfg
+
+    def task_opts(self, k: int):
+        """Task k's ``method_args`` (its ``per_task`` values applied), validated like ``self.opts``."""
+        cfg = self.task_config(k)
+        return self.opts if cfg is self.ctx.cfg else method_options(cfg)
+
     # --- model -----------------------------------------------------------------
     def setup_model(self, base):
         """LoRA via PEFT on the configured (or architecture-default) modules; or full fine-tuning."""
