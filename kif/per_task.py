@@ -29,6 +29,7 @@ from .errors import ConfigError
 
 SECTIONS = ("train", "method_args")
 DEFAULT = "default"
+RUN_WIDE = {"validation_samples": "the held-out examples are drawn once, when the data is read"}
 
 
 def _entries(cfg) -> list[tuple[str, str, Any]]:
@@ -83,6 +84,8 @@ def check_values(cfg, source: str = "config") -> None:
         where = f"per_task.{section}.{key}"
         if section == "train" and key not in TrainConfig.model_fields:
             raise ConfigError(f"{source}: {where}: unknown key")
+        if section == "train" and key in RUN_WIDE:
+            raise ConfigError(f"{source}: {where}: {RUN_WIDE[key]}; not a per-task value")
         if isinstance(spec, list) and spec:
             items = [(f"{where}[{i}]", v) for i, v in enumerate(spec)]
         elif isinstance(spec, dict) and spec:

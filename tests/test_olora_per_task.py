@@ -104,6 +104,7 @@ def test_map_keys_may_use_the_names_tasks_gives():
     ({"train": {"epoch": {"cb": 2}}}, "per_task.train.epoch: unknown key"),
     ({"train": {"epochs": {"cb": 0}}}, "per_task.train.epochs.cb: Input should be greater than 0"),
     ({"model": {}}, "per_task.model: unknown key"),
+    ({"train": {"validation_samples": [1, 2, 3]}}, "per_task.train.validation_samples: the held-out examples"),
 ])
 def test_per_task_errors_at_load(per_task, message):
     raw = {"method": "olora", "tasks": ["cb", "copa", "wic"], "per_task": per_task}
