@@ -146,6 +146,8 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(128, gt=0)
     mode: Literal["full", "minimal"] = Field("full", description="full: the K×K matrix and a zero-shot row; "
                                               "minimal: only a[k][k], a[k][k+1] and the last row (same AP/FWT/BWT)")
+    track_first: bool = Field(False, description="minimal mode: also evaluate the sequence's first task after "
+                              "every task (its trajectory, the report's forgetting curve)")
     rank_labels: bool = Field(False, description="classification tasks: also score by ranking the label set")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a GPU that has it, as in training; fp32 off; bf16 forced")

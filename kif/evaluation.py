@@ -210,10 +210,11 @@ class SequenceEvaluator:
 
     def wanted_after(self, k: int, n_stages: int) -> set[int]:
         """Which tasks to evaluate after stage k. ``eval.mode: minimal`` keeps only what
-        AP/FWT/BWT need: a[k][k], a[k][k+1] and the whole last row."""
+        AP/FWT/BWT need: a[k][k], a[k][k+1] and the whole last row (plus the first task
+        with ``eval.track_first``)."""
         if self.cfg.mode == "full" or k == n_stages - 1:
             return set(range(len(self.tasks)))
-        return {k, k + 1}
+        return {k, k + 1} | ({0} if self.cfg.track_first else set())
 
     def evaluate(self, model, pred_dir, wanted: set[int]) -> tuple[list, list]:
         row, ranked = [], []

@@ -155,3 +155,23 @@ def test_tensorboard_logs_loss_and_importance(tmp_path, data_dir):
     tags = acc.Tags()
     assert "train/loss" in tags["scalars"]
     assert {"importance/current", "importance/accumulated", "fusion/weight_on_past"} <= set(tags["histograms"])
+
+
+def test_track_first_adds_the_first_task_to_minimal_rows():
+    """eval.track_first: a[k][0] after every task too (the task-1 trajectory), nothing else."""
+    from types import SimpleNamespace
+
+    from kif.config import EvalConfig
+    from kif.evaluation import SequenceEvaluator
+
+    enc = SimpleNamespace(prompt_ids=lambda prompt: [1])
+    tasks = ["a", "b", "c", "d"]
+
+    def wanted(**kw):
+        ev = SequenceEvaluator(SimpleNamespace(eval=EvalConfig(**kw)), enc, tasks, {t: [] for t in tasks},
+                               {t: "accuracy" for t in tasks}, {t: [] for t in tasks}, [0])
+        return [sorted(ev.wanted_after(k, 4)) for k in range(4)]
+
+    assert wanted(mode="minimal") == [[0, 1], [1, 2], [2, 3], [0, 1, 2, 3]]
+    assert wanted(mode="minimal", track_first=True) == [[0, 1], [0, 1, 2], [0, 2, 3], [0, 1, 2, 3]]
+    assert wanted(mode="full", track_first=True) == [[0, 1, 2, 3]] * 4
