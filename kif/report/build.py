@@ -29,6 +29,7 @@ from ..faults import fault_point
 from ..checkpoint import check_scores
 from ..io import atomic_write_text
 from ..lock import OutputLock, check_utf8_path
+from ..results import load_results
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
@@ -158,11 +159,10 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     paths = find_runs(run_dirs)
     if not paths:
         raise ArtifactError("kif report: no run directories given")
-    for p in paths:
+    for p in paths:  # all read and checked before anything is written
         check_utf8_path(p.resolve(), "run folder")
-    runs = sort_runs([load_run(p) for p in paths])  # all read (and checked) before anything is written
-    for r in runs:
-        check_scores(r, str(Path(r["run_dir"]) / "results.json"))
+        check_scores(load_results(p / "results.json"), str(p / "results.json"))  # no inf, no 309-digit cell
+    runs = sort_runs([load_run(p) for p in paths])
     final = Path(out_dir)
     with OutputLock(final, "report folder"):
         for stale in final.glob(".kif-report-*"):  # left by a killed report

@@ -1,0 +1,67 @@
+"""Numeric guards: config values that would silently become 0 or inf in float32, and model
+states that must never be checkpointed (NaN/inf). Training's divergence stop is
+:mod:`kif.divergence` (kept apart: it imports transformers, this module is read at config load).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ConfigError, KifError
+
+F32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny: smallest normal float32
+F32_MAX = 3.4028234663852886e+38  # torch.finfo(torch.float32).max
+
+
+# ---- config values in the precision they are used in -----------------------------------------
+
+def check_float_range(values: Any, source: str, prefix: str = "", blame=None) -> None:
+    """Every float in ``values`` (a config dump, nested dicts/lists) must be finite and, unless
+    0, a normal float32 (|x| in [1.2e-38, 3.4e38]): kif computes in float32 (bf16 has the same
+    range), where 1e-300 is 0 (a temperature of 0 divides 0 by 0) and 1e39 is inf.
+    ``blame(key)`` names the source of a key (e.g. a ``--set`` flag); default ``source``."""
+    if isinstance(values, dict):
+        for k, v in values.items():
+            check_float_range(v, source, f"{prefix}{k}.", blame)
+        return
+    if isinstance(values, (list, tuple)):
+        for i, v in enumerate(values):
+            check_float_range(v, source, f"{prefix}{i}.", blame)
+        return
+    if not isinstance(values, float):
+        return
+    key = prefix.rstrip(".")
+    where = blame(key) if blame else source
+    if not math.isfinite(values):
+        raise ConfigError(f"{where}: {key}: must be a finite number, got {values}")
+    if values != 0 and not (F32_TINY <= abs(values) <= F32_MAX):
+        became = "inf" if abs(values) > F32_MAX else "0" if abs(values) < F32_TINY / 2 ** 23 else "subnormal (imprecise)"
+        raise ConfigError(f"{where}: {key}: {values!r} is {became} in float32, the precision "
+                          f"kif computes in; use a value between {F32_TINY:.2g} and {F32_MAX:.2g} in size")
+
+
+# ---- model states ------------------------------------------------------------------------------
+
+def non_finite(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf (one fused check when all are finite)."""
+    from .core.importance import all_finite
+
+    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
+    if all_finite(list(floats.values())):
+        return []
+    return [n for n, t in floats.items() if not bool(t.isfinite().all())]
+
+
+def precision_hint(bf16: bool) -> str:
+    """What to try when numbers blow up; fp32 is suggested only to a run that is not in fp32."""
+    return "lower train.learning_rate" + (" or use train.precision: fp32" if bf16 else "")
+
+
+def check_finite_state(tensors: dict, what: str, bf16: bool) -> None:
+    """Refuse to checkpoint a state holding NaN/inf: it would be a 'completed' task that
+    poisons every later one and cannot be resumed from."""
+    bad = non_finite(tensors)
+    if bad:
+        raise KifError(f"{what}: the model state holds non-finite values (NaN/inf, e.g. {bad[0]}; "
+                       f"{len(bad)} tensor(s)); not saved. {precision_hint(bf16)[0].upper()}"
+                       f"{precision_hint(bf16)[1:]}. Earlier tasks are kept; rerun to resume")
