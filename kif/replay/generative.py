@@ -1,0 +1,159 @@
+"""Generative replay (LAMOL-style): the model learns to write whole examples of a task, then writes them.
+
+Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs), ``lfpt5``, and
+``kif-m`` / ``kiflora-m`` with ``memory_source: pseudo`` + ``pseudo_generator: generative``.
+
+1. **Learning to generate** (LAMOL, Sun et al., ICLR 2020, §3; LFPT5, Qin & Joty, ICLR 2022,
+   §3.2): while task k trains, its data is mixed with *generation examples*: the prompt is the
+   task's generation token ``__gen_<task>__`` (``gen_prompt``) and the target the whole example,
+   ``<input> __ans__ <answer>`` (``generation_target``). Only the variable part of the prompt is
+   written: the task's instruction template (``prompt_template``: the prompts' common prefix and
+   suffix) is put back around it, so a generated sample is a prompt of the same form as the
+   real ones. Decoder-only and seq2seq models are trained the same way (the encoder reads the
+   generation token, the decoder writes the example), so a seq2seq model never passes a label
+   off as an input.
+   LAMOL weights the generation loss by λ = 0.25 (its ``--gen_lm_sample_percentage`` 0.2 is
+   the replay size; λ is ``--lm_lambda`` 0.25); kif mixes ⌈λ·n⌉ generation examples (a seeded
+   draw of the task's n examples) into the n task examples, which gives the generation loss the
+   share λ of the gradient in expectation (``generation_examples``, ``gen_weight``) — kif.
+2. **Generating** (``generate_examples``): after the task, the model continues its generation
+   token with top-k sampling (LAMOL: k = 20) from a forked, seeded RNG (deterministic; the
+   global RNG, hence the rest of the run, untouched), in rounds until ``n`` samples pass the
+   filter: exactly one ``__ans__``, a non-empty input and a non-empty answer, the answer in the
+   task's label set when the task has a closed one (``closed_labels``), no duplicate of an
+   earlier sample. The memory size is the replay memory's (2 % of the task by default,
+   ``kif.replay.Memory.size_for``); fewer than ``n`` may come back if the model cannot write
+   enough well-formed samples within ``rounds`` rounds (the caller reports how many).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Optional, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data import Example
+from ..encoding import Encoder
+from ..torchutil import eval_mode
+from .pseudo import prompt_template
+
+ANSWER_MARK = "__ans__"
+SEPARATOR = f" {ANSWER_MARK} "
+
+
+class GenerativeOptions(BaseModel):
+    """``method_args`` of the generative component (composed into a method's Options)."""
+    model_config = ConfigDict(extra="forbid")
+
+    gen_weight: float = Field(0.25, ge=0, le=1, description="share of generation examples mixed into a task's "
+                              "data (LAMOL's λ = 0.25)")
+    gen_top_k: int = Field(20, gt=0, description="top-k sampling of generated examples (LAMOL: 20)")
+    gen_max_tokens: int = Field(256, gt=0, description="max new tokens of one generated example (input + answer)")
+    gen_rounds: int = Field(4, gt=0, description="sampling rounds (2·n candidates each) before giving up on n")
+
+
+def gen_prompt(task: str) -> str:
+    """The task-specific generation token (LAMOL's ``__gen__``, one per task as LFPT5)."""
+    return f"__gen_{task}__"
+
+
+def body_of(prompt: str, prefix: str, suffix: str) -> str:
+    """The variable part of ``prompt`` (its input), the template taken off."""
+    end = len(prompt) - len(suffix) if suffix and prompt.endswith(suffix) else len(prompt)
+    start = len(prefix) if prompt.startswith(prefix) else 0
+    return prompt[start:max(start, end)].strip()
+
+
+def generation_target(ex: Example, prefix: str, suffix: str) -> str:
+    """``<input> __ans__ <answer>``: what the model learns to write after the generation token."""
+    return f"{body_of(ex.prompt, prefix, suffix)}{SEPARATOR}{ex.references[0].strip()}"
+
+
+def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int) -> list[Example]:
+    """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept)."""
+    if weight <= 0 or not examples:
+        return []
+    prefix, suffix = prompt_template([ex.prompt for ex in examples])
+    n = min(len(examples), math.ceil(round(weight * len(examples), 9)))
+    chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
+    return [Example(f"gen-{examples[i].id}", gen_prompt(task), (generation_target(examples[i], prefix, suffix),))
+            for i in chosen]
+
+
+def closed_labels(examples: Sequence[Example], max_labels: int = 32) -> Optional[set[str]]:
+    """The task's label set when it looks closed (at most ``max_labels`` distinct answers, and
+    fewer than half as many as examples), else None (free-form answers are not checked) — kif."""
+    labels = {ex.references[0].strip() for ex in examples}
+    return labels if len(labels) <= max_labels and 2 * len(labels) < max(len(examples), 2) else None
+
+
+def parse_example(text: str, prefix: str, suffix: str, labels: Optional[set[str]] = None
+                  ) -> Optional[tuple[str, str]]:
+    """(prompt, answer) of a generated ``<input> __ans__ <answer>``, or None when malformed."""
+    parts = text.split(ANSWER_MARK)
+    if len(parts) != 2:
+        return None
+    body, answer = parts[0].strip(), parts[1].strip()
+    if not body or not answer or (labels is not None and answer not in labels):
+        return None
+    return prefix + body + suffix, answer
+
+
+@torch.no_grad()
+def sample_texts(model, encoder: Encoder, prompt: str, n: int, eos_ids: list[int], *, top_k: int,
+                 max_new_tokens: int, generator_seed: int, batch_size: int) -> list[str]:
+    """``n`` top-k continuations of ``prompt``; torch's RNG forked and seeded (global state untouched)."""
+    tok = encoder.tokenizer
+    ids = encoder.prompt_ids(prompt)
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(generator_seed)
+        for start in range(0, n, batch_size):
+            rows = min(batch_size, n - start)
+            input_ids = torch.tensor([ids] * rows, dtype=torch.long, device=device)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
+                                 top_k=top_k, top_p=1.0, temperature=1.0, max_new_tokens=max_new_tokens,
+                                 eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
+            new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
+            for row in new.tolist():
+                if encoder.is_seq2seq and row and row[0] == tok.pad_token_id:
+                    row = row[1:]  # the decoder start token
+                cut = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
+                texts.append(tok.decode(row[:cut], skip_special_tokens=True))
+    return texts
+
+
+def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, str], n: int, eos_ids: list[int],
+                      *, labels: Optional[set[str]] = None, seed: int = 0, top_k: int = 20,
+                      max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
+                      stats: Optional[dict] = None) -> list[Example]:
+    """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
+
+    ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts);
+    ``stats`` (optional) receives how many candidates were drawn and how many were well-formed."""
+    prefix, suffix = template
+    kept: list[Example] = []
+    seen: set[tuple[str, str]] = set()
+    drawn = well_formed = 0
+    for r in range(rounds if n > 0 else 0):
+        texts = sample_texts(model, encoder, gen_prompt(task), 2 * n, eos_ids, top_k=top_k,
+                             max_new_tokens=max_new_tokens, generator_seed=seed * 1000 + r, batch_size=batch_size)
+        drawn += len(texts)
+        for text in texts:
+            parsed = parse_example(text, prefix, suffix, labels)
+            if parsed is None:
+                continue
+            well_formed += 1
+            if parsed in seen or len(kept) >= n:
+                continue
+            seen.add(parsed)
+            kept.append(Example(f"pseudo-{task}-{len(kept)}", parsed[0], (parsed[1],)))
+        if len(kept) >= n:
+            break
+    if stats is not None:
+        stats.update({"generated": drawn, "well_formed": well_formed, "kept": len(kept)})
+    return kept

@@ -1,0 +1,85 @@
+"""Generative replay (kif/replay/generative.py): LAMOL-style generation examples, filtering, and a
+tiny model overfitted to a task writing that task's examples back."""
+from __future__ import annotations
+
+import difflib
+
+import pytest
+import torch
+
+from kif.config import validate_config
+from kif.data import Example
+from kif.encoding import Encoder
+from kif.models import load_model
+from kif.replay.generative import (closed_labels, gen_prompt, generate_examples, generation_examples,
+                                   generation_target, parse_example)
+from kif.replay.pseudo import prompt_template
+from kif.training import train_task
+
+REAL = [Example(f"s-{i}", f"Is it good? Option: yes, no.\nText: {t}\nAnswer:", (a,))
+        for i, (t, a) in enumerate([("a fine film", "yes"), ("dull and slow", "no"), ("great cast", "yes"),
+                                    ("awful plot", "no")])]
+TEMPLATE = ("Is it good? Option: yes, no.\nText: ", "\nAnswer:")
+
+
+def test_template_and_targets():
+    assert prompt_template([ex.prompt for ex in REAL]) == TEMPLATE
+    assert generation_target(REAL[1], *TEMPLATE) == "dull and slow __ans__ no"
+    gen = generation_examples("sst2", REAL, 0.5, seed=1)
+    assert len(gen) == 2  # ⌈0.5·4⌉
+    assert all(ex.prompt == gen_prompt("sst2") == "__gen_sst2__" for ex in gen)
+    assert gen == generation_examples("sst2", REAL, 0.5, seed=1)  # seeded draw
+    assert [ex.id for ex in generation_examples("sst2", REAL, 1.0, seed=1)] == [f"gen-s-{i}" for i in range(4)]
+    assert generation_examples("sst2", REAL, 0.0, seed=1) == []
+    assert len(generation_examples("sst2", REAL, 0.25, seed=1)) == 1
+
+
+def test_parse_filters_malformed():
+    labels = closed_labels(REAL + REAL)  # 2 labels in 8 examples: closed
+    assert labels == {"yes", "no"}
+    assert parse_example(" great cast __ans__ yes", *TEMPLATE, labels) == (REAL[2].prompt, "yes")
+    assert parse_example("great cast yes", *TEMPLATE, labels) is None  # no answer mark
+    assert parse_example(" __ans__ yes", *TEMPLATE, labels) is None  # empty input
+    assert parse_example("x __ans__ ", *TEMPLATE, labels) is None  # empty answer
+    assert parse_example("x __ans__ maybe", *TEMPLATE, labels) is None  # not a label
+    assert parse_example("x __ans__ y __ans__ no", *TEMPLATE, labels) is None  # two marks
+    assert parse_example("x __ans__ maybe", *TEMPLATE, None) == (TEMPLATE[0] + "x" + TEMPLATE[1], "maybe")
+    assert closed_labels([Example(str(i), "p", (f"free {i}",)) for i in range(6)]) is None
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_overfitted_model_writes_its_task_back(model):
+    """A tiny model trained hard on the generation objective of 4 examples reproduces them."""
+    cfg = validate_config({"model": model, "lora": {"enabled": False},
+                           "train": {"epochs": 150, "batch_size": 4, "learning_rate": 3e-3, "precision": "fp32",
+                                     "group_by_length": False, "logging_steps": 50},
+                           "data": {"max_input_length": 64, "max_target_length": 48}})
+    torch.manual_seed(0)
+    lm = load_model(cfg.model, cfg.data.prompt_format)
+    for p in lm.model.parameters():
+        p.requires_grad_(True)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
+    stats = train_task(lm.model, enc, generation_examples("sst2", REAL, 1.0, seed=0), cfg.train, 0,
+                       show_progress=False)
+    assert stats["steps"] == 150  # one batch of all 4 examples per epoch
+    rng = torch.get_rng_state()
+    info: dict = {}
+    out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
+                            top_k=1, max_new_tokens=40, rounds=3, batch_size=8, stats=info)
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's RNG untouched
+    real = {(ex.prompt, ex.references[0]) for ex in REAL}
+    got = {(ex.prompt, ex.references[0]) for ex in out}
+    assert got and got <= real  # every generated sample is one of the task's real examples, exactly
+    assert [ex.id for ex in out] == [f"pseudo-sst2-{i}" for i in range(len(out))]
+    assert len(got) == len(out)  # deduplicated
+    assert info["kept"] == len(out) and info["well_formed"] >= len(out)
+    # sampling (top-k 20 on the overfitted model) finds several distinct real examples, seeded
+    sampled = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
+                                top_k=20, max_new_tokens=40, rounds=4, batch_size=8)
+    exact = [ex for ex in sampled if (ex.prompt, ex.references[0]) in real]
+    assert len(sampled) == 4 and len({ex.prompt for ex in exact}) >= 2  # several distinct real examples
+    for ex in sampled:  # the rest near-exact: most of a real input's characters, in order
+        assert max(difflib.SequenceMatcher(None, ex.prompt, r.prompt).ratio() for r in REAL) > 0.8, ex.prompt
+    assert sampled == generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids,
+                                        labels={"yes", "no"}, seed=3, top_k=20, max_new_tokens=40, rounds=4,
+                                        batch_size=8)
