@@ -201,17 +201,32 @@ def _load_scores(path: Path) -> dict[str, float]:
         raise ArtifactError(f"{path}: unexpected tensor in unit scores ({e})") from None
 
 
-def top_fraction(run_dir: str | Path) -> float:
-    """The run's ``method_args.top_fraction`` (config.yaml), else 0.2 (docs/method.md §4)."""
+def _method_arg(run_dir: str | Path, key: str):
+    """``method_args.<key>`` of the run's config.yaml, or None (absent or unreadable)."""
     path = Path(run_dir) / "config.yaml"
     try:
         import yaml
 
         cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        val = ((cfg or {}).get("method_args") or {}).get("top_fraction")
+        return ((cfg or {}).get("method_args") or {}).get(key)
+    except Exception:  # a report never fails on an odd config
+        return None
+
+
+def top_fraction(run_dir: str | Path) -> float:
+    """The run's ``method_args.top_fraction`` (config.yaml), else 0.2 (docs/method.md §4)."""
+    val = _method_arg(run_dir, "top_fraction")
+    try:
         return float(val) if val is not None else DEFAULT_TOP_FRACTION
-    except Exception:  # a report never fails on an odd config; the default is the paper's
+    except (TypeError, ValueError):
         return DEFAULT_TOP_FRACTION
+
+
+def threshold_rule(run_dir: str | Path) -> str:
+    """The "+" rule the run used (``method_args.threshold``). Config files that do not name
+    one come from kif versions whose only rule was ``rank``."""
+    val = _method_arg(run_dir, "threshold")
+    return val if val in ("percentile", "rank") else "rank"
 
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|block|blocks|h)\.(\d+)\.")
@@ -300,15 +315,15 @@ def unit_fractions(run_dir: str | Path, fraction: float | None = None) -> list[d
     imp = load_importance(run_dir)
     if fraction is None:
         fraction = top_fraction(run_dir)
+    rule = threshold_rule(run_dir)
     out = []
     prev_acc = None
     for t, cur, acc in zip(imp["tasks"], imp["current"], imp["accumulated"]):
         row = {"task": t, "units": len(imp["units"]), "shared": None, "specific_new": None,
                "specific_old": None}
         if prev_acc is not None:
-            c = top_fraction_mask(torch.nan_to_num(torch.tensor(cur, dtype=torch.float32), nan=-math.inf), fraction)
-            p = top_fraction_mask(torch.nan_to_num(torch.tensor(prev_acc, dtype=torch.float32), nan=-math.inf),
-                                  fraction)
+            c, p = (top_fraction_mask(torch.nan_to_num(torch.tensor(v, dtype=torch.float32), nan=-math.inf),
+                                      fraction, rule) for v in (cur, prev_acc))
             n = c.numel()
             row.update(shared=float((c & p).sum()) / n, specific_new=float((c & ~p).sum()) / n,
                        specific_old=float((~c & p).sum()) / n)
