@@ -95,6 +95,8 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
     done: dict[int, str] = {}
     with eval_mode(model):
         mine = dist.my_share(batches)
+        # a model whose adapters are weighted by the whole prompt (SAPT) cannot reuse a prefix's cache
+        prefix_cache = prefix_cache and not getattr(model, "kif_input_routed", False)
         n_prefix = shared_prefix_length(prompts) if prefix_cache and not encoder.is_seq2seq and mine else 0
         cache = _prefix_cache(model, prompts[0][:n_prefix], device) if n_prefix >= MIN_SHARED_PREFIX else None
         if cache is None:
