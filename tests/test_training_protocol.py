@@ -295,5 +295,9 @@ def test_paper_and_table1_configs_use_the_harness_protocol():
         if "olora" in path.name:  # O-LoRA's own published protocol (tests/test_olora_per_task.py)
             assert (t.validation_samples, t.select_best, t.lr_scheduler, t.warmup_steps) == (0, False, "constant", 0)
             continue
+        if "sapt" in path.name:  # SAPT's own published protocol: best by exact match, constant rate
+            assert (t.validation_samples, t.select_best, t.select_metric, t.lr_scheduler, t.warmup_steps) == (
+                100, True, "score", "constant", 0)
+            continue
         assert (t.validation_samples, t.eval_steps, t.select_best, t.select_metric, t.warmup_steps,
                 t.lr_scheduler) == (100, 40, True, "loss", 50, "linear"), path.name
