@@ -114,7 +114,7 @@ def validate_checkpoint(path: Path, tensors: dict, meta, results, *, method: str
         if keys and keys != set(tasks):
             raise ArtifactError(f"{rfile}: '{field}' names tasks {sorted(keys)}, the run has {sorted(tasks)}")
     check_scores(results, str(rfile))
-    for name, t in tensors.items():
+    for name in tensors:
         if not name.startswith(("model.", "method.")):
             raise ArtifactError(f"{path / 'method.safetensors'}: unexpected tensor {name!r}")
     from .guards import non_finite

@@ -30,9 +30,10 @@ class DivergenceGuard(TrainerCallback):
     at the end of training when the trained weights are not finite. Either way nothing of the
     task is saved: the runner checkpoints only after training returns.
 
-    The loss of each optimizer step is the sum of its micro-batches' losses, read by a forward
-    hook on the training model (read once per step, where ``StepGuard`` already waits for
-    the device). Under ``torch_compile`` the hook is not installed and the logged losses
+    The loss of each optimizer step is the sum of its micro-batches' losses (the step's mean
+    when the model normalises by the accumulated batch, else a fixed multiple of it: the same
+    scale all task long, which is all a ratio needs), read by a forward hook on the training
+    model in training mode (once per step, where ``StepGuard`` already waits for the device). Under ``torch_compile`` the hook is not installed and the logged losses
     (every ``train.logging_steps``) are checked instead."""
 
     def __init__(self, label: str, learning_rate: float, bf16: bool, max_grad_norm: float):

@@ -137,9 +137,9 @@ def canonical_json(folder: Path) -> None:
     for f in sorted(folder.rglob("adapter_config.json")):
         data = json.loads(f.read_text(encoding="utf-8"))
         mods = data.get("target_modules")
-        if isinstance(mods, list) and all(isinstance(m, str) for m in mods) and mods != sorted(mods):
+        if isinstance(mods, list) and all(isinstance(m, str) for m in mods):
             data["target_modules"] = sorted(mods)
-            f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            f.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")  # PEFT's own layout
 
 
 def dir_bytes(path: str | Path) -> int:

@@ -335,3 +335,16 @@ def test_safetensors_header_length_is_bounded(tmp_path):
     short.write_bytes(struct.pack("<Q", 64) + b"{}")
     with pytest.raises(ArtifactError, match="corrupt"):
         load_tensors(short)
+
+
+def test_wrong_typed_method_state_in_checkpoint(finished_kif_run, tmp_path, capsys):
+    _, src = finished_kif_run
+    out = tmp_path / "out"
+    _tamper(src, out, lambda t: None)
+    (ckpt,) = (out / "checkpoints").iterdir()
+    meta = json.loads((ckpt / "method.json").read_text())
+    meta["method"]["skipped_total"] = "many"
+    (ckpt / "method.json").write_text(json.dumps(meta))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    _run_fails(["run", str(out / "config.yaml"), "-o", str(out), "-q"], capsys, "does not fit method 'kif'")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
