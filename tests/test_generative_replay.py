@@ -83,3 +83,29 @@ def test_overfitted_model_writes_its_task_back(model):
     assert sampled == generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids,
                                         labels={"yes", "no"}, seed=3, top_k=20, max_new_tokens=40, rounds=4,
                                         batch_size=8)
+
+
+def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
+    """kiflora-m, memory_source pseudo + pseudo_generator generative: task k trains on its data plus
+    ⌈λ·n⌉ generation examples, and its memory is what the model writes, all well-formed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_baselines import make, train
+    from kif.runner import consolidate
+
+    m = make("kiflora-m", tmp_path, method_args={"memory_per_task": 3, "memory_source": "pseudo",
+                                                 "pseudo_generator": "generative", "gen_max_tokens": 24,
+                                                 "gen_rounds": 2})
+    assert m.opts.gen_weight == 0.25 and m.opts.gen_top_k == 20  # LAMOL's λ and top-k
+    exs, _ = train(m, 0, REAL + REAL[:2])
+    assert [ex.id for ex in exs[:6]] == ["s-0", "s-1", "s-2", "s-3", "s-0", "s-1"]
+    assert len(exs) == 6 + 2 and all(ex.prompt == "__gen_t1__" and " __ans__ " in ex.references[0] for ex in exs[6:])
+    stats = consolidate(m, 0, tmp_path / "k1")
+    kept = m.memory.task_examples("t1")
+    assert stats["memory_added"] == len(kept) <= 3
+    for ex in kept:  # a random tiny model rarely writes a well-formed sample; whatever it kept is one
+        assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
+        assert ex.references[0] in {"yes", "no"}
+    assert make("kiflora-m", tmp_path, method_args={"memory_source": "pseudo"}).opts.pseudo_generator == "continue"
