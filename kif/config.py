@@ -220,14 +220,19 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{source}: '{item}' is not key=value")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: {key}: '{part}' is not a section")
-        node[parts[-1]] = _parse_value(value)
+        set_key(raw, key, _parse_value(value), source)
     return raw
+
+
+def set_key(raw: dict, key: str, value: Any, source: str) -> None:
+    """raw[a][b] = value for the dotted key ``a.b`` (sections made as needed)."""
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {key}: '{part}' is not a section")
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -45,7 +45,10 @@ def _disk_error(exc: BaseException) -> bool:
     return any(s in text for s in ("No space left", "Disk quota", "Read-only file system", "os error 28"))
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def _atomic_file(path: str | Path, write) -> None:
+    """``write(tmp)`` fills a temporary file next to ``path``; it is synced to disk (a full
+    disk shows here, not as a short file after the rename), made readable as any file the
+    user writes, and renamed to ``path``. Only the main process writes."""
     if not is_main():
         return
     path = Path(path)
@@ -53,17 +56,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         raise write_failed(path, exc) from None
+    except Exception as exc:
+        if _disk_error(exc):  # e.g. safetensors wraps the OS error in its own type
+            raise WriteFailed(path, str(exc).splitlines()[0]) from None
+        raise
     finally:
         if tmp is not None and os.path.lexists(tmp):
             Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _umask() -> int:
@@ -150,32 +165,7 @@ def atomic_save_tensors(path: str | Path, tensors: dict) -> None:
     """safetensors file written under a temporary name, then renamed."""
     from safetensors.torch import save_file
 
-    if not is_main():
-        return
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # a full disk shows here at the latest, not as a short file after the rename
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise write_failed(path, exc) from None
-    except Exception as exc:
-        if _disk_error(exc):
-            raise WriteFailed(path, str(exc).splitlines()[0]) from None
-        raise
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    _atomic_file(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp))
 
 
 def _check_header(path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import RunConfig, load_config, validate_config
+from .config import RunConfig, load_config, set_key, validate_config
 from .errors import ConfigError, KifError
 from .io import atomic_write_json
 
@@ -79,16 +79,6 @@ def _read_yaml(path: Path, what: str) -> dict:
     return raw
 
 
-def _set(raw: dict, key: str, value: Any, source: str) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{source}: {key}: '{part}' is not a section")
-    node[parts[-1]] = value
-
-
 def _flatten(overrides: dict, prefix: str = "") -> dict:
     """``{train: {epochs: 2}, "data.test_samples": 8}`` -> ``{"train.epochs": 2, "data.test_samples": 8}``;
     lists (a task list) and empty mappings are values."""
@@ -110,7 +100,7 @@ def _apply(raw: dict, overrides: dict, source: str) -> dict:
     if "tasks" in flat and "order" not in flat:
         raw["order"] = None
     for k, v in flat.items():
-        _set(raw, k, v, source)
+        set_key(raw, k, v, source)
     return raw
 
 
