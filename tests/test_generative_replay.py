@@ -109,3 +109,17 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
         assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
         assert ex.references[0] in {"yes", "no"}
     assert make("kiflora-m", tmp_path, method_args={"memory_source": "pseudo"}).opts.pseudo_generator == "continue"
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_long_inputs_are_cut_so_the_answer_fits(model):
+    lm = load_model(model, "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 32)
+    long = Example("l", TEMPLATE[0] + "a very long review " * 5 + TEMPLATE[1], ("no",))
+    target = generation_target(long, *TEMPLATE, enc)
+    assert target.endswith(" __ans__ no") and target.startswith("a very long")
+    ids = enc.target_ids(target)
+    assert len(ids) <= 32 and lm.tokenizer.decode(ids, skip_special_tokens=True).strip().endswith("__ans__ no")
+    assert generation_target(REAL[1], *TEMPLATE, enc) == "dull and slow __ans__ no"  # short: untouched
+    [gen] = generation_examples("sst2", [long], 1.0, seed=0, template=TEMPLATE, encoder=enc)
+    assert gen.references[0] == target

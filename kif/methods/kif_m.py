@@ -106,7 +106,7 @@ class MemoryReplayMixin:
         examples = super().train_examples(k, examples)
         if self._generative():  # LAMOL: learn to write the task's examples while learning it
             examples = list(examples) + generation_examples(self.ctx.tasks[k], self._current, self.opts.gen_weight,
-                                                            self.ctx.cfg.seed + k)
+                                                            self.ctx.cfg.seed + k, encoder=self.ctx.encoder)
         if self.opts.replay_mode == "mixed":  # the released code: D_k ∪ M_{<k}, one stage
             examples = list(examples) + self.memory.examples_before(k)
         return examples

@@ -220,7 +220,8 @@ class SAPT(IncLoRA):
     # --- hooks -------------------------------------------------------------------------------------
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)
-        gen = generation_examples(self.ctx.tasks[k], examples, self.opts.gen_weight, self.ctx.cfg.seed + k)
+        gen = generation_examples(self.ctx.tasks[k], examples, self.opts.gen_weight, self.ctx.cfg.seed + k,
+                                  encoder=self.ctx.encoder)
         return list(examples) + gen
 
     def before_task(self, k: int) -> None:

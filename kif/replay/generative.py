@@ -16,6 +16,8 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    the replay size; λ is ``--lm_lambda`` 0.25); kif mixes ⌈λ·n⌉ generation examples (a seeded
    draw of the task's n examples) into the n task examples, which gives the generation loss the
    share λ of the gradient in expectation (``generation_examples``, ``gen_weight``) — kif.
+   The target shares ``data.max_target_length`` with the task's answers: a long input is cut
+   (its head kept) so that ``__ans__ <answer>`` always fits — kif.
 2. **Generating** (``generate_examples``): after the task, the model continues its generation
    token with top-k sampling (LAMOL: k = 20) from a forked, seeded RNG (deterministic; the
    global RNG, hence the rest of the run, untouched), in rounds until ``n`` samples pass the
@@ -66,20 +68,35 @@ def body_of(prompt: str, prefix: str, suffix: str) -> str:
     return prompt[start:max(start, end)].strip()
 
 
-def generation_target(ex: Example, prefix: str, suffix: str) -> str:
-    """``<input> __ans__ <answer>``: what the model learns to write after the generation token."""
-    return f"{body_of(ex.prompt, prefix, suffix)}{SEPARATOR}{ex.references[0].strip()}"
+def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[Encoder] = None) -> str:
+    """``<input> __ans__ <answer>``: what the model learns to write after the generation token.
+
+    With an ``encoder``, the input is cut (its head kept) so that the whole target fits in
+    ``data.max_target_length`` tokens: the encoder truncates targets there, and a target cut
+    before its ``__ans__`` would teach the model to write examples without answers."""
+    body, tail = body_of(ex.prompt, prefix, suffix), f"{SEPARATOR}{ex.references[0].strip()}"
+    if encoder is not None:
+        tok = encoder.tokenizer
+        budget = encoder.max_target_length - 2 - len(tok(tail, add_special_tokens=False)["input_ids"])
+        ids = tok(body, add_special_tokens=False)["input_ids"]
+        if len(ids) > budget:
+            body = tok.decode(ids[:max(budget, 1)], skip_special_tokens=True).strip()
+    return f"{body}{tail}"
 
 
-def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int) -> list[Example]:
-    """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept)."""
+def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int, *,
+                        template: Optional[tuple[str, str]] = None, encoder: Optional[Encoder] = None
+                        ) -> list[Example]:
+    """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept).
+    ``template``: the task's (prefix, suffix), by default ``prompt_template`` of ``examples``;
+    ``encoder``: fit each target in ``data.max_target_length`` (``generation_target``)."""
     if weight <= 0 or not examples:
         return []
-    prefix, suffix = prompt_template([ex.prompt for ex in examples])
+    prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
     n = min(len(examples), math.ceil(round(weight * len(examples), 9)))
     chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
-    return [Example(f"gen-{examples[i].id}", gen_prompt(task), (generation_target(examples[i], prefix, suffix),))
-            for i in chosen]
+    return [Example(f"gen-{examples[i].id}", gen_prompt(task),
+                    (generation_target(examples[i], prefix, suffix, encoder),)) for i in chosen]
 
 
 def closed_labels(examples: Sequence[Example], max_labels: int = 32) -> Optional[set[str]]:
