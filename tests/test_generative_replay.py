@@ -24,7 +24,9 @@ TEMPLATE = ("Is it good? Option: yes, no.\nText: ", "\nAnswer:")
 
 def test_template_and_targets():
     assert prompt_template([ex.prompt for ex in REAL]) == TEMPLATE
-    assert generation_target(REAL[1], *TEMPLATE) == "dull and slow __ans__ no"
+    assert generation_target(REAL[1], *TEMPLATE) == "dull and slow\nAnswer: no"  # the task's own answer cue
+    assert generation_target(REAL[1], "Is it good? Option: yes, no.\nText: ", "") == (
+        "dull and slow\nAnswer: __ans__ no")  # no suffix: LAMOL's __ans__ token
     gen = generation_examples("sst2", REAL, 0.5, seed=1)
     assert len(gen) == 2  # ⌈0.5·4⌉
     assert all(ex.prompt == gen_prompt("sst2") == "__gen_sst2__" for ex in gen)
@@ -37,13 +39,14 @@ def test_template_and_targets():
 def test_parse_filters_malformed():
     labels = closed_labels(REAL + REAL)  # 2 labels in 8 examples: closed
     assert labels == {"yes", "no"}
-    assert parse_example(" great cast __ans__ yes", *TEMPLATE, labels) == (REAL[2].prompt, "yes")
-    assert parse_example("great cast yes", *TEMPLATE, labels) is None  # no answer mark
-    assert parse_example(" __ans__ yes", *TEMPLATE, labels) is None  # empty input
-    assert parse_example("x __ans__ ", *TEMPLATE, labels) is None  # empty answer
-    assert parse_example("x __ans__ maybe", *TEMPLATE, labels) is None  # not a label
-    assert parse_example("x __ans__ y __ans__ no", *TEMPLATE, labels) is None  # two marks
-    assert parse_example("x __ans__ maybe", *TEMPLATE, None) == (TEMPLATE[0] + "x" + TEMPLATE[1], "maybe")
+    assert parse_example(" great cast\nAnswer: yes", *TEMPLATE, labels) == (REAL[2].prompt, "yes")
+    assert parse_example("great cast yes", *TEMPLATE, labels) is None  # no answer cue
+    assert parse_example("\nAnswer: yes", *TEMPLATE, labels) is None  # empty input
+    assert parse_example("x\nAnswer: ", *TEMPLATE, labels) is None  # empty answer
+    assert parse_example("x\nAnswer: maybe", *TEMPLATE, labels) is None  # not a label
+    assert parse_example("x\nAnswer: y\nAnswer: no", *TEMPLATE, labels) is None  # two cues
+    assert parse_example("x\nAnswer: maybe", *TEMPLATE, None) == (TEMPLATE[0] + "x" + TEMPLATE[1], "maybe")
+    assert parse_example("x __ans__ no", "Q: ", "", labels) == ("Q: x", "no")  # no suffix: __ans__
     assert closed_labels([Example(str(i), "p", (f"free {i}",)) for i in range(6)]) is None
 
 
@@ -101,7 +104,7 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
     assert m.opts.gen_weight == 0.25 and m.opts.gen_top_k == 20  # LAMOL's λ and top-k
     exs, _ = train(m, 0, REAL + REAL[:2])
     assert [ex.id for ex in exs[:6]] == ["s-0", "s-1", "s-2", "s-3", "s-0", "s-1"]
-    assert len(exs) == 6 + 2 and all(ex.prompt == "__gen_t1__" and " __ans__ " in ex.references[0] for ex in exs[6:])
+    assert len(exs) == 6 + 2 and all(ex.prompt == "__gen_t1__" and "\nAnswer: " in ex.references[0] for ex in exs[6:])
     stats = consolidate(m, 0, tmp_path / "k1")
     kept = m.memory.task_examples("t1")
     assert stats["memory_added"] == len(kept) <= 3
@@ -117,9 +120,9 @@ def test_long_inputs_are_cut_so_the_answer_fits(model):
     enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 32)
     long = Example("l", TEMPLATE[0] + "a very long review " * 5 + TEMPLATE[1], ("no",))
     target = generation_target(long, *TEMPLATE, enc)
-    assert target.endswith(" __ans__ no") and target.startswith("a very long")
+    assert target.endswith("\nAnswer: no") and target.startswith("a very long")
     ids = enc.target_ids(target)
-    assert len(ids) <= 32 and lm.tokenizer.decode(ids, skip_special_tokens=True).strip().endswith("__ans__ no")
-    assert generation_target(REAL[1], *TEMPLATE, enc) == "dull and slow __ans__ no"  # short: untouched
+    assert len(ids) <= 32 and lm.tokenizer.decode(ids, skip_special_tokens=True).strip().endswith("Answer: no")
+    assert generation_target(REAL[1], *TEMPLATE, enc) == "dull and slow\nAnswer: no"  # short: untouched
     [gen] = generation_examples("sst2", [long], 1.0, seed=0, template=TEMPLATE, encoder=enc)
     assert gen.references[0] == target

@@ -27,7 +27,7 @@ def test_trains_both_objectives_and_replays_what_it_generated(tmp_path, monkeypa
     assert [ex.id for ex in exs[:6]] == [f"t1-{i}" for i in range(6)]
     gen = exs[6:]
     assert len(gen) == 2 and all(ex.prompt == "__gen_t1__" for ex in gen)
-    assert {ex.references[0] for ex in gen} <= {f"{i} __ans__ {'yes' if i % 2 else 'no'}" for i in range(6)}
+    assert {ex.references[0] for ex in gen} <= {f"{i}. Answer: {'yes' if i % 2 else 'no'}" for i in range(6)}
     assert not torch.equal(m.model.source.prompt, prompt0)  # the prompt trained
     assert all(torch.equal(p, base[n]) for n, p in m.model.base.named_parameters())  # the model did not
     consolidate(m, 0, tmp_path / "k1")
@@ -50,7 +50,7 @@ def test_trains_both_objectives_and_replays_what_it_generated(tmp_path, monkeypa
     ids = [ex.id for ex in exs]
     assert ids[:6] == [f"t2-{i}" for i in range(6)] and "pseudo-t1-0" in ids and "pseudo-t1-1" in ids
     replay_gen = [ex for ex in exs if ex.prompt == "__gen_t1__"]  # it keeps learning to write task 1
-    assert len(replay_gen) == 1 and replay_gen[0].references[0] in {"7 __ans__ yes", "8 __ans__ no"}
+    assert len(replay_gen) == 1 and replay_gen[0].references[0] in {"7. Answer: yes", "8. Answer: no"}
     stats = consolidate(m, 1, tmp_path / "k2")
     assert stats["pseudo_trained"] == {"t1": 2}
     saved = load_tensors(tmp_path / "k2" / "adapter" / "prompts.safetensors")

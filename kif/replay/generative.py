@@ -6,9 +6,12 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
 1. **Learning to generate** (LAMOL, Sun et al., ICLR 2020, §3; LFPT5, Qin & Joty, ICLR 2022,
    §3.2): while task k trains, its data is mixed with *generation examples*: the prompt is the
    task's generation token ``__gen_<task>__`` (``gen_prompt``) and the target the whole example,
-   ``<input> __ans__ <answer>`` (``generation_target``). Only the variable part of the prompt is
-   written: the task's instruction template (``prompt_template``: the prompts' common prefix and
-   suffix) is put back around it, so a generated sample is a prompt of the same form as the
+   ``<input><cue> <answer>`` (``generation_target``). The cue is the task's own answer cue, its
+   template's suffix such as "\nAnswer:" (kif: a pretrained model follows it at once; LAMOL's
+   special ``__ans__`` token, the fallback when a template has none, had SmolLM2 write no
+   well-formed sample after 3 epochs on SST-2). Only the variable part of the prompt is written:
+   the task's instruction template (``prompt_template``: the prompts' common prefix and suffix)
+   is put back around it, so a generated sample is a prompt of the same form as the
    real ones. Decoder-only and seq2seq models are trained the same way (the encoder reads the
    generation token, the decoder writes the example), so a seq2seq model never passes a label
    off as an input.
@@ -17,11 +20,11 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    draw of the task's n examples) into the n task examples, which gives the generation loss the
    share λ of the gradient in expectation (``generation_examples``, ``gen_weight``) — kif.
    The target shares ``data.max_target_length`` with the task's answers: a long input is cut
-   (its head kept) so that ``__ans__ <answer>`` always fits — kif.
+   (its head kept) so that the cue and the answer always fit — kif.
 2. **Generating** (``generate_examples``): after the task, the model continues its generation
    token with top-k sampling (LAMOL: k = 20) from a forked, seeded RNG (deterministic; the
    global RNG, hence the rest of the run, untouched), in rounds until ``n`` samples pass the
-   filter: exactly one ``__ans__``, a non-empty input and a non-empty answer, the answer in the
+   filter: exactly one answer cue, a non-empty input and a non-empty answer, the answer in the
    task's label set when the task has a closed one (``closed_labels``), no duplicate of an
    earlier sample. The memory size is the replay memory's (2 % of the task by default,
    ``kif.replay.Memory.size_for``); fewer than ``n`` may come back if the model cannot write
@@ -41,8 +44,18 @@ from ..encoding import Encoder
 from ..torchutil import eval_mode
 from .pseudo import prompt_template
 
-ANSWER_MARK = "__ans__"
-SEPARATOR = f" {ANSWER_MARK} "
+ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
+
+
+def answer_mark(suffix: str) -> str:
+    """What separates input and answer in a generated example: the task's own answer cue (its
+    template's suffix, e.g. "Answer:", "Output:"), which a pretrained model already knows how
+    to follow; LAMOL's ``__ans__`` when the template has none."""
+    return suffix.strip() or ANSWER_MARK
+
+
+def separator(suffix: str) -> str:
+    return (suffix if suffix.strip() else f" {ANSWER_MARK}") + " "
 
 
 class GenerativeOptions(BaseModel):
@@ -69,12 +82,12 @@ def body_of(prompt: str, prefix: str, suffix: str) -> str:
 
 
 def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[Encoder] = None) -> str:
-    """``<input> __ans__ <answer>``: what the model learns to write after the generation token.
+    """``<input><cue> <answer>``: what the model learns to write after the generation token.
 
     With an ``encoder``, the input is cut (its head kept) so that the whole target fits in
     ``data.max_target_length`` tokens: the encoder truncates targets there, and a target cut
-    before its ``__ans__`` would teach the model to write examples without answers."""
-    body, tail = body_of(ex.prompt, prefix, suffix), f"{SEPARATOR}{ex.references[0].strip()}"
+    before its answer cue would teach the model to write examples without answers."""
+    body, tail = body_of(ex.prompt, prefix, suffix), f"{separator(suffix)}{ex.references[0].strip()}"
     if encoder is not None:
         tok = encoder.tokenizer
         budget = encoder.max_target_length - 2 - len(tok(tail, add_special_tokens=False)["input_ids"])
@@ -108,8 +121,8 @@ def closed_labels(examples: Sequence[Example], max_labels: int = 32) -> Optional
 
 def parse_example(text: str, prefix: str, suffix: str, labels: Optional[set[str]] = None
                   ) -> Optional[tuple[str, str]]:
-    """(prompt, answer) of a generated ``<input> __ans__ <answer>``, or None when malformed."""
-    parts = text.split(ANSWER_MARK)
+    """(prompt, answer) of a generated ``<input><cue> <answer>``, or None when malformed."""
+    parts = text.split(answer_mark(suffix))
     if len(parts) != 2:
         return None
     body, answer = parts[0].strip(), parts[1].strip()
