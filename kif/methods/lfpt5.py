@@ -10,7 +10,8 @@ Sources: the paper (§3) and the authors' code, github.com/qcwthu/Lifelong-Fewsh
   (seeded), and trained on every task in turn — paper, code.
 - **Two objectives** (paper §3.2, after LAMOL): solve the task, and generate examples of it from
   a task-specific generation token: task k's data is mixed with ⌈λ·n⌉ generation examples
-  ``__gen_<task>__`` → ``<input> __ans__ <answer>`` (``kif.replay.generative``), λ = ``gen_weight``
+  ``__gen_<task>__`` → ``<input><cue> <answer>`` (the cue: the task's own, e.g. "Answer:";
+  ``kif.replay.generative``), λ = ``gen_weight``
   0.25 (``--lm_lambda 0.25``). kif mixes examples instead of weighting a second loss on every
   example (the same share of the gradient in expectation) — kif.
 - **Generative replay** (paper §3.3): before task k ≥ 2, the model as it is (the prompt after task
