@@ -14,9 +14,10 @@ from .errors import KifError, Stopped
 def _cmd_run(args) -> int:
     from .config import load_config
     from .dist import is_main
-    from .runner import run
 
     cfg = load_config(args.config, args.set + ([f"eval.mode={args.eval_mode}"] if args.eval_mode else []))
+    from .runner import run  # the Trainer and the models: imported once the config is known good
+
     out = args.output or os.path.join("runs", f"{cfg.method}-{cfg.model}")
     if not is_main():  # accelerate launch: the main process reports
         logging.getLogger("kif").setLevel(logging.WARNING)
