@@ -301,19 +301,24 @@ def test_ema_two_steps_by_hand(tmp_path):
     assert all(torch.allclose(p, torch.full_like(p, want)) for p in params.values())
 
 
-def test_ema_wired_after_optimizer_step(tmp_path):
-    d = 0.5
-    m = make("ema", tmp_path, method_args={"decay": d})
-    params = m.trainable()
-    p0 = snapshot(params)
-    seen = []
-    orig = m.on_step_end
+def record_steps(m, params) -> list:
+    """Snapshots of ``params`` right after each optimizer step (before the method's own hook)."""
+    seen, orig = [], m.on_step_end
 
     def record():
         seen.append(snapshot(params))
         orig()
 
     m.on_step_end = record
+    return seen
+
+
+def test_ema_wired_after_optimizer_step(tmp_path):
+    d = 0.5
+    m = make("ema", tmp_path, method_args={"decay": d})
+    params = m.trainable()
+    p0 = snapshot(params)
+    seen = record_steps(m, params)
     train(m, 0, examples("t1", 4))
     assert len(seen) == 2 and m.updates == 2
     n = next(n for n in params if ".lora_B." in n)
@@ -328,14 +333,7 @@ def test_ema_half_life_per_task_by_hand(tmp_path):
     m = make("ema", tmp_path, method_args={"half_life": 0.5})
     params = m.trainable()
     p0 = snapshot(params)
-    seen = []
-    orig = m.on_step_end
-
-    def record():
-        seen.append(snapshot(params))
-        orig()
-
-    m.on_step_end = record
+    seen = record_steps(m, params)
     _, stats = train(m, 0, examples("t1", 4))
     assert stats["steps"] == 2 == m.task_steps and m.decay == 0.5
     s0 = consolidate(m, 0, tmp_path / "k1")
