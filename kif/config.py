@@ -266,6 +266,7 @@ def validate_config(raw: dict, source: str = "config", overrides: list[str] = ()
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{blame(_err_key(err))}: {validation_message(err)}") from None
+    _check_method_keys(cfg, blame)
     opts = method_options(cfg, source, blame)
     from .guards import check_float_range  # values that are 0 or inf in float32
 
@@ -287,6 +288,19 @@ def method_options(cfg: RunConfig, source: str = "config", blame=None):
     except ValidationError as err:
         where = blame("method_args." + _err_key(err)) if blame else source
         raise ConfigError(f"{where}: {validation_message(err, 'method_args')} (method '{cls.name}')") from None
+
+
+def _check_method_keys(cfg: RunConfig, blame) -> None:
+    """An unknown ``method_args`` key, found from the method's source without importing it
+    (a method module imports torch: 2+ s before a typo could be reported). Same message as
+    :func:`method_options`, which still validates everything afterwards."""
+    from .methods.registry import option_keys  # light: no method module, no torch
+
+    keys = option_keys(cfg.method)
+    unknown = [k for k in cfg.method_args if keys is not None and k not in keys]
+    if unknown:
+        key = f"method_args.{unknown[0]}"
+        raise ConfigError(f"{blame(key)}: {key}: unknown key (method '{cfg.method}')")
 
 
 def _err_key(err: ValidationError) -> str:

@@ -1,5 +1,15 @@
-"""Continual-learning methods behind one interface (``CLMethod``)."""
-from .base import CLMethod, MethodOptions, RunContext
-from .registry import all_methods, get_method, register
+"""Continual-learning methods behind one interface (``CLMethod``).
 
-__all__ = ["CLMethod", "MethodOptions", "RunContext", "all_methods", "get_method", "register"]
+The names below load on first use: config loading imports ``kif.methods.registry`` to check
+``method_args`` keys, and importing ``base`` here would import torch (2+ s) with it."""
+from importlib import import_module
+
+_HOMES = {"CLMethod": "base", "MethodOptions": "base", "RunContext": "base",
+          "all_methods": "registry", "get_method": "registry", "register": "registry"}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
