@@ -111,7 +111,30 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
     for ex in kept:  # a random tiny model rarely writes a well-formed sample; whatever it kept is one
         assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
         assert ex.references[0] in {"yes", "no"}
-    assert make("kiflora-m", tmp_path, method_args={"memory_source": "pseudo"}).opts.pseudo_generator == "continue"
+    assert make("kiflora-m", tmp_path, method_args={"memory_source": "pseudo"}).opts.pseudo_generator == "generative"
+
+
+def test_kif_m_pseudo_memory_on_the_default_path_end_to_end(tmp_path):
+    """kif-m with memory_source pseudo and nothing else set: the generative component is the pseudo
+    memory (each task trains on ⌈0.25·16⌉ = 4 generation examples too; what the model writes is the memory)."""
+    import yaml
+
+    from kif.runner import run
+    from helpers import tiny_config
+
+    out = tmp_path / "run"
+    res = run(tiny_config(method="kif-m", method_args={"memory_source": "pseudo", "gen_max_tokens": 24}), out,
+              show_progress=False)
+    assert res["finished"] and len(res["matrix"]) == 3 and all(len(r) == 3 for r in res["matrix"])
+    assert yaml.safe_load((out / "config.yaml").read_text())["method_args"]["pseudo_generator"] == "generative"
+    assert [t["train_examples"] for t in res["per_task"]] == [16 + 4] * 3
+    for t in res["per_task"]:
+        assert t["pseudo_generated"] > 0 and t["pseudo_well_formed"] >= t["memory_added"]
+        assert 0 <= t["memory_added"] <= 1  # ⌈2 % of 16⌉ at most: fewer when the model writes none well-formed
+    assert sum(res["memory"].values()) == res["per_task"][2]["memory_total"]
+    assert [t.get("replay_examples") for t in res["per_task"][1:]] == [res["memory"].get("cb", 0),
+                                                                      res["memory"].get("cb", 0)
+                                                                      + res["memory"].get("copa", 0)]
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])

@@ -127,7 +127,7 @@ def test_task_specific_freezes_cur_plus_prev_minus(frozen_units, tmp_path):
 def test_mixed_mode_trains_on_task_data_and_memory_in_one_stage(source, tmp_path, monkeypatch):
     """The released KIF-M: M_{<k} joins task k's data; no replay stage, nothing frozen."""
     m = _method("kif-m", tmp_path, cfg={"eval": {"max_new_tokens": 4}}, replay_mode="mixed",
-                memory_source=source, pseudo_input_tokens=8)
+                memory_source=source, pseudo_generator="continue", pseudo_input_tokens=8)
     seen = _spy(m, monkeypatch)
     exs1, st1 = train(m, 0, examples("t1", 6))
     s0 = consolidate(m, 0, tmp_path / "k1")
@@ -205,8 +205,9 @@ def test_pseudo_samples_well_formed(model, bench, task, tmp_path, data_dir):
 
 
 def test_pseudo_memory_in_the_method(tmp_path, monkeypatch):
+    """The earlier pseudo path (``pseudo_generator: continue``): the model continues the instruction."""
     m = _method("kiflora-m", tmp_path, cfg={"eval": {"max_new_tokens": 4}}, memory_source="pseudo",
-                pseudo_input_tokens=8)
+                pseudo_generator="continue", pseudo_input_tokens=8)
     seen = _spy(m, monkeypatch)
     _, s1 = _two_tasks(m, tmp_path)
     assert [ex.id for ex in m.memory.task_examples("t1")] == [f"pseudo-t1-{i}" for i in range(3)]
@@ -229,7 +230,9 @@ def _check_run(out, method):
     return res
 
 
-# kiflora-m + tiny-llama + pseudo memory runs through `kif run` in the resume test below
+# kiflora-m + tiny-llama + pseudo memory runs through `kif run` in the resume test below; these pin the
+# earlier pseudo path (`continue`: exactly one sample per task); the default (generative) path runs end to
+# end in tests/test_generative_replay.py
 @pytest.mark.parametrize("method,model,source", [("kif-m", "tiny-llama", "real"), ("kif-m", "tiny-t5", "pseudo"),
                                                  ("kiflora-m", "tiny-t5", "real")])
 def test_cli_run(method, model, source, tmp_path, data_dir):
@@ -239,7 +242,8 @@ def test_cli_run(method, model, source, tmp_path, data_dir):
     args = ["run", "-q", "-o", str(out), "--set", f"method={method}", "--set", f"model={model}",
             "--set", "tasks=[cb,copa,sst2]", "--set", "data.train_samples=16", "--set", "data.test_samples=4",
             "--set", "data.max_input_length=128", "--set", "train.epochs=1", "--set", "eval.max_new_tokens=4",
-            "--set", f"method_args.memory_source={source}", "--set", "method_args.pseudo_input_tokens=16"]
+            "--set", f"method_args.memory_source={source}", "--set", "method_args.pseudo_input_tokens=16",
+            "--set", "method_args.pseudo_generator=continue"]
     assert main(args) == 0
     _check_run(out, method)
 
@@ -250,7 +254,8 @@ def test_kill_in_next_task_and_resume_matches_uninterrupted(tmp_path, data_dir):
     from test_resume import _kif, _write_cfg
 
     cfg = _write_cfg(tmp_path / "cfg.yaml", method="kiflora-m",
-                     method_args={"memory_source": "pseudo", "pseudo_input_tokens": 16})
+                     method_args={"memory_source": "pseudo", "pseudo_generator": "continue",
+                                  "pseudo_input_tokens": 16})
     ref, out = tmp_path / "ref", tmp_path / "out"
     assert _kif(cfg, ref).returncode == 0
     _check_run(ref, "kiflora-m")

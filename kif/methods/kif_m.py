@@ -14,11 +14,14 @@ Two ways to replay, ``replay_mode``:
 1. runs KIF's fusion (eq. 13-17), giving f̂_k (for k = 0, f̂_0 = f_0);
 2. stores the memory of task k: a ``memory_fraction`` of its training set (≥ ``min_per_task``;
    ``Memory``), either real samples (``memory_source: real``) or as many pseudo-samples
-   written by the freshly trained model f_k before fusion (``pseudo``, ``kif.replay.pseudo``;
-   f_k is the model that knows task k best); with ``pseudo_generator: generative`` the model
-   also learns, during task k, to write whole examples from the task's generation token
-   (LAMOL, ``gen_weight`` λ = 0.25) and the memory is what it writes, filtered and deduplicated
-   (``kif.replay.generative``; fewer than asked if it writes too few well-formed ones);
+   written by the freshly trained model f_k before fusion (``pseudo``; f_k is the model that
+   knows task k best). The pseudo memory comes from the generative-replay component
+   (``pseudo_generator: generative``, the default): the model also learns, during task k, to
+   write whole examples from the task's generation token (LAMOL, ``gen_weight`` λ = 0.25) and
+   the memory is what it writes, filtered and deduplicated (``kif.replay.generative``; fewer
+   than asked if it writes too few well-formed ones; results.json: ``pseudo_generated``,
+   ``pseudo_well_formed``). ``pseudo_generator: continue`` keeps the earlier path: a model that
+   never learned to write inputs continues the task's instruction (``kif.replay.pseudo``);
 3. for k ≥ 1, the replay stage: fine-tunes f̂_k on the memory of the earlier tasks M_{<k}
    (as the paper states; ``include_current: true`` adds task k's own memory) for
    ``replay_epochs`` with ``kif.training.train_task`` (seed ``seed + 1000 + k``; the learning
@@ -76,10 +79,10 @@ class MemoryReplayOptions(MemoryOptions, GenerativeOptions, MethodOptions):
     replay_learning_rate: Optional[float] = Field(None, gt=0, description="null: train.learning_rate")
     pseudo_input_tokens: int = Field(128, gt=0, description="max tokens of a generated pseudo input")
     pseudo_top_k: int = Field(20, gt=0, description="top-k sampling of pseudo inputs (LAMOL: 20)")
-    pseudo_generator: Literal["continue", "generative"] = Field(
-        "continue", description="pseudo memory: continue = the model continues the task's instruction "
-        "(kif.replay.pseudo); generative = the model also learns to write whole examples from a task token "
-        "(LAMOL, gen_weight) and writes them after the task (kif.replay.generative)")
+    pseudo_generator: Literal["generative", "continue"] = Field(
+        "generative", description="pseudo memory: generative = the model also learns to write whole examples "
+        "from a task token (LAMOL, gen_weight) and writes them after the task (kif.replay.generative); "
+        "continue = the model continues the task's instruction (kif.replay.pseudo; the earlier default)")
 
 
 class KIFMOptions(KIFOptions, MemoryReplayOptions):
@@ -100,6 +103,7 @@ class MemoryReplayMixin:
         self._current: list = []
         self._replaying = False
         self.last_replay: dict = {}
+        self._gen_stats: dict = {}
 
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)  # task k's own data: its memory is drawn from these
@@ -120,8 +124,10 @@ class MemoryReplayMixin:
         return self.opts.memory_source == "pseudo" and self.opts.pseudo_generator == "generative"
 
     def store_memory(self, k: int) -> list:
-        """Task k's memory from ``self._current`` (its training examples), with the model as it is now."""
+        """Task k's memory from ``self._current`` (its training examples), with the model as it is now;
+        ``self._gen_stats``: how many examples the generative path drew and how many were well-formed."""
         o, ctx = self.opts, self.ctx
+        self._gen_stats = {}
         task = ctx.tasks[k]
         if o.memory_source == "real":
             return self.memory.add(task, self._current)
@@ -132,7 +138,7 @@ class MemoryReplayMixin:
             samples = generate_examples(self.model, ctx.encoder, task, template, n, ctx.lm.eos_token_ids,
                                         labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size)
+                                        batch_size=cfg.eval.batch_size, stats=self._gen_stats)
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
                                  ctx.lm.eos_token_ids, input_tokens=o.pseudo_input_tokens,
@@ -209,6 +215,9 @@ class MemoryReplayMixin:
         if not pseudo:
             kept = self.store_memory(k)
         stats.update({"memory_added": len(kept), "memory_total": len(self.memory)})
+        if self._gen_stats:
+            stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
+                          "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})
         if k == 0 or self.opts.replay_mode == "mixed":
             return stats
         self.save_adapter(task_dir / "adapter_fused")  # f̂_k before replay

@@ -23,8 +23,30 @@ Sources: the paper (§3) and the authors' code, github.com/qcwthu/Lifelong-Fewsh
   over the old ones was its full-data setting; LFPT5's few-shot runs replay as many pseudo-samples
   as real ones, ``memory_per_task`` sets a fixed count) — kif. Each task's instruction template
   (common prefix/suffix of its prompts) is kept to rebuild the pseudo prompts.
-- The KL (label-consistency) distillation term of the paper (``--kd_lamda 0.01``) is not
-  implemented (kif: a known gap; ``kd_weight`` is refused unless 0).
+- **KL label consistency** (paper §3: a KL divergence between the previous and the current
+  model keeps their labels consistent on the pseudo-samples; code ``model.py`` ``forward``):
+  before task k ≥ 2 the prompt as task k−1 left it is copied into a frozen *teacher* (same
+  frozen model, old prompt; never trained, bit-identical through task k). On every training
+  batch, the rows that are pseudo-samples (solve rows, not their generation examples — code:
+  ``ifmem == 0``, the rows of earlier tasks in the task batch) add
+
+      kd_weight · Σ_{answer tokens t} KL(p_teacher(·|t) ‖ p_student(·|t))        (``answer_kl``)
+
+  with p = softmax(logits) at temperature 1 (code: ``Softmax(dim=2)``, no temperature) and the
+  sum over tokens and rows of the batch (code: ``kl_div(..., reduction='sum')``); kif sums over
+  the answer tokens only (the code also over the padded decoder positions, whose labels are
+  ignored by its own loss). kd_weight = 0.01 (``--kd_lamda 0.01``, Classification.sh). The code
+  weighs the rest of the loss by (1 − λ): (1 − λ)(L + L_gen) + λ·KL; kif adds λ·KL to the loss
+  (the same objective up to the factor 1 − λ = 0.99 and λ/(1 − λ) = 0.0101 for 0.01) — kif.
+  The code builds its teacher parameter from the very tensor of the student prompt
+  (``set_prompt_embedding``: two ``nn.Parameter`` of one tensor share its storage, and the
+  checkpoint it loads is on the GPU already, so ``.to(device)`` copies nothing): as far as we
+  can read it, its teacher follows the student and the term is ~0; kif keeps the real frozen
+  copy the paper describes. The teacher runs without dropout (eval mode, no gradient) on the
+  pseudo rows only, so the term costs one forward of those rows. A batch has no per-example
+  flag in kif, so a pseudo row is recognised by its tokens (``feature_key``: the input ids and
+  the answer ids); a real example with exactly the same tokens would count too (the same
+  sequence). ``kd_weight: 0`` turns the term off; the per-task value applies (``per_task``).
 - The learning rate is ``train.learning_rate`` (their script: 0.5; configs/table1/lfpt5.yaml).
 - Artifacts: ``tasks/<k>/adapter/prompts.safetensors`` (``prompt``: [length, d], fp32): the
   run's adapter bytes.
@@ -32,10 +54,11 @@ Sources: the paper (§3) and the authors' code, github.com/qcwthu/Lifelong-Fewsh
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
-from pydantic import Field, field_validator
-from torch import nn
+from pydantic import Field
+from torch import Tensor, nn
 
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
@@ -43,21 +66,41 @@ from ..replay import MemoryOptions
 from ..replay.generative import GenerativeOptions, closed_labels, generate_examples, generation_examples
 from ..replay.pseudo import prompt_template
 from ..data import Example
+from ..encoding import IGNORE
+from ..torchutil import eval_mode
 from .base import CLMethod, MethodOptions
 from .registry import register
 
 
 class LFPT5Options(MemoryOptions, GenerativeOptions, MethodOptions):
     prompt_length: int = Field(300, gt=0, description="soft-prompt tokens (LFPT5's --prompt_number 300)")
-    kd_weight: float = Field(0.0, description="KL label-consistency term on pseudo-samples (paper: 0.01); "
-                             "not implemented, must be 0")
+    kd_weight: float = Field(0.01, ge=0, description="weight of the KL label-consistency term on the pseudo-"
+                             "samples, KL(teacher ‖ student) summed over answer tokens (LFPT5's --kd_lamda 0.01); "
+                             "0: off")
 
-    @field_validator("kd_weight")
-    @classmethod
-    def _no_kd(cls, v: float) -> float:
-        if v != 0:
-            raise ValueError("the KL distillation term is not implemented in kif's lfpt5; set kd_weight: 0")
-        return v
+
+def answer_kl(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, seq2seq: bool) -> Tensor:
+    """Σ over answer tokens of KL(p_teacher ‖ p_student), p = softmax of the logits (temperature 1), fp32.
+
+    ``labels`` [B, T] mark the answer tokens (not IGNORE). Decoder-only logits are aligned with
+    the input ids (position t predicts token t+1); seq2seq logits with the labels."""
+    if not seq2seq:
+        student_logits, teacher_logits, labels = student_logits[:, :-1], teacher_logits[:, :-1], labels[:, 1:]
+    answer = labels != IGNORE
+    log_s = torch.log_softmax(student_logits[answer].float(), dim=-1)
+    log_t = torch.log_softmax(teacher_logits[answer].float(), dim=-1)
+    return torch.nn.functional.kl_div(log_s, log_t, log_target=True, reduction="sum")
+
+
+def feature_key(input_ids: list[int], labels: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What identifies a training row: its input ids and its answer ids (padding and IGNORE left out)."""
+    return tuple(input_ids), tuple(t for t in labels if t != IGNORE)
+
+
+def row_keys(input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> list[tuple]:
+    """``feature_key`` of each row of a padded batch (left or right padding)."""
+    return [feature_key([i for i, m in zip(ids, mask) if m], lab)
+            for ids, mask, lab in zip(input_ids.tolist(), attention_mask.tolist(), labels.tolist())]
 
 
 class SinglePrompt(nn.Module):
@@ -88,6 +131,13 @@ class LFPT5(CLMethod):
         self.templates: dict[str, list[str]] = {}  # task -> [prefix, suffix] of its prompts
         self.label_sets: dict[str, list[str]] = {}  # task -> its closed label set (if it has one)
         self.last_pseudo: dict[str, list[str]] = {}  # task -> ids of the pseudo-samples trained on
+        # KL label consistency: the frozen teacher of the task in training, its pseudo rows, the batch seen
+        self.teacher: Optional[PromptedModel] = None
+        self._kd_weight = 0.0
+        self._pseudo_keys: set[tuple] = set()
+        self._batch: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None
+        self._kd_rows = 0
+        self.model.register_forward_hook(self._keep_batch, with_kwargs=True)
 
     # --- generative replay -----------------------------------------------------------------
     def pseudo_samples(self, k: int, n_new: int) -> tuple[list[Example], dict]:
@@ -134,11 +184,48 @@ class LFPT5(CLMethod):
             mine = [ex for ex in pseudo if ex.id.startswith(f"pseudo-{t}-")]
             self.last_pseudo[t] = [ex.id for ex in mine]
             out += mine + self._generation(t, mine, seed)
+        enc = self.ctx.encoder
+        self._pseudo_keys = {feature_key(**enc.train_features(ex)) for ex in pseudo}
         return out
+
+    # --- KL label consistency (see the module docstring) ------------------------------------
+    def before_task(self, k: int) -> None:
+        self._kd_weight, self._kd_rows, self._batch = self.task_opts(k).kd_weight, 0, None
+        self.teacher = None
+        if k >= 1 and self._kd_weight > 0 and self._pseudo_keys:
+            frozen = SinglePrompt(self.model.source.prompt.detach().clone())  # the prompt after task k-1
+            frozen.prompt.requires_grad_(False)
+            self.teacher = PromptedModel(self.model.base, frozen)
+
+    def _keep_batch(self, module, args, kwargs, output) -> None:
+        """Forward hook: the training batch and the student's logits, for ``extra_loss``."""
+        if self.teacher is None or not module.training or not torch.is_grad_enabled():
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and kwargs.get("labels") is not None:
+            mask = kwargs.get("attention_mask")
+            self._batch = (ids, torch.ones_like(ids) if mask is None else mask, kwargs["labels"], output.logits)
+
+    def extra_loss(self, model) -> Optional[Tensor]:
+        """kd_weight · Σ KL(teacher ‖ student) over the answer tokens of the batch's pseudo rows."""
+        batch, self._batch = self._batch, None
+        if self.teacher is None or batch is None or not self.model.training:
+            return None
+        ids, mask, labels, logits = batch
+        rows = [i for i, key in enumerate(row_keys(ids, mask, labels)) if key in self._pseudo_keys]
+        if not rows:  # a zero, so the reported regulariser is the mean over every batch
+            return logits.new_zeros((), dtype=torch.float32)
+        self._kd_rows += len(rows)
+        idx = torch.tensor(rows, device=ids.device)
+        with torch.no_grad(), eval_mode(self.teacher):
+            teacher_logits = self.teacher(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx]).logits
+        return self._kd_weight * answer_kl(logits[idx], teacher_logits, labels[idx], self.model.is_seq2seq)
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         stats = dict(getattr(self, "_pseudo_stats", {}))
         stats["pseudo_trained"] = {t: len(ids) for t, ids in self.last_pseudo.items()}
+        if self.teacher is not None:
+            stats["kd_rows"] = self._kd_rows  # pseudo rows the KL term was computed on, over all epochs
         return stats
 
     # --- state ---------------------------------------------------------------------------------

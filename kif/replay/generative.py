@@ -1,7 +1,7 @@
 """Generative replay (LAMOL-style): the model learns to write whole examples of a task, then writes them.
 
 Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs), ``lfpt5``, and
-``kif-m`` / ``kiflora-m`` with ``memory_source: pseudo`` + ``pseudo_generator: generative``.
+``kif-m`` / ``kiflora-m`` with ``memory_source: pseudo`` (``pseudo_generator: generative``, the default).
 
 1. **Learning to generate** (LAMOL, Sun et al., ICLR 2020, §3; LFPT5, Qin & Joty, ICLR 2022,
    §3.2): while task k trains, its data is mixed with *generation examples*: the prompt is the
