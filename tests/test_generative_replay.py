@@ -3,6 +3,7 @@ tiny model overfitted to a task writing that task's examples back."""
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from kif.training import train_task
 REAL = [Example(f"s-{i}", f"Is it good? Option: yes, no.\nText: {t}\nAnswer:", (a,))
         for i, (t, a) in enumerate([("a fine film", "yes"), ("dull and slow", "no"), ("great cast", "yes"),
                                     ("awful plot", "no")])]
+REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = ("Is it good? Option: yes, no.\nText: ", "\nAnswer:")
 
 
@@ -149,3 +151,33 @@ def test_long_inputs_are_cut_so_the_answer_fits(model):
     assert generation_target(REAL[1], *TEMPLATE, enc) == "dull and slow\nAnswer: no"  # short: untouched
     [gen] = generation_examples("sst2", [long], 1.0, seed=0, template=TEMPLATE, encoder=enc)
     assert gen.references[0] == target
+
+
+def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
+    """scripts/pseudo_quality.py on a hand-made run: one copy (same answer), one near-duplicate
+    (one word changed), one new input; well-formed share from results.json."""
+    import importlib.util
+    import json
+
+    from kif.replay.generative import save_pseudo
+    from kif.runner import load_sequence_data
+
+    (tmp_path / "config.yaml").write_text("method: lfpt5\nmodel: tiny-llama\nbenchmark: long_sequence\n"
+                                          "tasks: [sst2, copa]\ndata: {train_samples: 4}\n")
+    cfg = validate_config({"method": "lfpt5", "model": "tiny-llama", "benchmark": "long_sequence",
+                           "tasks": ["sst2", "copa"], "data": {"train_samples": 4}})
+    real = load_sequence_data(cfg).train["sst2"]
+    words = real[1].prompt.split(" ")
+    words[len(words) // 2] = "zzzz"
+    save_pseudo(tmp_path / "tasks" / "01_copa", [
+        Example("pseudo-sst2-0", real[0].prompt, real[0].references),
+        Example("pseudo-sst2-1", " ".join(words), ("whatever",)),
+        Example("pseudo-sst2-2", "an input nobody wrote", ("Good",))])
+    (tmp_path / "results.json").write_text(json.dumps({"per_task": [{}, {"pseudo_generated": 10,
+                                                                         "pseudo_well_formed": 4}]}))
+    spec = importlib.util.spec_from_file_location("pq", REPO / "scripts" / "pseudo_quality.py")
+    pq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pq)
+    q = pq.quality(tmp_path)
+    assert q["well_formed_share"] == 0.4
+    assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}

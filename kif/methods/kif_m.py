@@ -58,7 +58,8 @@ from pydantic import Field
 from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, MemoryOptions, pseudo_samples
-from ..replay.generative import GenerativeOptions, closed_labels, generate_examples, generation_examples
+from ..replay.generative import (GenerativeOptions, closed_labels, generate_examples, generation_examples,
+                                 save_pseudo)
 from ..replay.pseudo import prompt_template
 from .base import MethodOptions
 from .kif import KIF, KIFLoRA, KIFLoRAOptions, KIFOptions
@@ -127,7 +128,7 @@ class MemoryReplayMixin:
         """Task k's memory from ``self._current`` (its training examples), with the model as it is now;
         ``self._gen_stats``: how many examples the generative path drew and how many were well-formed."""
         o, ctx = self.opts, self.ctx
-        self._gen_stats = {}
+        self._gen_stats, self._written = {}, []
         task = ctx.tasks[k]
         if o.memory_source == "real":
             return self.memory.add(task, self._current)
@@ -139,11 +140,13 @@ class MemoryReplayMixin:
                                         labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, stats=self._gen_stats)
+            self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
                                  ctx.lm.eos_token_ids, input_tokens=o.pseudo_input_tokens,
                                  output_tokens=cfg.eval.max_new_tokens, top_k=o.pseudo_top_k,
                                  seed=cfg.seed + 2000 + k, batch_size=cfg.eval.batch_size)
+        self._written = samples
         return self.memory.add(task, samples, select=False)
 
     def replay_examples(self, k: int) -> list:
@@ -215,6 +218,7 @@ class MemoryReplayMixin:
         if not pseudo:
             kept = self.store_memory(k)
         stats.update({"memory_added": len(kept), "memory_total": len(self.memory)})
+        save_pseudo(task_dir, self._written if pseudo else [])
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
                           "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})

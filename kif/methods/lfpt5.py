@@ -63,7 +63,8 @@ from torch import Tensor, nn
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
 from ..replay import MemoryOptions
-from ..replay.generative import GenerativeOptions, closed_labels, generate_examples, generation_examples
+from ..replay.generative import (GenerativeOptions, closed_labels, generate_examples, generation_examples,
+                                 save_pseudo)
 from ..replay.pseudo import prompt_template
 from ..data import Example
 from ..encoding import IGNORE
@@ -180,6 +181,7 @@ class LFPT5(CLMethod):
         seed = self.ctx.cfg.seed + k
         out = list(examples) + self._generation(task, list(examples), seed)
         pseudo, self._pseudo_stats = self.pseudo_samples(k, len(examples))
+        self._pseudo_written = pseudo
         for t in self.ctx.tasks[:k]:
             mine = [ex for ex in pseudo if ex.id.startswith(f"pseudo-{t}-")]
             self.last_pseudo[t] = [ex.id for ex in mine]
@@ -224,6 +226,7 @@ class LFPT5(CLMethod):
     def after_task(self, k: int, task_dir: Path) -> dict:
         stats = dict(getattr(self, "_pseudo_stats", {}))
         stats["pseudo_trained"] = {t: len(ids) for t, ids in self.last_pseudo.items()}
+        save_pseudo(task_dir, getattr(self, "_pseudo_written", []))  # written before this task, trained on in it
         if self.teacher is not None:
             stats["kd_rows"] = self._kd_rows  # pseudo rows the KL term was computed on, over all epochs
         return stats

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -187,3 +188,13 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
     if stats is not None:
         stats.update({"generated": drawn, "well_formed": well_formed, "kept": len(kept)})
     return kept
+
+
+def save_pseudo(task_dir, examples: Sequence[Example]) -> None:
+    """``task_dir/pseudo.jsonl``: what the model wrote, for a reader to judge (and
+    ``scripts/pseudo_quality.py`` to count near-duplicates of the real data)."""
+    from ..io import write_jsonl
+
+    if examples:
+        write_jsonl(Path(task_dir) / "pseudo.jsonl",
+                    [{"id": ex.id, "prompt": ex.prompt, "answer": ex.references[0]} for ex in examples])

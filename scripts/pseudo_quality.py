@@ -1,0 +1,84 @@
+"""How good is a run's generative replay? For every ``tasks/<k>/pseudo.jsonl`` the run wrote
+(lfpt5, kif-m / kiflora-m with pseudo memory), compare each generated sample with the real
+training examples of its task:
+
+- well-formed share: ``pseudo_well_formed / pseudo_generated`` from results.json (what the
+  filter of kif.replay.generative let through, of everything the model wrote);
+- copies: a generated input equal to a real one (whitespace-normalised);
+- near-duplicates: Rouge-L F ≥ ``--near`` (0.8) against the closest real input;
+- label agreement: for a copy, whether the generated answer is the real one.
+
+    python scripts/pseudo_quality.py runs/lfpt5-quickstart            # a table
+    python scripts/pseudo_quality.py runs/lfpt5-quickstart --json     # machine-readable
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from kif.config import load_config
+from kif.metrics import rouge_l
+from kif.runner import load_sequence_data
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.split())
+
+
+def task_of(sample_id: str, tasks: list[str]) -> str | None:
+    m = re.match(r"pseudo-(.+)-\d+$", sample_id)
+    return m.group(1) if m and m.group(1) in tasks else None
+
+
+def quality(run: Path, near: float = 0.8) -> dict:
+    cfg = load_config(run / "config.yaml")
+    data = load_sequence_data(cfg)
+    real = {t: {_norm(ex.prompt): ex.references[0] for ex in data.train[t]} for t in data.tasks}
+    out: dict = {"tasks": {}}
+    for f in sorted(run.glob("tasks/*/pseudo.jsonl")):
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            t = task_of(row["id"], data.tasks)
+            if t is None:
+                continue
+            s = out["tasks"].setdefault(t, {"samples": 0, "copies": 0, "copies_same_answer": 0, "near": 0})
+            s["samples"] += 1
+            prompt = _norm(row["prompt"])
+            if prompt in real[t]:
+                s["copies"] += 1
+                s["copies_same_answer"] += int(_norm(real[t][prompt]) == _norm(row["answer"]))
+            best = max((rouge_l(prompt, [r]) for r in real[t]), default=0.0)
+            s["near"] += int(best >= 100 * near)  # rouge_l is ×100
+    results = json.loads((run / "results.json").read_text())
+    gen = wf = 0
+    for st in results.get("per_task", []):
+        gen += st.get("pseudo_generated", 0)
+        wf += st.get("pseudo_well_formed", 0)
+    out.update({"generated": gen, "well_formed": wf, "well_formed_share": wf / gen if gen else None,
+                "near_threshold": near})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--near", type=float, default=0.8, help="Rouge-L F (0-1) for a near-duplicate")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    q = quality(a.run, a.near)
+    if a.json:
+        print(json.dumps(q, indent=1))
+        return 0
+    share = q["well_formed_share"]
+    print(f"well-formed: {q['well_formed']}/{q['generated']}" + (f" ({100 * share:.1f} %)" if share is not None else ""))
+    print("task        kept  copies (same answer)  near-dup (Rouge-L >= %.2f)" % a.near)
+    for t, s in q["tasks"].items():
+        print(f"{t:<10} {s['samples']:>5}  {s['copies']:>6} ({s['copies_same_answer']})  {s['near']:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
