@@ -1,0 +1,31 @@
+"""Copy a sweep's finished cells (results.json, config.yaml; never adapters or checkpoints)
+into a folder to commit, then `kif report` that folder. Run it as cells land:
+
+    python scripts/publish_sweep.py runs/evidence docs/results/evidence
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def publish(src: Path, dest: Path) -> list[str]:
+    done = []
+    for res in sorted(src.glob("*/results.json")):
+        if not json.loads(res.read_text()).get("finished"):
+            continue
+        cell = dest / res.parent.name
+        cell.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "config.yaml"):
+            shutil.copyfile(res.parent / name, cell / name)
+        done.append(res.parent.name)
+    if (src / "sweep.json").exists():
+        shutil.copyfile(src / "sweep.json", dest / "sweep.json")
+    return done
+
+
+if __name__ == "__main__":
+    cells = publish(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(f"{len(cells)} finished cells: {' '.join(cells)}")
