@@ -12,8 +12,8 @@ from kif.config import validate_config
 from kif.data import Example
 from kif.encoding import Encoder
 from kif.models import load_model
-from kif.replay.generative import (closed_labels, gen_prompt, generate_examples, generation_examples,
-                                   generation_target, parse_example)
+from kif.replay.generative import (GenerativeOptions, closed_labels, cueless_prompt, examples_from_texts, gen_prompt,
+                                   generate_examples, generation_examples, generation_target, parse_example)
 from kif.replay.pseudo import prompt_template
 from kif.training import train_task
 
@@ -50,6 +50,78 @@ def test_parse_filters_malformed():
     assert parse_example("x\nAnswer: maybe", *TEMPLATE, None) == (TEMPLATE[0] + "x" + TEMPLATE[1], "maybe")
     assert parse_example("x __ans__ no", "Q: ", "", labels) == ("Q: x", "no")  # no suffix: __ans__
     assert closed_labels([Example(str(i), "p", (f"free {i}",)) for i in range(6)]) is None
+
+
+def test_predicted_answers_label_cueless_inputs():
+    """gen_answers: predicted — a text with no cue is an input; its answer is the model's (here a lambda's)."""
+    asked: list[list[str]] = []
+
+    def predict(prompts):  # "yes" for inputs with "nice", "maybe" (no label) for the rest
+        asked.append(prompts)
+        return [" yes\n" if "nice" in p else "maybe" for p in prompts]
+
+    texts = [" a nice film ", "great cast\nAnswer: yes", "flat and dull", "x\nAnswer: y\nAnswer: no", "  ",
+             "a nice film", "great cast\nAnswer: yes", "another nice one"]
+    info: dict = {}
+    out = examples_from_texts("sst2", [texts], TEMPLATE, 10, labels={"yes", "no"}, predict=predict, stats=info)
+    assert [(ex.id, ex.prompt, ex.references) for ex in out] == [
+        ("pseudo-sst2-0", TEMPLATE[0] + "a nice film" + TEMPLATE[1], ("yes",)),  # rebuilt prompt, stripped answer
+        ("pseudo-sst2-1", REAL[2].prompt, ("yes",)),  # one cue: the written answer, as before
+        ("pseudo-sst2-2", TEMPLATE[0] + "another nice one" + TEMPLATE[1], ("yes",))]
+    # one batched call per round, each cue-less prompt once; two cues or a blank text are never asked
+    assert asked == [[TEMPLATE[0] + b + TEMPLATE[1] for b in ("a nice film", "flat and dull", "another nice one")]]
+    # "flat and dull" -> "maybe": outside the label set, dropped; the duplicates count as well-formed, not kept
+    assert info == {"generated": 8, "well_formed": 5, "kept": 3, "answers_predicted": 2}
+    # free-form task (no label set): the predicted answer is kept
+    free = examples_from_texts("sst2", [["flat and dull"]], TEMPLATE, 10, predict=predict)
+    assert [(ex.prompt, ex.references[0]) for ex in free] == [(TEMPLATE[0] + "flat and dull" + TEMPLATE[1], "maybe")]
+    # "generated" (no predict): the cue-less texts are malformed, as in LAMOL
+    info = {}
+    assert [ex.prompt for ex in examples_from_texts("sst2", [texts], TEMPLATE, 10, labels={"yes", "no"},
+                                                    stats=info)] == [REAL[2].prompt]
+    assert info == {"generated": 8, "well_formed": 2, "kept": 1, "answers_predicted": 0}
+    assert cueless_prompt("x\nAnswer: no", *TEMPLATE) is None and cueless_prompt(" \n", *TEMPLATE) is None
+
+
+def test_predicted_answers_stop_at_n_and_read_no_further_round():
+    rounds_read = []
+
+    def rounds():
+        for r in range(3):
+            rounds_read.append(r)
+            yield [f"input {r}-{i}" for i in range(3)]
+
+    info: dict = {}
+    out = examples_from_texts("t", rounds(), TEMPLATE, 4, predict=lambda ps: ["no"] * len(ps), stats=info)
+    assert [ex.prompt for ex in out] == [TEMPLATE[0] + f"input {r}-{i}" + TEMPLATE[1]
+                                         for r, i in [(0, 0), (0, 1), (0, 2), (1, 0)]]
+    assert rounds_read == [0, 1] and info == {"generated": 6, "well_formed": 6, "kept": 4, "answers_predicted": 4}
+    assert examples_from_texts("t", rounds(), TEMPLATE, 0, predict=lambda ps: ["no"] * len(ps)) == []
+    assert GenerativeOptions().gen_answers == "generated"  # LAMOL's behaviour unless asked
+    with pytest.raises(ValueError):
+        GenerativeOptions(gen_answers="guessed")
+
+
+def test_predicted_answers_on_a_tiny_model():
+    """generate_examples(..., gen_answers="predicted") on random tiny-llama weights: whatever it keeps
+    is a prompt of the task's form, and a predicted answer is the model's greedy answer to that prompt."""
+    from kif.evaluation import generate
+
+    lm = load_model("tiny-llama", "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 8)
+    rng, info = torch.get_rng_state(), {}
+    out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 3, lm.eos_token_ids, seed=1, max_new_tokens=12,
+                            rounds=2, batch_size=4, gen_answers="predicted", stats=info)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert 0 < len(out) <= 3 and info["kept"] == len(out) and info["generated"] >= 6
+    assert info["answers_predicted"] >= 1  # random weights rarely write the cue; greedy answers any input
+    for ex in out:
+        assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1]) and ex.references[0]
+    greedy = generate(lm.model, enc, [enc.prompt_ids(ex.prompt) for ex in out], lm.eos_token_ids, 4, 8)
+    # each predicted answer is the greedy answer (at most max_target_length tokens) to its rebuilt prompt
+    assert sum(ex.references[0] == g.strip() for ex, g in zip(out, greedy)) >= info["answers_predicted"]
+    assert out == generate_examples(lm.model, enc, "sst2", TEMPLATE, 3, lm.eos_token_ids, seed=1,
+                                    max_new_tokens=12, rounds=2, batch_size=4, gen_answers="predicted")
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])

@@ -139,7 +139,8 @@ class MemoryReplayMixin:
             samples = generate_examples(self.model, ctx.encoder, task, template, n, ctx.lm.eos_token_ids,
                                         labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size, stats=self._gen_stats)
+                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
+                                        stats=self._gen_stats)
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
@@ -222,6 +223,8 @@ class MemoryReplayMixin:
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
                           "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})
+            if self.opts.gen_answers == "predicted":
+                stats["pseudo_answers_predicted"] = self._gen_stats.get("answers_predicted", 0)
         if k == 0 or self.opts.replay_mode == "mixed":
             return stats
         self.save_adapter(task_dir / "adapter_fused")  # f̂_k before replay

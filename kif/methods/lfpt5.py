@@ -153,9 +153,12 @@ class LFPT5(CLMethod):
                                         ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
                                         seed=cfg.seed + 2000 + 100 * k + i, top_k=o.gen_top_k,
                                         max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size, stats=info)
+                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers, stats=info)
             stats["pseudo_generated"] += info.get("generated", 0)
             stats["pseudo_well_formed"] += info.get("well_formed", 0)
+            if o.gen_answers == "predicted":
+                stats["pseudo_answers_predicted"] = (stats.get("pseudo_answers_predicted", 0)
+                                                     + info.get("answers_predicted", 0))
             out += samples
         return out, stats
 

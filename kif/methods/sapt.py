@@ -273,7 +273,7 @@ class SAPT(IncLoRA):
                                     self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
                                     labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                     top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                    batch_size=cfg.eval.batch_size, stats=info)
+                                    batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers, stats=info)
         self.memory.add(task, samples, select=False)
         return {"memory_added": len(samples), "pseudo_generated": info.get("generated", 0),
                 "pseudo_well_formed": info.get("well_formed", 0),

@@ -29,13 +29,22 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    earlier sample. The memory size is the replay memory's (2 % of the task by default,
    ``kif.replay.Memory.size_for``); fewer than ``n`` may come back if the model cannot write
    enough well-formed samples within ``rounds`` rounds (the caller reports how many).
+3. **Whose answers** (``gen_answers``): ``generated`` (the default; LAMOL, LFPT5) keeps the
+   answer the model wrote after the cue. ``predicted`` (kif, for small models) also keeps a
+   text with no cue but a non-empty input: its input is put back into the task's template and
+   its answer is the model's own greedy prediction on that prompt (the model has just learned
+   the task), then filtered like a written answer (label set, duplicates). Why: small models
+   learn a task's inputs before its format — SmolLM2-135M with kiflora-m on SST-2 (96
+   examples × 2 epochs, λ 0.25) wrote plausible reviews ("A world that has nothing to say.")
+   but stopped before the cue, and 0 of 384 generated texts were well-formed. A text with
+   several cues stays malformed.
 """
 from __future__ import annotations
 
 import math
 import random
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Literal, Optional, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +77,9 @@ class GenerativeOptions(BaseModel):
     gen_top_k: int = Field(20, gt=0, description="top-k sampling of generated examples (LAMOL: 20)")
     gen_max_tokens: int = Field(256, gt=0, description="max new tokens of one generated example (input + answer)")
     gen_rounds: int = Field(4, gt=0, description="sampling rounds (2·n candidates each) before giving up on n")
+    gen_answers: Literal["generated", "predicted"] = Field(
+        "generated", description="answers of generated inputs: the ones the model wrote after the cue (LAMOL), "
+        "or, for a text without a cue, the model's greedy prediction on its input (kif, small models)")
 
 
 def gen_prompt(task: str) -> str:
@@ -158,36 +170,85 @@ def sample_texts(model, encoder: Encoder, prompt: str, n: int, eos_ids: list[int
     return texts
 
 
-def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, str], n: int, eos_ids: list[int],
-                      *, labels: Optional[set[str]] = None, seed: int = 0, top_k: int = 20,
-                      max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
-                      stats: Optional[dict] = None) -> list[Example]:
-    """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
+Predict = Callable[[list[str]], list[str]]  # prompts -> the model's answers, in order
 
-    ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts);
-    ``stats`` (optional) receives how many candidates were drawn and how many were well-formed."""
+
+def cueless_prompt(text: str, prefix: str, suffix: str) -> Optional[str]:
+    """The task prompt of a generated text that has no answer cue but an input (``gen_answers:
+    predicted``): the text is the input body, put back into the template; else None."""
+    body = text.strip()
+    return prefix + body + suffix if body and answer_mark(suffix) not in text else None
+
+
+def examples_from_texts(task: str, rounds: Iterable[Sequence[str]], template: tuple[str, str], n: int, *,
+                        labels: Optional[set[str]] = None, predict: Optional[Predict] = None,
+                        stats: Optional[dict] = None) -> list[Example]:
+    """Up to ``n`` distinct well-formed examples (``pseudo-<task>-<i>``) from rounds of generated
+    texts, in order; a lazy ``rounds`` is read no further than the round that completes ``n``.
+
+    A text with exactly one cue gives its written answer (``parse_example``). With ``predict``
+    (``gen_answers: predicted``) a text without a cue gives its rebuilt prompt (``cueless_prompt``)
+    and ``predict``'s answer to it (one call per round, each prompt once); a predicted answer outside
+    a closed label set is dropped like a written one. ``stats``: texts drawn, well-formed (giving a
+    sample, predicted ones included), kept, and kept with a predicted answer."""
     prefix, suffix = template
     kept: list[Example] = []
     seen: set[tuple[str, str]] = set()
-    drawn = well_formed = 0
-    for r in range(rounds if n > 0 else 0):
-        texts = sample_texts(model, encoder, gen_prompt(task), 2 * n, eos_ids, top_k=top_k,
-                             max_new_tokens=max_new_tokens, generator_seed=seed * 1000 + r, batch_size=batch_size)
+    drawn = well_formed = predicted = 0
+    for texts in (rounds if n > 0 else ()):
         drawn += len(texts)
+        answers: dict[str, str] = {}
+        if predict is not None:
+            prompts = list(dict.fromkeys(p for p in (cueless_prompt(t, prefix, suffix) for t in texts) if p))
+            answers = {p: a.strip() for p, a in zip(prompts, predict(prompts))} if prompts else {}
         for text in texts:
-            parsed = parse_example(text, prefix, suffix, labels)
+            parsed, guessed = parse_example(text, prefix, suffix, labels), False
+            prompt = cueless_prompt(text, prefix, suffix) if parsed is None else None
+            if prompt in answers and answers[prompt] and (labels is None or answers[prompt] in labels):
+                parsed, guessed = (prompt, answers[prompt]), True
             if parsed is None:
                 continue
             well_formed += 1
             if parsed in seen or len(kept) >= n:
                 continue
             seen.add(parsed)
+            predicted += guessed
             kept.append(Example(f"pseudo-{task}-{len(kept)}", parsed[0], (parsed[1],)))
         if len(kept) >= n:
             break
     if stats is not None:
-        stats.update({"generated": drawn, "well_formed": well_formed, "kept": len(kept)})
+        stats.update({"generated": drawn, "well_formed": well_formed, "kept": len(kept),
+                      "answers_predicted": predicted})
     return kept
+
+
+def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, str], n: int, eos_ids: list[int],
+                      *, labels: Optional[set[str]] = None, seed: int = 0, top_k: int = 20,
+                      max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
+                      gen_answers: Literal["generated", "predicted"] = "generated",
+                      stats: Optional[dict] = None) -> list[Example]:
+    """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
+
+    ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts);
+    ``gen_answers: predicted`` answers cue-less texts by the model's batched greedy prediction
+    (``kif.evaluation.generate``, at most ``data.max_target_length`` tokens: an answer's length in
+    training); ``stats`` (optional): see ``examples_from_texts``."""
+    if gen_answers not in ("generated", "predicted"):
+        raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
+
+    def sampled():  # a round is drawn only when the filter asks for it
+        for r in range(rounds):
+            yield sample_texts(model, encoder, gen_prompt(task), 2 * n, eos_ids, top_k=top_k,
+                               max_new_tokens=max_new_tokens, generator_seed=seed * 1000 + r, batch_size=batch_size)
+
+    def predict(prompts: list[str]) -> list[str]:
+        from ..evaluation import generate
+
+        return generate(model, encoder, [encoder.prompt_ids(p) for p in prompts], eos_ids, batch_size,
+                        encoder.max_target_length)
+
+    return examples_from_texts(task, sampled(), template, n, labels=labels,
+                               predict=predict if gen_answers == "predicted" else None, stats=stats)
 
 
 def save_pseudo(task_dir, examples: Sequence[Example]) -> None:
