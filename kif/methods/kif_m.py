@@ -105,6 +105,7 @@ class MemoryReplayMixin:
         self._replaying = False
         self.last_replay: dict = {}
         self._gen_stats: dict = {}
+        self._written: list = []  # the pseudo memory of the last task, for tasks/<k>/pseudo.jsonl
 
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)  # task k's own data: its memory is drawn from these
@@ -219,7 +220,7 @@ class MemoryReplayMixin:
         if not pseudo:
             kept = self.store_memory(k)
         stats.update({"memory_added": len(kept), "memory_total": len(self.memory)})
-        save_pseudo(task_dir, self._written if pseudo else [])
+        save_pseudo(task_dir, self._written)  # empty for a real memory
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
                           "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})
