@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kif.report.aggregate import (group_runs, has_seeds, paired_rows, seed_rows, t_cdf, t_interval,
-                                  t_quantile, trajectory_bands)
+from kif.report.aggregate import (group_runs, has_seeds, paired_rows, seed_rows, summary_rows, summary_table,
+                                  t_cdf, t_interval, t_quantile, trajectory_bands)
 
 TASKS = ["cb", "copa", "sst2"]
 
@@ -103,6 +103,34 @@ def test_paired_against_seqlora_and_kiflora():
     assert kk["AP"]["mean"] == pytest.approx(0.5) and kk["AP"]["sd"] == pytest.approx(math.sqrt(9.5 / 5))
 
 
+def test_summary_one_row_per_method_best_ap_first():
+    runs = grid_runs()
+    rows = summary_rows(seed_rows(runs), paired_rows(runs))
+    # mean over orders: kif (44 + 57) / 2 = 50.5, kiflora (44 + 56) / 2 = 50, seqlora 47
+    assert [r["arm"] for r in rows] == ["kif", "kiflora", "seqlora"]
+    kif, kiflora, seq = rows
+    assert (kif["orders"], kif["seeds"], kif["AP"]["mean"]) == (2, 3, 50.5)
+    assert kif["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(0.5)  # -1, 0, 1, 0, 0, 3
+    assert kiflora["vs"]["kiflora"] is None and seq["vs"]["seqlora"] is None
+    # seqlora − kiflora is the mirror of kiflora − seqlora: mean −3, the interval negated
+    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
+    back = seq["vs"]["kiflora"]["AP"]
+    assert back["mean"] == pytest.approx(-3.0)
+    assert (back["low"], back["high"]) == pytest.approx((-3 - half, -3 + half), abs=1e-5)
+    header, body = summary_table(rows)
+    assert header[:3] == ["method", "orders × seeds", "AP (mean ± sd)"] and len(header) == 9
+    assert body[2][:3] == ["seqlora", "2 × 3", "47.00 ± 2.65"]
+    assert body[2][5] == "-" and body[2][7] == f"-3.00 [{-3 - half:+.2f}, {-3 + half:+.2f}]"
+
+
+def test_summary_reference_arm_and_single_order():
+    runs = [r for r in grid_runs() if r["order"] == "1" and r["method"] != "seqlora"]
+    rows = summary_rows(seed_rows(runs), paired_rows(runs))
+    assert [(r["arm"], r["orders"]) for r in rows] == [("kiflora", 1), ("kif", 1)]  # 44 vs 44, stable
+    assert all(r["vs"]["seqlora"] is None for r in rows)  # no seqlora arm: no pairs
+    assert rows[1]["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(0.0)  # -1, 0, 1
+
+
 def test_pairs_only_where_both_finished_and_seeds_match():
     runs = [r for r in grid_runs() if not (r["method"] == "kiflora" and r["seed"] == 3)]
     runs.append(run("kiflora", "1", 3, 99.0, finished=False))  # unfinished: not a pair
@@ -177,12 +205,14 @@ def test_report_section(tmp_path):
             write_run(root, r["run_name"], r, f"method: {r['method']}\nseed: {r['seed']}\n")
     build_report([root], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "## Over seeds" in md and "### Paired differences" in md
+    assert "## Over seeds" in md and "### Paired differences" in md and "### Summary" in md
+    assert "| seqlora | 2 × 3 | 47.00 ± 2.65 |" in md  # the summary row (not bold)
     assert "| **seqlora** | **mean of 2 orders** | **3** | **47.00 ± 2.65** |" in md  # √7 = 2.6458
     half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
     assert f"| kiflora | seqlora | 6 | +3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |" in md
     agg = json.loads((tmp_path / "rep" / "aggregate.json").read_text())
     assert agg["figures"] == ["seeds_trajectory_1.png", "seeds_trajectory_2.png"]
+    assert [r["arm"] for r in agg["summary"]] == ["kiflora", "seqlora"]
     assert all((tmp_path / "rep" / f).read_bytes()[:4] == b"\x89PNG" for f in agg["figures"])
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Over seeds" in html and "47.00 ± 2.65" in html

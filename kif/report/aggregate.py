@@ -280,6 +280,57 @@ def paired_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _mirror(s: dict) -> dict:
+    """reference − arm from arm − reference: the same interval, negated."""
+    neg = lambda x: None if x is None else -x
+    return {**s, "mean": neg(s["mean"]), "low": neg(s.get("high")), "high": neg(s.get("low"))}
+
+
+def _reference_arm(rows: Sequence[dict], method: str) -> str | None:
+    """The label of the reference method's arm: the plain one, else its only arm (None if unclear)."""
+    arms = sorted({r["arm"] for r in rows if r["method"] == method})
+    return method if method in arms else (arms[0] if len(arms) == 1 else None)
+
+
+def summary_rows(rows: Sequence[dict], paired: Sequence[dict],
+                 references: Sequence[str] = REFERENCES) -> list[dict]:
+    """One row per arm, best AP first: its mean over orders (or its one order), the number of
+    orders and seeds behind it, and its paired difference with each reference method
+    (``vs[reference][metric]``, a :func:`t_interval`; None for the reference itself or without
+    pairs). ``rows`` / ``paired``: :func:`seed_rows` / :func:`paired_rows`."""
+    refs = {m: _reference_arm(rows, m) for m in references}
+    by_pair = {(p["arm"], p["reference"]): p for p in paired}
+    out = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        top = next((r for r in mine if r["kind"] == "mean"), mine[0] if len(mine) == 1 else None)
+        if top is None:  # several orders but no seed common to all (no mean row): nothing to summarise
+            continue
+        vs = {}
+        for m, ref in refs.items():
+            p = by_pair.get((arm, ref))
+            mirror = by_pair.get((ref, arm)) if p is None else None
+            vs[m] = (None if ref is None or ref == arm else
+                     {k: p[k] for k in METRIC_KEYS} if p else
+                     {k: _mirror(mirror[k]) for k in METRIC_KEYS} if mirror else None)
+        out.append({"arm": arm, "method": top["method"], "orders": len([r for r in mine if r["kind"] == "order"]),
+                    "seeds": len(top["seeds"]), **{k: top[k] for k in METRIC_KEYS}, "vs": vs})
+    return sorted(out, key=lambda r: (r["AP"]["mean"] is None, -(r["AP"]["mean"] or 0.0)))
+
+
+# which paired differences the summary shows: (reference, metric)
+SUMMARY_DIFFS = (("seqlora", "AP"), ("seqlora", "BWT"), ("kiflora", "AP"), ("kiflora", "BWT"))
+
+
+def summary_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "orders × seeds", *(f"{m} (mean ± sd)" for m in METRIC_KEYS),
+              *(f"Δ{m} vs {ref} [95 % CI]" for ref, m in SUMMARY_DIFFS)]
+    body = [[r["arm"], f"{r['orders']} × {r['seeds']}", *(_pm(r[m]) for m in METRIC_KEYS),
+             *("-" if r["vs"].get(ref) is None else _ci(r["vs"][ref][m]) for ref, m in SUMMARY_DIFFS)]
+            for r in rows]
+    return header, body
+
+
 # ---- task-1 trajectory over seeds ------------------------------------------------------------------
 
 def _task1_series(run: dict) -> dict[int, float]:
@@ -356,6 +407,13 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
           "and sample standard deviation (n − 1) over seeds. Rows 'mean of N orders' (bold) are the "
           "paper's mean over orders: the mean of the per-order means; their sd is over the seeds run "
           "on every order, of each seed's mean over orders.")
+    summary = summary_rows(rows, paired)
+    doc.h(3, "Summary")
+    doc.p("One row per method, best AP first: its mean over orders (the bold rows below) and its "
+          "paired difference with SeqLoRA and with KIFLoRA (the table 'Paired differences'; a "
+          "reference's own column is '-').")
+    doc.table(*summary_table(summary))
+    doc.h(3, "Per order")
     doc.table(*seed_table(rows), bold_rows=[i for i, r in enumerate(rows) if r["kind"] == "mean"])
     if g["skipped"]:
         doc.p("Left out: " + "; ".join(f"{n} ({why})" for n, why in g["skipped"]) + ".")
@@ -375,4 +433,4 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
         doc.p((f"Order {label}: " if label != "→".join(order) else "Order: ") + " → ".join(order))
         doc.img(name, f"task 1 over seeds, order {label}")
         figures.append(name)
-    return {"seeds": rows, "paired": paired, "skipped": g["skipped"], "figures": figures}
+    return {"summary": summary, "seeds": rows, "paired": paired, "skipped": g["skipped"], "figures": figures}
