@@ -176,3 +176,23 @@ def test_fuse_adaptive_end_to_end():
         fuse(units, prev, cur, ps[:3], cs[:3])
     with pytest.raises(ValueError):
         fuse(units, prev, cur, ps, cs, mode="ema")
+
+
+def test_fusion_weights_script_counts_units_by_weight(tmp_path):
+    """scripts/fusion_weights.py: share of units that keep the past / sit near ½ / take the new."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    task = tmp_path / "tasks" / "02_b"
+    task.mkdir(parents=True)
+    # 8 units over two tensors: 2 past (0.7, 1.0), 4 near ½ (0.5, 0.5, 0.46, 0.54), 2 new (0.0, 0.3)
+    save_file({"a": torch.tensor([0.7, 1.0, 0.5, 0.5]), "b": torch.tensor([0.46, 0.54, 0.0, 0.3])},
+              str(task / "fusion_weights.safetensors"))
+    spec = importlib.util.spec_from_file_location("fw", Path(__file__).resolve().parents[1] / "scripts" / "fusion_weights.py")
+    fw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw)
+    s = fw.weight_stats(task / "fusion_weights.safetensors")
+    assert s["units"] == 8 and s["mean"] == pytest.approx(4.0 / 8)
+    assert (s["past"], s["near_half"], s["new"]) == pytest.approx((0.25, 0.5, 0.25))
