@@ -224,3 +224,38 @@ def test_report_section(tmp_path):
     assert "Over seeds" not in (tmp_path / "rep" / "report.md").read_text()
     assert not (tmp_path / "rep" / "aggregate.json").exists()
     assert not list((tmp_path / "rep").glob("seeds_trajectory_*.png"))
+
+
+def test_paper_claims_script(tmp_path):
+    """scripts/paper_claims.py: paired differences per claim, the fusion arms told apart by
+    config, verdicts from the interval."""
+    import importlib.util
+
+    from kif.report import load_run
+
+    spec = importlib.util.spec_from_file_location("pc", Path(__file__).resolve().parents[1] / "scripts" / "paper_claims.py")
+    pc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pc)
+    dirs = []
+    for order in ("1", "2"):
+        for seed in (1, 2):
+            base = 40.0 + seed + (5 if order == "2" else 0)
+            for name, method, ap, bwt, fusion in (("seq", "seqlora", base, -20.0, None),
+                                                  ("kl", "kiflora", base + 3 + seed, -1.0 * seed, "adaptive"),
+                                                  ("kls", "kiflora", base + 3 + seed, 0.0, "static"),
+                                                  ("kif", "kif", base - seed, -2.0, None)):
+                cfg = f"method: {method}\nseed: {seed}\n" + (f"method_args: {{fusion: {fusion}}}\n" if fusion else "")
+                dirs.append(write_run(tmp_path, f"{name}-{order}-{seed}", run(method, order, seed, ap, bwt=bwt), cfg))
+    rows = {r["claim"]: r for r in pc.claims([load_run(d) for d in dirs])}
+    # kiflora − kif per pair: 3 + 2·seed = 5, 7, 5, 7 -> mean 6, sd √(4/3)
+    k = rows["kiflora ≥ kif on AP"]
+    assert k["pairs"] == 4 and k["diff"]["mean"] == pytest.approx(6.0) and k["verdict"] == "holds"
+    assert k["diff"]["half"] == pytest.approx(3.182446 * math.sqrt(4 / 3) / 2, abs=1e-5)
+    assert rows["kiflora > kiflora fusion=static on AP"]["diff"]["mean"] == 0.0  # the same AP
+    assert rows["kiflora > kiflora fusion=static on AP"]["verdict"] == "not resolved"
+    assert rows["kif > olora on AP"]["verdict"] == "no runs"
+    bwt = rows["kiflora BWT near 0 (value, not a difference)"]  # −1, −2, −1, −2
+    assert bwt["diff"]["mean"] == -1.5 and bwt["verdict"] == "excludes 0"
+    assert pc._verdict({"half": 1.0, "low": -2.0, "high": -0.5}, ">") == "reversed"
+    assert pc._verdict({"half": 1.0, "low": -0.5, "high": 1.5}, "≥") == "holds (tie)"
+    assert "| kiflora ≥ kif on AP | 4 | +6.00 [" in pc.table(list(rows.values()))
