@@ -1,11 +1,13 @@
 """The paper's claims, tested on a sweep: each claim "A beats B" as the paired difference
 A − B on the same (order, seed), mean with its 95 % Student t-interval, and a verdict.
 
-    python scripts/paper_claims.py docs/results/evidence docs/results/evidence-ablations
+    python scripts/paper_claims.py runs/evidence runs/evidence-ablations
 
-Verdicts: "holds" (the interval is above 0), "reversed" (below 0), "not resolved" (it
-contains 0: the seeds cannot tell). For "A ≥ B", an interval containing 0 is "holds (tie)".
-"KIFLoRA's BWT near 0" is KIFLoRA's BWT itself over (order, seed), with its interval.
+(or the published copies under docs/results/). Verdicts: "holds" (the interval is above 0),
+"reversed" (below 0), "not resolved" (it contains 0: the seeds cannot tell, whichever the
+relation). "KIFLoRA's BWT near 0" is KIFLoRA's BWT itself over (order, seed), with its
+interval. A bare method name is the arm that stands for it (`reference_arm`: its default
+options, e.g. KIFLoRA's adaptive fusion); "method key=value" is its arm with that setting.
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kif.report.aggregate import group_runs, t_interval  # noqa: E402
+from kif.errors import KifError  # noqa: E402
+from kif.report.aggregate import group_runs, reference_arm, t_interval  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
 
-# (A, B, metric, relation); an arm is "method" or "method [key=value]" as the report labels it,
-# and the grid's KIFLoRA is the one without fusion=static
+# (A, B, metric, relation)
 CLAIMS = (
     ("kiflora", "kif", "AP", "≥"), ("kif", "olora", "AP", ">"), ("olora", "inclora", "AP", ">"),
     ("inclora", "ewc", "AP", ">"), ("ewc", "seqlora", "AP", ">"),
@@ -28,22 +30,26 @@ CLAIMS = (
 )
 
 
-def _arm(arms: dict, spec: str):
-    """The arm named by ``spec``: its method, and a ``key=value`` its variant must (or, when
-    ``spec`` is a bare method, must not) mention as fusion=static."""
-    method, _, want = spec.partition(" ")
-    found = [a for a in arms if a[2] == method and ((want in a[3]) if want else "fusion=static" not in a[3])]
+def _arm(g: dict, spec: str):
+    """The arm ``spec`` names: "method" (its reference arm) or "method key=value" (the arm of
+    that method whose varying config key ``key``, or ``….key``, has that value)."""
+    method, _, setting = spec.partition(" ")
+    if not setting:
+        return reference_arm(g, method)
+    key, _, want = setting.partition("=")
+    found = [a for a in g["arms"] if a[2] == method and any(
+        (k == key or k.endswith("." + key)) and str(v) == want for k, v in g["arm_values"][a].items())]
     return found[0] if len(found) == 1 else None
 
 
-def _verdict(ci: dict, relation: str) -> str:
+def _verdict(ci: dict) -> str:
     if ci["half"] is None:
         return "one pair: no interval"
     if ci["low"] > 0:
         return "holds"
     if ci["high"] < 0:
         return "reversed"
-    return "holds (tie)" if relation == "≥" else "not resolved"
+    return "not resolved"
 
 
 def claims(runs: list[dict]) -> list[dict]:
@@ -51,17 +57,18 @@ def claims(runs: list[dict]) -> list[dict]:
     arms = g["arms"]
     out = []
     for a_spec, b_spec, metric, relation in CLAIMS:
-        a, b = _arm(arms, a_spec), _arm(arms, b_spec)
+        a, b = _arm(g, a_spec), _arm(g, b_spec)
         row = {"claim": f"{a_spec} {relation} {b_spec} on {metric}", "pairs": 0, "diff": None, "verdict": "no runs"}
         if a is not None and b is not None:
+            row["verdict"] = "no pairs"
             diffs = [arms[a][o][s][metric] - arms[b][o][s][metric] for o in arms[a] if o in arms[b]
                      for s in arms[a][o] if s in arms[b][o] and not isinstance(s, tuple)
                      and arms[a][o][s].get(metric) is not None and arms[b][o][s].get(metric) is not None]
             if diffs:
                 ci = t_interval(diffs)
-                row.update(pairs=len(diffs), diff=ci, verdict=_verdict(ci, relation))
+                row.update(pairs=len(diffs), diff=ci, verdict=_verdict(ci))
         out.append(row)
-    k = _arm(arms, "kiflora")
+    k = _arm(g, "kiflora")
     if k is not None:
         bwt = [r["BWT"] for seeds in arms[k].values() for r in seeds.values() if r.get("BWT") is not None]
         ci = t_interval(bwt) if bwt else None
@@ -82,4 +89,8 @@ def table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(table(claims([load_run(d) for d in find_runs(sys.argv[1:])])))
+    try:
+        print(table(claims([load_run(d) for d in find_runs(sys.argv[1:])])))
+    except KifError as exc:  # a missing or malformed results.json: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

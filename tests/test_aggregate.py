@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kif.report.aggregate import (group_runs, has_seeds, paired_rows, seed_rows, summary_rows, summary_table,
-                                  t_cdf, t_interval, t_quantile, trajectory_bands)
+from kif.report.aggregate import (_ci, group_runs, has_seeds, paired_rows, reference_arm, seed_rows, summary_rows,
+                                  summary_table, t_cdf, t_interval, t_quantile, trajectory_bands)
 
 TASKS = ["cb", "copa", "sst2"]
 
@@ -105,11 +105,11 @@ def test_paired_against_seqlora_and_kiflora():
 
 def test_summary_one_row_per_method_best_ap_first():
     runs = grid_runs()
-    rows = summary_rows(seed_rows(runs), paired_rows(runs))
+    rows = summary_rows(runs)
     # mean over orders: kif (44 + 57) / 2 = 50.5, kiflora (44 + 56) / 2 = 50, seqlora 47
     assert [r["arm"] for r in rows] == ["kif", "kiflora", "seqlora"]
     kif, kiflora, seq = rows
-    assert (kif["orders"], kif["seeds"], kif["AP"]["mean"]) == (2, 3, 50.5)
+    assert (kif["orders"], kif["runs"], kif["AP"]["mean"]) == (2, 6, 50.5)
     assert kif["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(0.5)  # -1, 0, 1, 0, 0, 3
     assert kiflora["vs"]["kiflora"] is None and seq["vs"]["seqlora"] is None
     # seqlora − kiflora is the mirror of kiflora − seqlora: mean −3, the interval negated
@@ -118,17 +118,52 @@ def test_summary_one_row_per_method_best_ap_first():
     assert back["mean"] == pytest.approx(-3.0)
     assert (back["low"], back["high"]) == pytest.approx((-3 - half, -3 + half), abs=1e-5)
     header, body = summary_table(rows)
-    assert header[:3] == ["method", "orders × seeds", "AP (mean ± sd)"] and len(header) == 9
-    assert body[2][:3] == ["seqlora", "2 × 3", "47.00 ± 2.65"]
+    assert header[:3] == ["method", "runs (orders)", "AP (mean ± sd)"] and len(header) == 9
+    assert body[2][:3] == ["seqlora", "6 (2)", "47.00 ± 2.65"]
     assert body[2][5] == "-" and body[2][7] == f"-3.00 [{-3 - half:+.2f}, {-3 + half:+.2f}]"
 
 
 def test_summary_reference_arm_and_single_order():
     runs = [r for r in grid_runs() if r["order"] == "1" and r["method"] != "seqlora"]
-    rows = summary_rows(seed_rows(runs), paired_rows(runs))
+    rows = summary_rows(runs)
     assert [(r["arm"], r["orders"]) for r in rows] == [("kiflora", 1), ("kif", 1)]  # 44 vs 44, stable
     assert all(r["vs"]["seqlora"] is None for r in rows)  # no seqlora arm: no pairs
     assert rows[1]["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(0.0)  # -1, 0, 1
+
+
+def test_summary_reference_is_the_default_arm_and_mirrors_without_negative_zero(tmp_path):
+    """Two KIFLoRA arms (adaptive = its default, static = an ablation): the adaptive one is the
+    reference; seqlora − kiflora is mirrored from kiflora − seqlora, and a zero prints +0.00."""
+    from kif.report import load_run
+
+    dirs = []
+    for seed in (1, 2):
+        for name, method, ap, bwt, fusion in (("seq", "seqlora", 40.0 + seed, -5.0, None),
+                                              ("kla", "kiflora", 45.0 + 2 * seed, -5.0, "adaptive"),
+                                              ("kls", "kiflora", 50.0, -5.0, "static")):
+            cfg = f"method: {method}\nseed: {seed}\n" + (f"method_args: {{fusion: {fusion}}}\n" if fusion else "")
+            dirs.append(write_run(tmp_path, f"{name}-{seed}", run(method, "1", seed, ap, bwt=bwt), cfg))
+    runs = [load_run(d) for d in dirs]
+    g = group_runs(runs)
+    assert g["arm_labels"][reference_arm(g, "kiflora")] == "kiflora [method_args.fusion=adaptive]"
+    rows = {r["arm"]: r for r in summary_rows(runs)}
+    static = rows["kiflora [method_args.fusion=static]"]
+    assert static["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(2.0)  # 50 − 47, 50 − 49
+    assert rows["kiflora [method_args.fusion=adaptive]"]["vs"]["kiflora"] is None
+    seq = rows["seqlora"]
+    assert seq["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(-6.5)  # 41 − 47, 42 − 49
+    assert _ci(seq["vs"]["kiflora"]["BWT"]) == "+0.00 [+0.00, +0.00]"  # the mirror of 0.0, not -0.00
+    # no default among the arms (two learning rates): no reference
+    lr = [write_run(tmp_path / "lr", f"s{lr}-{seed}", run("seqlora", "1", seed, 40.0),
+                    f"method: seqlora\nseed: {seed}\ntrain: {{learning_rate: {lr}}}\n") for lr in (1, 2) for seed in (1, 2)]
+    assert reference_arm(group_runs([load_run(d) for d in lr]), "seqlora") is None
+
+
+def test_summary_of_an_arm_without_a_seed_on_every_order():
+    runs = [run("seqlora", "1", 1, 40.0), run("seqlora", "1", 2, 42.0), run("seqlora", "2", 3, 50.0)]
+    (row,) = summary_rows(runs)
+    assert (row["runs"], row["orders"]) == (3, 2)
+    assert row["AP"]["mean"] == 45.5 and row["AP"]["sd"] is None  # (41 + 50) / 2; no seed on both orders
 
 
 def test_pairs_only_where_both_finished_and_seeds_match():
@@ -206,7 +241,7 @@ def test_report_section(tmp_path):
     build_report([root], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Over seeds" in md and "### Paired differences" in md and "### Summary" in md
-    assert "| seqlora | 2 × 3 | 47.00 ± 2.65 |" in md  # the summary row (not bold)
+    assert "| seqlora | 6 (2) | 47.00 ± 2.65 |" in md  # the summary row (not bold)
     assert "| **seqlora** | **mean of 2 orders** | **3** | **47.00 ± 2.65** |" in md  # √7 = 2.6458
     half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
     assert f"| kiflora | seqlora | 6 | +3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |" in md
@@ -256,6 +291,7 @@ def test_paper_claims_script(tmp_path):
     assert rows["kif > olora on AP"]["verdict"] == "no runs"
     bwt = rows["kiflora BWT near 0 (value, not a difference)"]  # −1, −2, −1, −2
     assert bwt["diff"]["mean"] == -1.5 and bwt["verdict"] == "excludes 0"
-    assert pc._verdict({"half": 1.0, "low": -2.0, "high": -0.5}, ">") == "reversed"
-    assert pc._verdict({"half": 1.0, "low": -0.5, "high": 1.5}, "≥") == "holds (tie)"
+    assert pc._verdict({"half": 1.0, "low": -2.0, "high": -0.5}) == "reversed"
+    assert pc._verdict({"half": 1.0, "low": -0.5, "high": 1.5}) == "not resolved"
+    assert pc._verdict({"half": None, "low": None, "high": None}) == "one pair: no interval"
     assert "| kiflora ≥ kif on AP | 4 | +6.00 [" in pc.table(list(rows.values()))

@@ -151,7 +151,8 @@ def group_runs(runs: Sequence[dict]) -> dict:
     arm = (benchmark, model, method, variant); variant = the config keys (other than seed,
     order, tasks, data_dir) that differ between runs of one method, as ``key=value``.
     Order key = the task sequence. Returns ``{"arms": ..., "arm_labels": {arm: str},
-    "order_labels": {order key: str}, "skipped": [(run_name, why)]}``.
+    "arm_values": {arm: {varying key: value}}, "order_labels": {order key: str},
+    "skipped": [(run_name, why)]}``.
     """
     done = [r for r in runs if is_complete(r)]
     skipped = [(r.get("run_name", r.get("run_dir")), "unfinished") for r in runs if not is_complete(r)]
@@ -159,6 +160,7 @@ def group_runs(runs: Sequence[dict]) -> dict:
     for r in done:
         by_method.setdefault((r.get("benchmark"), r.get("model"), r.get("method")), []).append(r)
     arms: dict[tuple, dict] = {}
+    values: dict[tuple, dict] = {}
     order_labels: dict[tuple, str] = {}
     for key, rs in by_method.items():
         configs = [_config(r) for r in rs]
@@ -171,6 +173,7 @@ def group_runs(runs: Sequence[dict]) -> dict:
                 order_labels[order] = order_label(r)
             seed = run_seed(r, c)  # unknown: the run stands alone (no pairs), keyed by its name
             sample = seed if seed is not None else ("run", r.get("run_name", r.get("run_dir")))
+            values.setdefault((*key, variant), {k: f.get(k) for k in varying})
             cell = arms.setdefault((*key, variant), {}).setdefault(order, {})
             if sample in cell:
                 skipped.append((r.get("run_name", r.get("run_dir")),
@@ -184,7 +187,36 @@ def group_runs(runs: Sequence[dict]) -> dict:
         label = str(a[2]) + (f" [{a[3]}]" if a[3] else "")
         extra = [str(x) for x, several in ((a[1], several_models), (a[0], several_benchmarks)) if several]
         labels[a] = label + (f" ({', '.join(extra)})" if extra else "")
-    return {"arms": arms, "arm_labels": labels, "order_labels": order_labels, "skipped": skipped}
+    return {"arms": arms, "arm_labels": labels, "arm_values": values, "order_labels": order_labels,
+            "skipped": skipped}
+
+
+def _method_defaults(method: str) -> dict:
+    """The registered method's default options under their names and aliases ({} if unknown)."""
+    try:
+        from ..methods.registry import get_method
+
+        opts = get_method(method).Options()
+    except Exception:  # a custom method that is not importable here: no default to prefer
+        return {}
+    return {**opts.model_dump(), **opts.model_dump(by_alias=True)}
+
+
+def reference_arm(g: dict, method: str, where: tuple | None = None) -> tuple | None:
+    """The arm that stands for ``method`` (on ``where`` = (benchmark, model), if given): its only
+    arm; else the one arm whose varying ``method_args`` are the method's defaults (e.g. KIFLoRA's
+    adaptive fusion next to a static-fusion ablation); else None."""
+    arms = [a for a in g["arms"] if a[2] == method and (where is None or a[:2] == tuple(where))]
+    if len(arms) <= 1:
+        return arms[0] if arms else None
+    defaults = _method_defaults(method)
+
+    def is_default(arm) -> bool:
+        opts = {k.split(".", 1)[1]: v for k, v in g["arm_values"][arm].items() if k.startswith("method_args.")}
+        return bool(opts) and all(k in defaults and repr(defaults[k]) == repr(v) for k, v in opts.items())
+
+    found = [a for a in arms if is_default(a)]
+    return found[0] if len(found) == 1 else None
 
 
 def has_seeds(runs: Sequence[dict]) -> bool:
@@ -281,40 +313,36 @@ def paired_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def _mirror(s: dict) -> dict:
-    """reference − arm from arm − reference: the same interval, negated."""
-    neg = lambda x: None if x is None else -x
+    """reference − arm from arm − reference: the same interval, negated (0.0 − x: no "-0.00")."""
+    neg = lambda x: None if x is None else 0.0 - x
     return {**s, "mean": neg(s["mean"]), "low": neg(s.get("high")), "high": neg(s.get("low"))}
 
 
-def _reference_arm(rows: Sequence[dict], method: str) -> str | None:
-    """The label of the reference method's arm: the plain one, else its only arm (None if unclear)."""
-    arms = sorted({r["arm"] for r in rows if r["method"] == method})
-    return method if method in arms else (arms[0] if len(arms) == 1 else None)
-
-
-def summary_rows(rows: Sequence[dict], paired: Sequence[dict],
-                 references: Sequence[str] = REFERENCES) -> list[dict]:
-    """One row per arm, best AP first: its mean over orders (or its one order), the number of
-    orders and seeds behind it, and its paired difference with each reference method
-    (``vs[reference][metric]``, a :func:`t_interval`; None for the reference itself or without
-    pairs). ``rows`` / ``paired``: :func:`seed_rows` / :func:`paired_rows`."""
-    refs = {m: _reference_arm(rows, m) for m in references}
+def summary_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES) -> list[dict]:
+    """One row per arm, best AP first: its mean over orders (the ``mean`` row of
+    :func:`seed_rows`, or its one order), how many finished runs and orders are behind it, and
+    its paired difference with each reference method's :func:`reference_arm` on the same
+    benchmark and model (``vs[reference][metric]``, a :func:`t_interval` from
+    :func:`paired_rows`, mirrored when the pair is only there the other way round; None for
+    the reference itself, without pairs, or when no arm stands for the reference)."""
+    g = group_runs(runs)
+    rows, paired = seed_rows(runs), paired_rows(runs, references)
     by_pair = {(p["arm"], p["reference"]): p for p in paired}
     out = []
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        top = next((r for r in mine if r["kind"] == "mean"), mine[0] if len(mine) == 1 else None)
-        if top is None:  # several orders but no seed common to all (no mean row): nothing to summarise
-            continue
+    for arm, orders in g["arms"].items():
+        label = g["arm_labels"][arm]
+        mine = [r for r in rows if r["arm"] == label]
+        top = next((r for r in mine if r["kind"] == "mean"), mine[0])
         vs = {}
-        for m, ref in refs.items():
-            p = by_pair.get((arm, ref))
-            mirror = by_pair.get((ref, arm)) if p is None else None
-            vs[m] = (None if ref is None or ref == arm else
+        for m in references:
+            ref = reference_arm(g, m, arm[:2])
+            ref = None if ref is None else g["arm_labels"][ref]
+            p, mirror = by_pair.get((label, ref)), by_pair.get((ref, label))
+            vs[m] = (None if ref is None or ref == label else
                      {k: p[k] for k in METRIC_KEYS} if p else
                      {k: _mirror(mirror[k]) for k in METRIC_KEYS} if mirror else None)
-        out.append({"arm": arm, "method": top["method"], "orders": len([r for r in mine if r["kind"] == "order"]),
-                    "seeds": len(top["seeds"]), **{k: top[k] for k in METRIC_KEYS}, "vs": vs})
+        out.append({"arm": label, "method": arm[2], "runs": sum(len(s) for s in orders.values()),
+                    "orders": len(orders), **{k: top[k] for k in METRIC_KEYS}, "vs": vs})
     return sorted(out, key=lambda r: (r["AP"]["mean"] is None, -(r["AP"]["mean"] or 0.0)))
 
 
@@ -323,9 +351,9 @@ SUMMARY_DIFFS = (("seqlora", "AP"), ("seqlora", "BWT"), ("kiflora", "AP"), ("kif
 
 
 def summary_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "orders × seeds", *(f"{m} (mean ± sd)" for m in METRIC_KEYS),
+    header = ["method", "runs (orders)", *(f"{m} (mean ± sd)" for m in METRIC_KEYS),
               *(f"Δ{m} vs {ref} [95 % CI]" for ref, m in SUMMARY_DIFFS)]
-    body = [[r["arm"], f"{r['orders']} × {r['seeds']}", *(_pm(r[m]) for m in METRIC_KEYS),
+    body = [[r["arm"], f"{r['runs']} ({r['orders']})", *(_pm(r[m]) for m in METRIC_KEYS),
              *("-" if r["vs"].get(ref) is None else _ci(r["vs"][ref][m]) for ref, m in SUMMARY_DIFFS)]
             for r in rows]
     return header, body
@@ -404,16 +432,18 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     rows, paired = seed_rows(runs), paired_rows(runs)
     doc.h(2, "Over seeds")
     doc.p("Finished runs grouped by method, task order and seed (config.yaml). mean ± sd: mean "
-          "and sample standard deviation (n − 1) over seeds. Rows 'mean of N orders' (bold) are the "
-          "paper's mean over orders: the mean of the per-order means; their sd is over the seeds run "
-          "on every order, of each seed's mean over orders.")
-    summary = summary_rows(rows, paired)
+          "and sample standard deviation (n − 1) over seeds.")
+    summary = summary_rows(runs)
     doc.h(3, "Summary")
-    doc.p("One row per method, best AP first: its mean over orders (the bold rows below) and its "
-          "paired difference with SeqLoRA and with KIFLoRA (the table 'Paired differences'; a "
-          "reference's own column is '-').")
+    doc.p("One row per method, best AP first: the finished runs (and task orders) behind it, its "
+          "mean over orders ('Per order', bold rows; the order itself when it has one), and its paired "
+          "difference with SeqLoRA and with KIFLoRA on the same order and seed (mean, 95 % Student "
+          "t-interval; '-' for the reference itself or without pairs).")
     doc.table(*summary_table(summary))
     doc.h(3, "Per order")
+    doc.p("Rows 'mean of N orders' (bold) are the paper's mean over orders: the mean of the "
+          "per-order means; their sd is over the seeds run on every order, of each seed's mean "
+          "over orders.")
     doc.table(*seed_table(rows), bold_rows=[i for i, r in enumerate(rows) if r["kind"] == "mean"])
     if g["skipped"]:
         doc.p("Left out: " + "; ".join(f"{n} ({why})" for n, why in g["skipped"]) + ".")
