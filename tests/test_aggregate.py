@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kif.report.aggregate import (_ci, group_runs, has_seeds, paired_rows, reference_arm, seed_rows, summary_rows,
+from kif.errors import KifError
+from kif.report.aggregate import (_ci, _is_default, group_runs, has_seeds, paired_rows, reference_arm, seed_rows, summary_rows,
                                   summary_table, t_cdf, t_interval, t_quantile, trajectory_bands)
 
 TASKS = ["cb", "copa", "sst2"]
@@ -153,6 +154,9 @@ def test_summary_reference_is_the_default_arm_and_mirrors_without_negative_zero(
     seq = rows["seqlora"]
     assert seq["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(-6.5)  # 41 − 47, 42 − 49
     assert _ci(seq["vs"]["kiflora"]["BWT"]) == "+0.00 [+0.00, +0.00]"  # the mirror of 0.0, not -0.00
+    # kif-m's replay_epochs default is the int 1; config.yaml holds 1.0: still the default
+    assert _is_default("kif-m", {"replay_epochs": 1.0}) and not _is_default("kif-m", {"replay_epochs": 2.0})
+    assert not _is_default("kif-m", {"replay_epochs": -1}) and not _is_default("no-such-method", {"x": 1})
     # no default among the arms (two learning rates): no reference
     lr = [write_run(tmp_path / "lr", f"s{lr}-{seed}", run("seqlora", "1", seed, 40.0),
                     f"method: seqlora\nseed: {seed}\ntrain: {{learning_rate: {lr}}}\n") for lr in (1, 2) for seed in (1, 2)]
@@ -278,20 +282,32 @@ def test_paper_claims_script(tmp_path):
             for name, method, ap, bwt, fusion in (("seq", "seqlora", base, -20.0, None),
                                                   ("kl", "kiflora", base + 3 + seed, -1.0 * seed, "adaptive"),
                                                   ("kls", "kiflora", base + 3 + seed, 0.0, "static"),
-                                                  ("kif", "kif", base - seed, -2.0, None)):
+                                                  ("kif", "kif", base - seed, -2.0, "static")):
                 cfg = f"method: {method}\nseed: {seed}\n" + (f"method_args: {{fusion: {fusion}}}\n" if fusion else "")
                 dirs.append(write_run(tmp_path, f"{name}-{order}-{seed}", run(method, order, seed, ap, bwt=bwt), cfg))
     rows = {r["claim"]: r for r in pc.claims([load_run(d) for d in dirs])}
     # kiflora − kif per pair: 3 + 2·seed = 5, 7, 5, 7 -> mean 6, sd √(4/3)
-    k = rows["kiflora ≥ kif on AP"]
+    k = rows["kiflora fusion=adaptive ≥ kif fusion=static on AP"]
     assert k["pairs"] == 4 and k["diff"]["mean"] == pytest.approx(6.0) and k["verdict"] == "holds"
     assert k["diff"]["half"] == pytest.approx(3.182446 * math.sqrt(4 / 3) / 2, abs=1e-5)
-    assert rows["kiflora > kiflora fusion=static on AP"]["diff"]["mean"] == 0.0  # the same AP
-    assert rows["kiflora > kiflora fusion=static on AP"]["verdict"] == "not resolved"
-    assert rows["kif > olora on AP"]["verdict"] == "no runs"
-    bwt = rows["kiflora BWT near 0 (value, not a difference)"]  # −1, −2, −1, −2
+    static = rows["kiflora fusion=adaptive > kiflora fusion=static on AP"]
+    assert static["diff"]["mean"] == 0.0 and static["verdict"] == "not resolved"  # the same AP
+    assert rows["kif fusion=static > olora on AP"]["verdict"] == "no runs"
+    bwt = rows["kiflora fusion=adaptive BWT near 0 (value, not a difference)"]  # −1, −2, −1, −2
     assert bwt["diff"]["mean"] == -1.5 and bwt["verdict"] == "excludes 0"
     assert pc._verdict({"half": 1.0, "low": -2.0, "high": -0.5}) == "reversed"
     assert pc._verdict({"half": 1.0, "low": -0.5, "high": 1.5}) == "not resolved"
     assert pc._verdict({"half": None, "low": None, "high": None}) == "one pair: no interval"
-    assert "| kiflora ≥ kif on AP | 4 | +6.00 [" in pc.table(list(rows.values()))
+    assert "| kiflora fusion=adaptive ≥ kif fusion=static on AP | 4 | +6.00 [" in pc.table(list(rows.values()))
+    # only the static ablation ran: it is found by its setting, and is never taken for KIFLoRA
+    static_only = [load_run(d) for d in dirs if d.name.startswith(("kls", "seq"))]
+    rows = {r["claim"]: r for r in pc.claims(static_only)}
+    assert rows["kiflora fusion=adaptive > kiflora fusion=static on AP"]["verdict"] == "no runs"
+    assert rows["kiflora fusion=adaptive > seqlora on BWT"]["verdict"] == "no runs"
+    # both arms there, but on no common (order, seed): no pairs
+    apart = [load_run(d) for d in dirs if d.name.startswith(("kl-1", "kls-2"))]
+    assert {r["claim"]: r for r in pc.claims(apart)}[
+        "kiflora fusion=adaptive > kiflora fusion=static on AP"]["verdict"] == "no pairs"
+    other_model = {**load_run(dirs[0]), "model": "other"}
+    with pytest.raises(KifError, match="several benchmarks or models"):
+        pc.claims([load_run(dirs[1]), other_model])

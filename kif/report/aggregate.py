@@ -15,6 +15,7 @@ by the keys that differ.
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from statistics import fmean, stdev
@@ -151,7 +152,8 @@ def group_runs(runs: Sequence[dict]) -> dict:
     arm = (benchmark, model, method, variant); variant = the config keys (other than seed,
     order, tasks, data_dir) that differ between runs of one method, as ``key=value``.
     Order key = the task sequence. Returns ``{"arms": ..., "arm_labels": {arm: str},
-    "arm_values": {arm: {varying key: value}}, "order_labels": {order key: str},
+    "arm_values": {arm: {varying key: value, for the keys its config.yaml has}},
+    "arm_config": {arm: its first run's flattened config}, "order_labels": {order key: str},
     "skipped": [(run_name, why)]}``.
     """
     done = [r for r in runs if is_complete(r)]
@@ -161,6 +163,7 @@ def group_runs(runs: Sequence[dict]) -> dict:
         by_method.setdefault((r.get("benchmark"), r.get("model"), r.get("method")), []).append(r)
     arms: dict[tuple, dict] = {}
     values: dict[tuple, dict] = {}
+    arm_config: dict[tuple, dict] = {}
     order_labels: dict[tuple, str] = {}
     for key, rs in by_method.items():
         configs = [_config(r) for r in rs]
@@ -173,7 +176,8 @@ def group_runs(runs: Sequence[dict]) -> dict:
                 order_labels[order] = order_label(r)
             seed = run_seed(r, c)  # unknown: the run stands alone (no pairs), keyed by its name
             sample = seed if seed is not None else ("run", r.get("run_name", r.get("run_dir")))
-            values.setdefault((*key, variant), {k: f.get(k) for k in varying})
+            values.setdefault((*key, variant), {k: f[k] for k in varying if k in f})
+            arm_config.setdefault((*key, variant), f)
             cell = arms.setdefault((*key, variant), {}).setdefault(order, {})
             if sample in cell:
                 skipped.append((r.get("run_name", r.get("run_dir")),
@@ -187,19 +191,34 @@ def group_runs(runs: Sequence[dict]) -> dict:
         label = str(a[2]) + (f" [{a[3]}]" if a[3] else "")
         extra = [str(x) for x, several in ((a[1], several_models), (a[0], several_benchmarks)) if several]
         labels[a] = label + (f" ({', '.join(extra)})" if extra else "")
-    return {"arms": arms, "arm_labels": labels, "arm_values": values, "order_labels": order_labels,
-            "skipped": skipped}
+    return {"arms": arms, "arm_labels": labels, "arm_values": values, "arm_config": arm_config,
+            "order_labels": order_labels, "skipped": skipped}
 
 
-def _method_defaults(method: str) -> dict:
-    """The registered method's default options under their names and aliases ({} if unknown)."""
+@functools.lru_cache(maxsize=None)
+def _options_class(method: str):
+    """The registered method's Options class (None for a method kif cannot import here)."""
+    from ..errors import KifError
+    from ..methods.registry import get_method
+
     try:
-        from ..methods.registry import get_method
+        return get_method(method).Options
+    except (KifError, ImportError):
+        return None
 
-        opts = get_method(method).Options()
-    except Exception:  # a custom method that is not importable here: no default to prefer
-        return {}
-    return {**opts.model_dump(), **opts.model_dump(by_alias=True)}
+
+def _is_default(method: str, opts: dict) -> bool:
+    """Whether ``opts`` (method_args keys -> values as config.yaml has them) are the method's
+    defaults, compared after validation (YAML's 1.0 is the default 1) in JSON form."""
+    options = _options_class(method)
+    if options is None or not opts:
+        return False
+    try:
+        given = options.model_validate(opts).model_dump(mode="json")
+    except ValueError:  # not valid for this method: not its default either
+        return False
+    defaults = options().model_dump(mode="json")
+    return all(k in defaults and given.get(k) == defaults[k] for k in opts)
 
 
 def reference_arm(g: dict, method: str, where: tuple | None = None) -> tuple | None:
@@ -209,11 +228,11 @@ def reference_arm(g: dict, method: str, where: tuple | None = None) -> tuple | N
     arms = [a for a in g["arms"] if a[2] == method and (where is None or a[:2] == tuple(where))]
     if len(arms) <= 1:
         return arms[0] if arms else None
-    defaults = _method_defaults(method)
 
-    def is_default(arm) -> bool:
-        opts = {k.split(".", 1)[1]: v for k, v in g["arm_values"][arm].items() if k.startswith("method_args.")}
-        return bool(opts) and all(k in defaults and repr(defaults[k]) == repr(v) for k, v in opts.items())
+    def is_default(arm) -> bool:  # a varying option the config leaves out is at its default
+        varying = {k for a in arms for k in g["arm_values"][a] if k.startswith("method_args.")}
+        opts = {k.split(".", 1)[1]: v for k, v in g["arm_values"][arm].items() if k in varying}
+        return bool(varying) and (not opts or _is_default(method, opts))
 
     found = [a for a in arms if is_default(a)]
     return found[0] if len(found) == 1 else None
@@ -440,6 +459,17 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
           "difference with SeqLoRA and with KIFLoRA on the same order and seed (mean, 95 % Student "
           "t-interval; '-' for the reference itself or without pairs).")
     doc.table(*summary_table(summary))
+    notes = []
+    for m in REFERENCES:
+        mine = [a for a in g["arms"] if a[2] == m]
+        chosen = {reference_arm(g, m, a[:2]) for a in mine}
+        if len(mine) > 1 and None in chosen:
+            notes.append(f"no arm stands for {m} (several arms, none with its default options): its columns are '-'")
+        elif len(mine) > 1:
+            notes.append(f"{m} is " + ", ".join(sorted(g["arm_labels"][a] for a in chosen))
+                         + " (the arm with the method's default options)")
+    if notes:
+        doc.p("Reference arms: " + "; ".join(notes) + ".")
     doc.h(3, "Per order")
     doc.p("Rows 'mean of N orders' (bold) are the paper's mean over orders: the mean of the "
           "per-order means; their sd is over the seeds run on every order, of each seed's mean "
