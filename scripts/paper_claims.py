@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kif.errors import KifError  # noqa: E402
-from kif.report.aggregate import group_runs, reference_arm, t_interval  # noqa: E402
+from kif.report.aggregate import group_runs, paired_diffs, paired_runs, reference_arm, t_interval  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
 
@@ -39,13 +39,14 @@ def _arm(g: dict, spec: str):
     value), or (None, "no runs" / "ambiguous arm")."""
     method, _, setting = spec.partition(" ")
     mine = [a for a in g["arms"] if a[2] == method]
+    if not mine:
+        return None, "no runs"
     if not setting:
-        found = [reference_arm(g, method)] if mine else []
-        found = [a for a in found if a is not None] or ([None, None] if mine else [])
-    else:
-        key, _, want = setting.partition("=")
-        found = [a for a in mine if any((k == key or k.endswith("." + key)) and str(v) == want
-                                        for k, v in g["arm_config"][a].items())]
+        ref = reference_arm(g, method)
+        return (ref, None) if ref is not None else (None, "ambiguous arm")
+    key, _, want = setting.partition("=")
+    found = [a for a in mine if any((k == key or k.endswith("." + key)) and str(v) == want
+                                    for k, v in g["arm_config"][a].items())]
     if len(found) == 1:
         return found[0], None
     return None, "ambiguous arm" if found else "no runs"
@@ -73,9 +74,7 @@ def claims(runs: list[dict]) -> list[dict]:
                "verdict": why_a or why_b}
         if a is not None and b is not None:
             row["verdict"] = "no pairs"
-            diffs = [arms[a][o][s][metric] - arms[b][o][s][metric] for o in arms[a] if o in arms[b]
-                     for s in arms[a][o] if s in arms[b][o] and not isinstance(s, tuple)
-                     and arms[a][o][s].get(metric) is not None and arms[b][o][s].get(metric) is not None]
+            diffs = paired_diffs(paired_runs(g, a, b), metric)
             if diffs:
                 ci = t_interval(diffs)
                 row.update(pairs=len(diffs), diff=ci, verdict=_verdict(ci))

@@ -152,8 +152,8 @@ def group_runs(runs: Sequence[dict]) -> dict:
     arm = (benchmark, model, method, variant); variant = the config keys (other than seed,
     order, tasks, data_dir) that differ between runs of one method, as ``key=value``.
     Order key = the task sequence. Returns ``{"arms": ..., "arm_labels": {arm: str},
-    "arm_values": {arm: {varying key: value, for the keys its config.yaml has}},
-    "arm_config": {arm: its first run's flattened config}, "order_labels": {order key: str},
+    "arm_config": {arm: its first run's flattened config (the variant's keys are the same in
+    all its runs)}, "order_labels": {order key: str},
     "skipped": [(run_name, why)]}``.
     """
     done = [r for r in runs if is_complete(r)]
@@ -162,7 +162,6 @@ def group_runs(runs: Sequence[dict]) -> dict:
     for r in done:
         by_method.setdefault((r.get("benchmark"), r.get("model"), r.get("method")), []).append(r)
     arms: dict[tuple, dict] = {}
-    values: dict[tuple, dict] = {}
     arm_config: dict[tuple, dict] = {}
     order_labels: dict[tuple, str] = {}
     for key, rs in by_method.items():
@@ -176,7 +175,6 @@ def group_runs(runs: Sequence[dict]) -> dict:
                 order_labels[order] = order_label(r)
             seed = run_seed(r, c)  # unknown: the run stands alone (no pairs), keyed by its name
             sample = seed if seed is not None else ("run", r.get("run_name", r.get("run_dir")))
-            values.setdefault((*key, variant), {k: f[k] for k in varying if k in f})
             arm_config.setdefault((*key, variant), f)
             cell = arms.setdefault((*key, variant), {}).setdefault(order, {})
             if sample in cell:
@@ -191,7 +189,7 @@ def group_runs(runs: Sequence[dict]) -> dict:
         label = str(a[2]) + (f" [{a[3]}]" if a[3] else "")
         extra = [str(x) for x, several in ((a[1], several_models), (a[0], several_benchmarks)) if several]
         labels[a] = label + (f" ({', '.join(extra)})" if extra else "")
-    return {"arms": arms, "arm_labels": labels, "arm_values": values, "arm_config": arm_config,
+    return {"arms": arms, "arm_labels": labels, "arm_config": arm_config,
             "order_labels": order_labels, "skipped": skipped}
 
 
@@ -228,10 +226,12 @@ def reference_arm(g: dict, method: str, where: tuple | None = None) -> tuple | N
     arms = [a for a in g["arms"] if a[2] == method and (where is None or a[:2] == tuple(where))]
     if len(arms) <= 1:
         return arms[0] if arms else None
+    configs = [g["arm_config"][a] for a in arms]
+    varying = {k for c in configs for k in c if k.startswith("method_args.")
+               and len({repr(c2.get(k)) for c2 in configs}) > 1}
 
     def is_default(arm) -> bool:  # a varying option the config leaves out is at its default
-        varying = {k for a in arms for k in g["arm_values"][a] if k.startswith("method_args.")}
-        opts = {k.split(".", 1)[1]: v for k, v in g["arm_values"][arm].items() if k in varying}
+        opts = {k.split(".", 1)[1]: v for k, v in g["arm_config"][arm].items() if k in varying}
         return bool(varying) and (not opts or _is_default(method, opts))
 
     found = [a for a in arms if is_default(a)]
@@ -279,26 +279,40 @@ def _seed_names(samples) -> list[str]:
     return [s[1] if isinstance(s, tuple) else str(s) for s in sorted(samples, key=lambda s: (isinstance(s, tuple), str(s)))]
 
 
+def paired_runs(g: dict, arm: tuple, ref: tuple) -> list[tuple[dict, dict]]:
+    """(run of ``arm``, run of ``ref``) for every (order, seed) both finished (a run without a
+    known seed pairs with nothing)."""
+    theirs = g["arms"][ref]
+    return [(seeds[s], theirs[o][s]) for o, seeds in g["arms"][arm].items() if o in theirs
+            for s in seeds if s in theirs[o] and not isinstance(s, tuple)]
+
+
+def paired_diffs(pairs: Sequence[tuple[dict, dict]], metric: str) -> list[float]:
+    """a − b of ``metric`` over the pairs where both runs have it."""
+    return [a[metric] - b[metric] for a, b in pairs if a.get(metric) is not None and b.get(metric) is not None]
+
+
 def paired_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES, level: float = 0.95) -> list[dict]:
     """Every arm against every arm of a reference method (same benchmark and model): the
     differences arm − reference over the (order, seed) pairs both finished, per metric a
     :func:`t_interval`. The mirror of a pair of references (seqlora − kiflora when kiflora −
     seqlora is there) is left out."""
-    g = group_runs(runs)
+    return _paired(group_runs(runs), references, level)
+
+
+def _paired(g: dict, references: Sequence[str] = REFERENCES, level: float = 0.95) -> list[dict]:
     rows = []
     for i, ref_name in enumerate(references):
         refs = [a for a in g["arms"] if a[2] == ref_name]
         for ref in refs:
-            for arm, orders in g["arms"].items():
+            for arm in g["arms"]:
                 # an earlier reference against this one is already there, with the opposite sign
                 if arm == ref or arm[:2] != ref[:2] or arm[2] in references[:i]:
                     continue
-                pairs = [(orders[o][s], g["arms"][ref][o][s]) for o in orders if o in g["arms"][ref]
-                         for s in orders[o] if s in g["arms"][ref][o] and not isinstance(s, tuple)]
+                pairs = paired_runs(g, arm, ref)
                 row = {"arm": g["arm_labels"][arm], "reference": g["arm_labels"][ref], "pairs": len(pairs)}
                 for m in METRIC_KEYS:
-                    diffs = [a[m] - b[m] for a, b in pairs if a.get(m) is not None and b.get(m) is not None]
-                    row[m] = t_interval(diffs, level)
+                    row[m] = t_interval(paired_diffs(pairs, m), level)
                 rows.append(row)
     return rows
 
@@ -344,9 +358,12 @@ def summary_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES) -
     benchmark and model (``vs[reference][metric]``, a :func:`t_interval` from
     :func:`paired_rows`, mirrored when the pair is only there the other way round; None for
     the reference itself, without pairs, or when no arm stands for the reference)."""
-    g = group_runs(runs)
-    rows, paired = seed_rows(runs), paired_rows(runs, references)
+    return _summary(group_runs(runs), seed_rows(runs), paired_rows(runs, references), references)
+
+
+def _summary(g: dict, rows: Sequence[dict], paired: Sequence[dict], references: Sequence[str]) -> list[dict]:
     by_pair = {(p["arm"], p["reference"]): p for p in paired}
+    refs = {(where, m): reference_arm(g, m, where) for where in {a[:2] for a in g["arms"]} for m in references}
     out = []
     for arm, orders in g["arms"].items():
         label = g["arm_labels"][arm]
@@ -354,7 +371,7 @@ def summary_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES) -
         top = next((r for r in mine if r["kind"] == "mean"), mine[0])
         vs = {}
         for m in references:
-            ref = reference_arm(g, m, arm[:2])
+            ref = refs[arm[:2], m]
             ref = None if ref is None else g["arm_labels"][ref]
             p, mirror = by_pair.get((label, ref)), by_pair.get((ref, label))
             vs[m] = (None if ref is None or ref == label else
@@ -448,11 +465,11 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     if not has_seeds(runs):
         return None
     g = group_runs(runs)
-    rows, paired = seed_rows(runs), paired_rows(runs)
+    rows, paired = seed_rows(runs), _paired(g)
     doc.h(2, "Over seeds")
     doc.p("Finished runs grouped by method, task order and seed (config.yaml). mean ± sd: mean "
           "and sample standard deviation (n − 1) over seeds.")
-    summary = summary_rows(runs)
+    summary = _summary(g, rows, paired, REFERENCES)
     doc.h(3, "Summary")
     doc.p("One row per method, best AP first: the finished runs (and task orders) behind it, its "
           "mean over orders ('Per order', bold rows; the order itself when it has one), and its paired "
@@ -462,7 +479,7 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     notes = []
     for m in REFERENCES:
         mine = [a for a in g["arms"] if a[2] == m]
-        chosen = {reference_arm(g, m, a[:2]) for a in mine}
+        chosen = {reference_arm(g, m, where) for where in {a[:2] for a in mine}}
         if len(mine) > 1 and None in chosen:
             notes.append(f"no arm stands for {m} (several arms, none with its default options): its columns are '-'")
         elif len(mine) > 1:
