@@ -15,6 +15,7 @@ by the keys that differ.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from pathlib import Path
@@ -116,15 +117,24 @@ def is_complete(run: dict) -> bool:
 
 def _config(run: dict) -> dict:
     """The run's config.yaml as a dict ({} when absent or unreadable)."""
-    cfg = None
     path = Path(run.get("run_dir") or "") / "config.yaml"
-    if run.get("run_dir") and path.is_file():
-        try:
-            import yaml
+    if not run.get("run_dir") or not path.is_file():
+        return {}
+    stat = path.stat()
+    return copy.deepcopy(_read_config(str(path), stat.st_mtime_ns, stat.st_size))
 
-            cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except Exception:  # a report never fails on an odd config.yaml; the run then has no seed
-            cfg = None
+
+@functools.lru_cache(maxsize=1024)
+def _read_config(path: str, mtime_ns: int, size: int) -> dict:
+    # A report groups the same runs several times (seed, paired, summary and trajectory
+    # sections); parse each config.yaml once. The key includes mtime and size so that a
+    # rewritten file is read again.
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # a report never fails on an odd config.yaml; the run then has no seed
+        cfg = None
     return cfg if isinstance(cfg, dict) else {}
 
 
