@@ -454,9 +454,11 @@ def plot_seed_trajectories(order: tuple, bands: dict, path: str | Path, title: s
         ax.plot(b["x"], b["mean"], marker="osD^v<>p*h"[i % 10], linestyle=("-", "--", "-.", ":")[i % 4],
                 color=color, linewidth=2, markersize=6, label=f"{label} (n={max(b['n'])})")
         ax.fill_between(b["x"], b["min"], b["max"], color=color, alpha=0.15, linewidth=0)
-    ax.set_xticks(list(range(k + 1)), ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(order)],
+    first = 0 if any(0 in b["x"] for b in bands.values()) else 1  # no zero-shot column without zero-shot scores
+    labels = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(order)]
+    ax.set_xticks(list(range(first, k + 1)), labels[first:],
                   rotation=0 if k <= 4 else 30, ha="right" if k > 4 else "center", fontsize=8)
-    ax.set_xlim(-0.3, k + 0.3)
+    ax.set_xlim(first - 0.3, k + 0.3)
     ax.set_ylim(-3, 103)
     ax.set_xlabel("after task j")
     ax.set_ylabel(f"score on task 1 ({_short(order[0], 24)})")
