@@ -32,6 +32,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 import yaml
@@ -55,6 +56,7 @@ class Cell:
     status: str = "pending"  # pending | partial | running | finished | failed | interrupted
     seconds: float | None = None  # time spent on it by this invocation
     metrics: dict = field(default_factory=dict)
+    run_seconds: float | None = None  # a finished run's own timings.total (all its resumes together)
 
 
 @dataclass
@@ -235,6 +237,36 @@ def check_cells(sweep: Sweep) -> None:
                 raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
                                "restore the sweep file, or move that directory away to run the cell afresh")
         cell.status, cell.metrics = cell_status(sweep.out / cell.name)
+        if cell.status == "finished":
+            cell.run_seconds = _run_seconds(sweep.out / cell.name / "results.json")
+
+
+def _run_seconds(path: Path) -> float | None:
+    try:
+        total = (json.loads(path.read_text(encoding="utf-8")).get("timings") or {}).get("total")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return float(total) if isinstance(total, (int, float)) and total > 0 else None
+
+
+def remaining_seconds(cells: list[Cell]) -> float | None:
+    """Estimated time for the cells not finished: each costs the median run time of the finished
+    cells of its method (methods differ: MTL trains once, EWC computes a Fisher), or of all
+    finished cells while its method has none. The median, so that a cell slowed by another job
+    on the machine does not skew the rest. None before any cell has finished. Run times are the
+    runs' own totals, so cells finished by an earlier invocation count too."""
+    done: dict[str, list[float]] = {}
+    for c in cells:
+        if c.status == "finished" and c.run_seconds:
+            done.setdefault(_method_label(c), []).append(c.run_seconds)
+    if not done:
+        return None
+    overall = [t for ts in done.values() for t in ts]
+    return sum(median(done.get(_method_label(c)) or overall) for c in cells if c.status != "finished")
+
+
+def _method_label(cell: Cell) -> str:
+    return cell.labels["method"] if "method" in cell.labels else str(cell.config.method)
 
 
 def cell_status(cell_dir: Path) -> tuple[str, dict]:
@@ -257,7 +289,8 @@ def write_state(sweep: Sweep) -> None:
         "sweep_file": str(sweep.path),
         "grid": {k: {lbl: v for lbl, v in vals.items()} for k, vals in sweep.grid.items()},
         "cells": [{"name": c.name, "dir": c.name, "values": c.values, "status": c.status,
-                   "seconds": None if c.seconds is None else round(c.seconds, 3), **c.metrics}
+                   "seconds": None if c.seconds is None else round(c.seconds, 3),
+                   "run_seconds": None if c.run_seconds is None else round(c.run_seconds, 3), **c.metrics}
                   for c in sweep.cells],
         "counts": {s: sum(c.status == s for c in sweep.cells) for s in ("finished", "partial", "running", "pending", "failed", "interrupted")},
     })
@@ -284,10 +317,10 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         return sweep
     if run_fn is None:
         from .runner import run as run_fn
-    spent: list[float] = []
     for i, cell in enumerate(todo):
         left = len(todo) - i
-        eta = f", ETA {_duration(sum(spent) / len(spent) * left)}" if spent else ""
+        estimate = remaining_seconds(sweep.cells)
+        eta = "" if estimate is None else f", ETA {_duration(estimate)}"
         log.info("sweep: cell %s (%d/%d done, %d left%s)%s", cell.name, n - left, n, left, eta,
                  ": resuming" if cell.status == "partial" else "")
         cell.status = "running"  # what a reader of sweep.json sees meanwhile (and after a kill)
@@ -306,8 +339,9 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         finally:
             gc.collect()  # the cell's model and optimizer go before the next one loads
         cell.seconds = time.perf_counter() - t0
-        spent.append(cell.seconds)
         cell.status = "finished" if results.get("finished") else "partial"
+        total = (results.get("timings") or {}).get("total")
+        cell.run_seconds = float(total) if isinstance(total, (int, float)) and total > 0 else cell.seconds
         cell.metrics = {k: results.get(k) for k in ("AP", "FWT", "BWT")}
         write_state(sweep)
         log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),

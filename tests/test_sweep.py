@@ -14,7 +14,7 @@ import kif.runner
 from kif.cli import main
 from kif.errors import KifError
 from kif.io import load_tensors
-from kif.sweep import load_sweep, run_sweep
+from kif.sweep import Cell, load_sweep, remaining_seconds, run_sweep
 
 from helpers import TINY_ARGS, read_results
 
@@ -194,3 +194,24 @@ def test_layers_base_set_method_grid(tmp_path):
     assert (s.train.epochs, s.lora.r, s.eval.batch_size, s.method_args) == (1, 8, 8, {})
     assert (k.order, k.tasks, k.train.learning_rate, k.train.epochs, k.lora.r) == ("1", None, 0.01, 5, 4)
     assert (k.eval.batch_size, k.method_args, k.method) == (3, {"gamma": 0.7}, "kiflora")
+
+
+def test_eta_is_the_median_run_time_of_each_method():
+    def cell(method, status, run_seconds=None):
+        return Cell(name=method, values={}, labels={"method": method}, config=None, status=status,
+                    run_seconds=run_seconds)
+    cells = [cell("seqlora", "finished", 100.0), cell("seqlora", "finished", 200.0), cell("kif", "finished", 400.0),
+             cell("kif", "finished", 410.0), cell("kif", "finished", 1500.0),  # one kif cell slowed by another job
+             cell("seqlora", "pending"), cell("kif", "partial"), cell("mtl", "pending")]
+    # seqlora 150 + kif 410 + mtl (no finished mtl yet: the median of all five finished, 400)
+    assert remaining_seconds(cells) == pytest.approx(150 + 410 + 400)
+    assert remaining_seconds([cell("seqlora", "pending"), cell("kif", "partial")]) is None
+    assert remaining_seconds(cells[:5]) == 0
+
+
+def test_sweep_json_records_each_runs_own_time(done):
+    tmp, _ = done
+    state = json.loads((tmp / "out" / "sweep.json").read_text())
+    for c in state["cells"]:
+        res = read_results(tmp / "out" / c["name"])
+        assert c["run_seconds"] == pytest.approx(res["timings"]["total"], abs=1e-3)
