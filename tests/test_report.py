@@ -19,7 +19,7 @@ from kif.metrics import cl_metrics  # noqa: E402
 from kif.report import (DPI, build_report, comparison_rows, importance_figsize, load_run,  # noqa: E402
                         matrix_figsize, plot_importance, plot_matrix, plot_trajectories,
                         trajectory_figsize, unit_fractions)
-from kif.report.tables import parse_unit, unit_sort_key  # noqa: E402
+from kif.report.tables import cost_rows, cost_table, parse_unit, unit_sort_key  # noqa: E402
 
 TASKS = ["cb", "copa", "sst2"]
 UNITS = [f"model.layers.{l}.self_attn.{m}.lora#{r}" for l in range(2) for m in ("q_proj", "v_proj")
@@ -311,3 +311,18 @@ def test_joint_run(tmp_path):
     md = out.with_name("report.md").read_text()
     assert "| joint (all tasks) | 90.00 | 80.00 | 70.00 |" in md
     assert [row[5] for row in md_table(md, "run")[1:]] == ["3/3", "3/3"]
+
+
+def test_cost_rows_by_hand():
+    runs = [{"method": "seqlora", "timings": {"total": 600.0}}, {"method": "seqlora", "timings": {"total": 1200.0}},
+            {"method": "seqlora", "timings": {"total": 660.0}}, {"method": "kif", "timings": {"total": 720.0}},
+            {"method": "kif", "timings": {}}]  # a run without a total is not counted
+    rows = cost_rows(runs)
+    assert rows == [
+        {"method": "seqlora", "runs": 3, "median_s": 660.0, "min_s": 600.0, "max_s": 1200.0, "total_s": 2460.0},
+        {"method": "kif", "runs": 1, "median_s": 720.0, "min_s": 720.0, "max_s": 720.0, "total_s": 720.0},
+        {"method": "all", "runs": 4, "median_s": 690.0, "min_s": 600.0, "max_s": 1200.0, "total_s": 3180.0}]
+    header, body = cost_table(rows)
+    assert body[0] == ["seqlora", "3", "11.0", "10.0 - 20.0", "0.68"]
+    assert body[2] == ["all", "4", "11.5", "10.0 - 20.0", "0.88"]
+    assert cost_rows(runs[3:]) == [rows[1]]  # one method: no "all" row

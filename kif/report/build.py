@@ -33,8 +33,8 @@ from ..results import load_results
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
-from .tables import (comparison_rows, comparison_table, fractions_table, has_importance, jsonable,
-                     load_run, matrix_table, sort_runs, top_fraction, unit_fractions)
+from .tables import (comparison_rows, comparison_table, cost_rows, cost_table, fractions_table, has_importance,
+                     jsonable, load_run, matrix_table, sort_runs, top_fraction, unit_fractions)
 
 _OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
 _OWN_FILES = ("comparison.json", "aggregate.json", "unseen.json", "report.md", "report.html")
@@ -210,6 +210,13 @@ def _write_report(runs: list[dict], out: Path) -> None:
     atomic_write_text(out / "comparison.json",
                       json.dumps(jsonable([{k: v for k, v in r.items() if k != "complete"} for r in rows]),
                                  indent=2, ensure_ascii=False) + "\n")
+
+    costs = cost_rows(runs)
+    if sum(r["runs"] for r in costs if r["method"] != "all") >= 2:
+        doc.h(2, "Compute")
+        doc.table(*cost_table(costs))
+        doc.p("Wall time of each run from its results.json (`timings.total`: setup, training, method "
+              "steps and evaluation, all resumes together), on the machine and with the threads it ran on.")
 
     add_unseen_section(doc, runs, out)  # Table III, only when runs evaluated held-out tasks
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any, Sequence
 
 from ..errors import ArtifactError
@@ -158,6 +158,28 @@ def comparison_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
                  for k, _ in COLUMNS]
         body.append(cells)
     return header, body
+
+
+def cost_rows(runs: Sequence[dict]) -> list[dict]:
+    """What the runs cost, from results.json ``timings.total`` (seconds, all resumes together):
+    per method (by name) the number of runs that record it, the median, shortest and longest
+    run and the sum; then, with ≥ 2 methods, the same over all runs (``method="all"``)."""
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        t = (r.get("timings") or {}).get("total")
+        if _is_num(t):
+            by.setdefault(str(r.get("method")), []).append(float(t))
+    if len(by) > 1:
+        by["all"] = [t for ts in by.values() for t in ts]
+    return [{"method": m, "runs": len(ts), "median_s": median(ts), "min_s": min(ts), "max_s": max(ts),
+             "total_s": sum(ts)} for m, ts in by.items()]
+
+
+def cost_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "runs", "median run (min)", "shortest - longest (min)", "total (h)"]
+    return header, [[r["method"], str(r["runs"]), fmt(r["median_s"] / 60, 1),
+                     f"{fmt(r['min_s'] / 60, 1)} - {fmt(r['max_s'] / 60, 1)}", fmt(r["total_s"] / 3600, 2)]
+                    for r in rows]
 
 
 def matrix_table(run: dict) -> tuple[list[str], list[list[str]]]:
