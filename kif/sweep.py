@@ -243,9 +243,14 @@ def check_cells(sweep: Sweep) -> None:
 
 def _run_seconds(path: Path) -> float | None:
     try:
-        total = (json.loads(path.read_text(encoding="utf-8")).get("timings") or {}).get("total")
+        return _total_seconds(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+
+
+def _total_seconds(results: dict) -> float | None:
+    """results.json's ``timings.total`` (a run's own time, all resumes together), if recorded."""
+    total = (results.get("timings") or {}).get("total")
     return float(total) if isinstance(total, (int, float)) and total > 0 else None
 
 
@@ -340,8 +345,7 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
             gc.collect()  # the cell's model and optimizer go before the next one loads
         cell.seconds = time.perf_counter() - t0
         cell.status = "finished" if results.get("finished") else "partial"
-        total = (results.get("timings") or {}).get("total")
-        cell.run_seconds = float(total) if isinstance(total, (int, float)) and total > 0 else cell.seconds
+        cell.run_seconds = _total_seconds(results) or cell.seconds
         cell.metrics = {k: results.get(k) for k in ("AP", "FWT", "BWT")}
         write_state(sweep)
         log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),
