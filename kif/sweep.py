@@ -236,22 +236,7 @@ def check_cells(sweep: Sweep) -> None:
             if changed:
                 raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
                                "restore the sweep file, or move that directory away to run the cell afresh")
-        cell.status, cell.metrics = cell_status(sweep.out / cell.name)
-        if cell.status == "finished":
-            cell.run_seconds = _run_seconds(sweep.out / cell.name / "results.json")
-
-
-def _run_seconds(path: Path) -> float | None:
-    try:
-        return _total_seconds(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
-
-
-def _total_seconds(results: dict) -> float | None:
-    """results.json's ``timings.total`` (a run's own time, all resumes together), if recorded."""
-    total = (results.get("timings") or {}).get("total")
-    return float(total) if isinstance(total, (int, float)) and total > 0 else None
+        cell.status, cell.metrics, cell.run_seconds = cell_status(sweep.out / cell.name)
 
 
 def remaining_seconds(cells: list[Cell]) -> float | None:
@@ -274,17 +259,26 @@ def _method_label(cell: Cell) -> str:
     return cell.labels["method"] if "method" in cell.labels else str(cell.config.method)
 
 
-def cell_status(cell_dir: Path) -> tuple[str, dict]:
-    """``finished`` (results.json says so), ``partial`` (a run started there) or ``pending``."""
+def cell_status(cell_dir: Path) -> tuple[str, dict, float | None]:
+    """(status, metrics, run seconds) of a cell's directory: ``finished`` (results.json says so),
+    ``partial`` (a run started there) or ``pending``; see :func:`_record`."""
     path = cell_dir / "results.json"
     if not path.is_file():
-        return "pending", {}
+        return "pending", {}, None
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "partial", {}  # the run itself reports a damaged directory, naming the file
-    metrics = {k: res.get(k) for k in ("AP", "FWT", "BWT")}
-    return ("finished" if res.get("finished") else "partial"), metrics
+        return "partial", {}, None  # the run itself reports a damaged directory, naming the file
+    return _record(res)
+
+
+def _record(results: dict) -> tuple[str, dict, float | None]:
+    """What sweep.json keeps of a run's results: its status, AP / FWT / BWT, and its own
+    ``timings.total`` (all resumes together; None if not recorded)."""
+    total = (results.get("timings") or {}).get("total")
+    return (("finished" if results.get("finished") else "partial"),
+            {k: results.get(k) for k in ("AP", "FWT", "BWT")},
+            float(total) if isinstance(total, (int, float)) and total > 0 else None)
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -344,9 +338,8 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         finally:
             gc.collect()  # the cell's model and optimizer go before the next one loads
         cell.seconds = time.perf_counter() - t0
-        cell.status = "finished" if results.get("finished") else "partial"
-        cell.run_seconds = _total_seconds(results) or cell.seconds
-        cell.metrics = {k: results.get(k) for k in ("AP", "FWT", "BWT")}
+        cell.status, cell.metrics, run_seconds = _record(results)
+        cell.run_seconds = run_seconds or cell.seconds
         write_state(sweep)
         log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),
                  *(("-" if v is None else f"{v:.2f}") for v in cell.metrics.values()))
