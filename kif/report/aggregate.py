@@ -260,7 +260,10 @@ def seed_rows(runs: Sequence[dict]) -> list[dict]:
     """Per arm: one ``kind="order"`` row per order (mean, sd, n over seeds of each metric), then,
     with ≥ 2 orders, a ``kind="mean"`` row: the mean over orders of the per-order means; its sd
     is over the seeds run on every order, of each seed's mean over orders (n = those seeds)."""
-    g = group_runs(runs)
+    return _seed_rows(group_runs(runs))
+
+
+def _seed_rows(g: dict) -> list[dict]:
     rows = []
     for arm, orders in g["arms"].items():
         base = {"arm": g["arm_labels"][arm], "benchmark": arm[0], "model": arm[1], "method": arm[2]}
@@ -368,12 +371,18 @@ def summary_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES) -
     benchmark and model (``vs[reference][metric]``, a :func:`t_interval` from
     :func:`paired_rows`, mirrored when the pair is only there the other way round; None for
     the reference itself, without pairs, or when no arm stands for the reference)."""
-    return _summary(group_runs(runs), seed_rows(runs), paired_rows(runs, references), references)
+    g = group_runs(runs)
+    return _summary(g, _seed_rows(g), _paired(g, references), _reference_arms(g, references))
 
 
-def _summary(g: dict, rows: Sequence[dict], paired: Sequence[dict], references: Sequence[str]) -> list[dict]:
+def _reference_arms(g: dict, references: Sequence[str]) -> dict[tuple, tuple | None]:
+    """{((benchmark, model), reference method): its :func:`reference_arm` there}."""
+    return {(where, m): reference_arm(g, m, where) for where in {a[:2] for a in g["arms"]} for m in references}
+
+
+def _summary(g: dict, rows: Sequence[dict], paired: Sequence[dict], refs: dict) -> list[dict]:
     by_pair = {(p["arm"], p["reference"]): p for p in paired}
-    refs = {(where, m): reference_arm(g, m, where) for where in {a[:2] for a in g["arms"]} for m in references}
+    references = list(dict.fromkeys(m for _, m in refs))  # the reference methods, in their given order
     out = []
     for arm, orders in g["arms"].items():
         label = g["arm_labels"][arm]
@@ -422,7 +431,10 @@ def _task1_series(run: dict) -> dict[int, float]:
 def trajectory_bands(runs: Sequence[dict]) -> dict:
     """Per order key: ``{arm label: {"x": [...], "mean": [...], "min": [...], "max": [...], "n": [...]}}``
     of the first task's score over the seeds that evaluated it (eval.mode minimal leaves gaps)."""
-    g = group_runs(runs)
+    return _bands(group_runs(runs))
+
+
+def _bands(g: dict) -> dict:
     out: dict[tuple, dict] = {}
     for arm, orders in g["arms"].items():
         for order, seeds in orders.items():
@@ -477,11 +489,11 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     if not has_seeds(runs):
         return None
     g = group_runs(runs)
-    rows, paired = seed_rows(runs), _paired(g)
+    rows, paired, refs = _seed_rows(g), _paired(g), _reference_arms(g, REFERENCES)
     doc.h(2, "Over seeds")
     doc.p("Finished runs grouped by method, task order and seed (config.yaml). mean ± sd: mean "
           "and sample standard deviation (n − 1) over seeds.")
-    summary = _summary(g, rows, paired, REFERENCES)
+    summary = _summary(g, rows, paired, refs)
     doc.h(3, "Summary")
     doc.p("One row per method, best AP first: the finished runs (and task orders) behind it, its "
           "mean over orders ('Per order', bold rows; the order itself when it has one), and its paired "
@@ -491,7 +503,7 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     notes = []
     for m in REFERENCES:
         mine = [a for a in g["arms"] if a[2] == m]
-        chosen = {reference_arm(g, m, where) for where in {a[:2] for a in mine}}
+        chosen = {refs[where, m] for where in {a[:2] for a in mine}}
         if len(mine) > 1 and None in chosen:
             notes.append(f"no arm stands for {m} (several arms, none with its default options): its columns are '-'")
         elif len(mine) > 1:
@@ -514,7 +526,7 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
         doc.table(*paired_table(paired))
     doc.h(3, "Task 1 over seeds")
     figures = []
-    for i, (order, bands) in enumerate(trajectory_bands(runs).items(), start=1):
+    for i, (order, bands) in enumerate(_bands(g).items(), start=1):
         name = FIGURE_PATTERN.replace("*", str(i))
         label = g["order_labels"][order]
         plot_seed_trajectories(order, bands, out / name,
