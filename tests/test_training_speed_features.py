@@ -90,11 +90,45 @@ def test_length_bucket_order_megabatches():
     lengths = list(range(102, 0, -1))
     order = length_bucket_order(lengths, 4, megabatch_chunks=5, generator=g)  # megabatches of 20
     assert sorted(order) == list(range(102))
-    tail = [lengths[i] for i in order[-2:]]  # the short chunk (102 = 25 x 4 + 2) stays last
-    assert tail == sorted(tail, reverse=True)
     for c in range(0, 100, 4):
         chunk = [lengths[i] for i in order[c:c + 4]]
         assert chunk == sorted(chunk, reverse=True)  # each chunk is a sorted run of its megabatch
+    # the short chunk (102 = 25 x 4 + 2) comes last: here the whole last megabatch, sorted
+    tail = [lengths[i] for i in order[-2:]]
+    assert tail == sorted(tail, reverse=True)
+
+
+def test_length_bucket_order_is_unchanged_when_the_chunk_divides_the_task():
+    """The evidence grid's cells (96 or 288 examples, chunks of 8) ran before the short chunk
+    was drawn at random; with no short chunk the order is the one recorded then."""
+    from kif.training import length_bucket_order
+
+    lengths = [(i * 37) % 23 + 1 for i in range(16)]
+    order = length_bucket_order(lengths, 4, megabatch_chunks=2, generator=torch.Generator().manual_seed(3))
+    assert order == [13, 14, 4, 12, 1, 9, 10, 5, 7, 2, 15, 0, 8, 3, 11, 6]
+
+
+def test_the_short_chunk_is_not_the_shortest_examples():
+    """Replay's case: 96 long examples and 2 short memory ones, chunks of 8. Cut from the end
+    of the length order, the two short ones were a batch of their own, the epoch's last
+    step, in every epoch. Now the short chunk is two neighbours in length at a random place,
+    and the two short examples share the shortest full chunk with six long ones."""
+    from kif.training import length_bucket_order
+
+    lengths = [200 + i for i in range(96)] + [30, 31]
+    alone, places = 0, set()
+    for seed in range(50):
+        order = length_bucket_order(lengths, 8, generator=torch.Generator().manual_seed(seed))
+        assert sorted(order) == list(range(98))
+        tail = order[-2:]
+        alone += sorted(tail) == [96, 97]
+        rank = sorted(range(98), key=lambda i: -lengths[i])
+        assert rank.index(tail[1]) - rank.index(tail[0]) == 1  # neighbours in the length order
+        places.add(max(lengths[i] for i in tail))
+        for c in range(0, 96, 8):
+            chunk = [lengths[i] for i in order[c:c + 8]]
+            assert chunk == sorted(chunk, reverse=True)
+    assert alone <= 1 and len(places) > 25  # 1 place in 97 is the short pair; the rest spread out
 
 
 def test_length_buckets_pad_far_less_than_hf_for_a_small_task_with_a_big_batch():
