@@ -72,9 +72,9 @@ def length_bucket_order(lengths: list[int], chunk: int, megabatch_chunks: int = 
     perm = torch.randperm(n, generator=generator).tolist()
     size = max(chunk, min(n, megabatch_chunks * chunk))
     megas = [sorted(perm[m:m + size], key=lambda i: -lengths[i]) for m in range(0, n, size)]
-    short = []
-    if n % chunk:  # only the last megabatch can hold the left-over examples
-        last, r = megas[-1], n % chunk
+    short, r = [], n % chunk
+    if r:  # only the last megabatch can hold the left-over examples
+        last = megas[-1]
         at = int(torch.randint(len(last) - r + 1, (1,), generator=generator))
         short, megas[-1] = last[at:at + r], last[:at] + last[at + r:]
     chunks = [mega[c:c + chunk] for mega in megas for c in range(0, len(mega), chunk)]

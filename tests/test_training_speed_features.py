@@ -100,7 +100,7 @@ def test_length_bucket_order_megabatches():
 
 def test_length_bucket_order_is_unchanged_when_the_chunk_divides_the_task():
     """The evidence grid's cells (96 or 288 examples, chunks of 8) ran before the short chunk
-    was drawn at random; with no short chunk the order is the one recorded then."""
+    was taken at a random place; with no short chunk the order is the one recorded then."""
     from kif.training import length_bucket_order
 
     lengths = [(i * 37) % 23 + 1 for i in range(16)]
@@ -112,17 +112,17 @@ def test_the_short_chunk_is_not_the_shortest_examples():
     """Replay's case: 96 long examples and 2 short memory ones, chunks of 8. Cut from the end
     of the length order, the two short ones were a batch of their own, the epoch's last
     step, in every epoch. Now the short chunk is two neighbours in length at a random place,
-    and the two short examples share the shortest full chunk with six long ones."""
+    and the two short examples nearly always sit in a full chunk with long ones."""
     from kif.training import length_bucket_order
 
     lengths = [200 + i for i in range(96)] + [30, 31]
+    rank = sorted(range(98), key=lambda i: -lengths[i])
     alone, places = 0, set()
     for seed in range(50):
         order = length_bucket_order(lengths, 8, generator=torch.Generator().manual_seed(seed))
         assert sorted(order) == list(range(98))
         tail = order[-2:]
         alone += sorted(tail) == [96, 97]
-        rank = sorted(range(98), key=lambda i: -lengths[i])
         assert rank.index(tail[1]) - rank.index(tail[0]) == 1  # neighbours in the length order
         places.add(max(lengths[i] for i in tail))
         for c in range(0, 96, 8):
