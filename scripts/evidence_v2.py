@@ -1,0 +1,187 @@
+"""The pre-registered analysis of evidence v2 (docs/results/evidence-v2/PLAN.md), as code.
+
+    python scripts/evidence_v2.py docs/results/evidence-v2            # verdicts (markdown)
+    python scripts/evidence_v2.py --design                             # the plan's power numbers
+
+The unit is the task sequence: one run per method and sequence (one seed), so each
+comparison is a paired difference per sequence, d_s = M_A(s) - M_B(s). For every comparison:
+mean, sd, 95 % Student t-interval (df = n - 1), two-sided p; Holm's step-down adjustment within
+each family (primary: 2 comparisons; secondary: the rest); the exact Wilcoxon signed-rank p as
+a robustness check; and for the comparisons with an equivalence margin, TOST (two one-sided
+t-tests at 0.05, i.e. the 90 % interval inside the margin). Only sequences that are complete
+for every method of the plan count. Verdict words (fixed in the plan):
+  Holm-adjusted p < 0.05          "A > B" / "A < B"
+  90 % interval inside ±margin    "as good as (within ±margin)"   (margins: primary AP only)
+  otherwise                       "not resolved"
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from statistics import fmean, stdev
+
+from kif.report.aggregate import t_cdf, t_quantile
+
+METHODS = ["seqlora", "kiflora", "kif", "weight-ensemble", "ewc"]
+# (A, B, metric, equivalence margin or None)
+PRIMARY = [("kif", "weight-ensemble", "AP", 2.0), ("kiflora", "seqlora", "AP", 2.0)]
+SECONDARY = [
+    ("kif", "weight-ensemble", "BWT", None), ("kiflora", "seqlora", "BWT", None),
+    ("kif", "weight-ensemble", "plasticity", None), ("kiflora", "seqlora", "plasticity", None),
+    ("kiflora", "kif", "AP", None), ("kiflora", "weight-ensemble", "AP", None),
+    ("kif", "seqlora", "AP", None), ("ewc", "seqlora", "AP", None),
+    ("kiflora", "kiflora-static", "AP", None),  # adaptive vs static: the ablation sweep, if it ran
+]
+
+
+def plasticity(run: dict) -> float:
+    """Mean score on each task right after learning it: mean_k a[k][k]."""
+    m = run["matrix"]
+    return fmean(m[k][k] for k in range(len(run["tasks"])))
+
+
+def metric(run: dict, name: str) -> float:
+    return plasticity(run) if name == "plasticity" else float(run[name])
+
+
+def load(folders: list[Path]) -> dict[tuple[str, str], dict]:
+    """(method, sequence) -> results.json of every finished cell named <method>_<seq>_seed<k>."""
+    runs = {}
+    for folder in folders:
+        for res in sorted(folder.glob("*_s*_seed*/results.json")):
+            r = json.loads(res.read_text())
+            if not r.get("finished"):
+                continue
+            method, seq, _ = res.parent.name.rsplit("_", 2)
+            runs[(method, seq)] = r
+    return runs
+
+
+def complete_sequences(runs: dict) -> list[str]:
+    seqs = sorted({s for _, s in runs})
+    return [s for s in seqs if all((m, s) in runs for m in METHODS)]
+
+
+def wilcoxon_exact(d: list[float]) -> float | None:
+    """Two-sided exact signed-rank p (zeros dropped, tied |d| get average ranks)."""
+    d = [x for x in d if x != 0]
+    n = len(d)
+    if n == 0:
+        return None
+    order = sorted(range(n), key=lambda i: abs(d[i]))
+    ranks = [0.0] * n
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and abs(d[order[j + 1]]) == abs(d[order[i]]):
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    w = sum(r for r, x in zip(ranks, d) if x > 0)
+    centre = sum(ranks) / 2
+    extreme = sum(1 for signs in itertools.product((0, 1), repeat=n)
+                  if abs(sum(r for r, s in zip(ranks, signs) if s) - centre) >= abs(w - centre) - 1e-9)
+    return extreme / 2 ** n
+
+
+def compare(d: list[float], margin: float | None) -> dict:
+    n, mean = len(d), fmean(d)
+    sd = stdev(d) if n > 1 else float("nan")
+    se = sd / math.sqrt(n)
+    t95, t90 = t_quantile(0.975, n - 1), t_quantile(0.95, n - 1)
+    p = 2 * (1 - t_cdf(abs(mean) / se, n - 1)) if se > 0 else (0.0 if mean else 1.0)
+    out = {"n": n, "mean": mean, "sd": sd, "low": mean - t95 * se, "high": mean + t95 * se,
+           "p": p, "wilcoxon_p": wilcoxon_exact(d), "margin": margin}
+    if margin is not None:
+        out["low90"], out["high90"] = mean - t90 * se, mean + t90 * se
+        out["equivalent"] = -margin < out["low90"] and out["high90"] < margin
+    return out
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adj, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adj[i] = running
+    return adj
+
+
+def verdict(c: dict, a: str, b: str) -> str:
+    if c["p_holm"] < 0.05:
+        return f"{a} {'>' if c['mean'] > 0 else '<'} {b}"
+    if c.get("equivalent"):
+        return f"as good as (within ±{c['margin']:g})"
+    return "not resolved"
+
+
+def analyse(runs: dict) -> dict:
+    seqs = complete_sequences(runs)
+    families = {}
+    for family, rows in (("primary", PRIMARY), ("secondary", SECONDARY)):
+        done = []
+        for a, b, name, margin in rows:
+            pairs = [s for s in seqs if (a, s) in runs and (b, s) in runs]
+            if len(pairs) < 2:
+                continue  # e.g. the static-fusion arm before its sweep ran
+            d = [metric(runs[(a, s)], name) - metric(runs[(b, s)], name) for s in pairs]
+            done.append({"a": a, "b": b, "metric": name, **compare(d, margin)})
+        for c, adj in zip(done, holm([c["p"] for c in done])):
+            c["p_holm"] = adj
+            c["verdict"] = verdict(c, c["a"], c["b"])
+        families[family] = done
+    return {"sequences": seqs, "families": families}
+
+
+def markdown(result: dict) -> str:
+    seqs = result["sequences"]
+    lines = [f"Sequences complete for all {len(METHODS)} methods: {len(seqs)} ({', '.join(seqs)}).", ""]
+    for family, rows in result["families"].items():
+        lines += [f"### {family.capitalize()}", "",
+                  "| comparison | metric | n | mean diff | 95 % interval | p | Holm p | Wilcoxon p | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in rows:
+            w = "-" if c["wilcoxon_p"] is None else f"{c['wilcoxon_p']:.3f}"
+            lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['n']} | {c['mean']:+.2f} | "
+                         f"[{c['low']:+.2f}, {c['high']:+.2f}] | {c['p']:.3f} | {c['p_holm']:.3f} | {w} | "
+                         f"{c['verdict']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def design(n: int = 14, alpha: float = 0.05, power: float = 0.8) -> str:
+    """Minimum detectable mean difference of a paired t-test over n sequences (normal-theory
+    approximation with t quantiles): (t(1-alpha'/2) + t(power)) · sd / sqrt(n), for the Holm
+    worst case alpha' = alpha/2 and the best case alpha' = alpha."""
+    rows = []
+    for label, sd in (("KIF − ensemble AP", 2.0), ("KIFLoRA − SeqLoRA AP", 6.0)):
+        for a in (alpha / 2, alpha):
+            k = (t_quantile(1 - a / 2, n - 1) + t_quantile(power, n - 1)) / math.sqrt(n)
+            rows.append(f"{label}: assumed sd {sd:g}, alpha {a:g}: MDE {k * sd:.2f} points")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="*", type=Path)
+    p.add_argument("--design", action="store_true", help="print the plan's power computation")
+    p.add_argument("--json", type=Path, help="also write the analysis as JSON")
+    args = p.parse_args()
+    if args.design:
+        print(design())
+        return 0
+    result = analyse(load(args.folders))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

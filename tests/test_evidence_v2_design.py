@@ -1,0 +1,66 @@
+"""The pre-registered evidence-v2 design and analysis (docs/results/evidence-v2/PLAN.md):
+the committed sweep is what the seeded draw gives, the draw is balanced, and the analysis's
+statistics match hand-computed cases."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_committed_sweep_is_the_seeded_draw_and_balanced():
+    draw = _script("draw_sequences")
+    for path, text in draw.outputs().items():
+        assert path.read_text() == text, path
+    sweep = yaml.safe_load((ROOT / "configs/evidence-v2/sweep.yaml").read_text())
+    seqs = list(sweep["grid"]["tasks"].values())
+    assert len(seqs) == 14 and all(len(set(s)) == 3 for s in seqs)
+    assert len({frozenset(s) for s in seqs}) == 14
+    assert Counter(t for s in seqs for t in s) == {t: 6 for t in draw.TASKS}
+    assert set(Counter((t, i) for s in seqs for i, t in enumerate(s)).values()) == {2}
+    assert sweep["grid"]["method"] == draw.METHODS
+    ablations = yaml.safe_load((ROOT / "configs/evidence-v2/ablations.yaml").read_text())
+    assert ablations["grid"]["tasks"] == sweep["grid"]["tasks"]
+
+
+def test_holm_wilcoxon_and_interval_by_hand():
+    ev = _script("evidence_v2")
+    # sorted p: 0.01·3 = 0.03, 0.03·2 = 0.06, then 0.04·1 = 0.04 raised to the running 0.06
+    assert ev.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # all three positive: W = 6 of 0..6; only W = 6 or W = 0 are as extreme: 2 of 8 sign patterns
+    assert ev.wilcoxon_exact([1.0, 2.0, 3.0]) == pytest.approx(0.25)
+    # ties get average ranks: |d| = 1, 1 -> ranks 1.5, 1.5; signs +,- -> W = 1.5 = centre -> p = 1
+    assert ev.wilcoxon_exact([1.0, -1.0]) == pytest.approx(1.0)
+    c = ev.compare([1.0, 2.0, 3.0], margin=2.0)
+    half = 4.302653 / math.sqrt(3)  # t(0.975, 2) · sd 1 / sqrt(3)
+    assert (c["mean"], c["sd"]) == (2.0, 1.0)
+    assert c["low"] == pytest.approx(2 - half, abs=1e-5) and c["high"] == pytest.approx(2 + half, abs=1e-5)
+    assert c["equivalent"] is False  # 90 % interval 2 ± 2.92/sqrt(3) = [0.31, 3.69] reaches past 2
+
+
+def test_analysis_uses_complete_sequences_only():
+    ev = _script("evidence_v2")
+
+    def run(ap):
+        return {"AP": ap, "BWT": 0.0, "tasks": ["a", "b"], "matrix": [[ap, None], [ap, ap]], "finished": True}
+
+    runs = {(m, s): run(60.0 + (1.0 if m == "kif" else 0.0) + i) for i, s in enumerate(["s01", "s02", "s03"])
+            for m in ev.METHODS}
+    del runs[("ewc", "s03")]  # s03 incomplete: left out of every comparison
+    result = ev.analyse(runs)
+    assert result["sequences"] == ["s01", "s02"]
+    kif_vs_ens = result["families"]["primary"][0]
+    assert (kif_vs_ens["n"], kif_vs_ens["mean"], kif_vs_ens["sd"]) == (2, 1.0, 0.0)
