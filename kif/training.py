@@ -457,7 +457,7 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
             with training_attention(backends):  # forward and backward of training only
                 out = trainer.train()
         except RuntimeError as exc:
-            if backends is None or "No available kernel" not in str(exc):
+            if backends is None or not any(m in str(exc) for m in ("No available kernel", "No viable backend")):
                 raise
             raise ConfigError(f"train.attention_backend: {cfg.attention_backend}: torch has no such attention kernel "
                               f"for this model, device and precision ({args.device.type}, "
