@@ -342,14 +342,29 @@ def config_record(cfg: RunConfig) -> dict:
     return record
 
 
-def config_diff(a, b, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config records."""
+def config_diff(a, b, prefix: str = "", defaults=None) -> list[str]:
+    """Dotted keys whose values differ between two config records. With ``defaults`` (a
+    record of the default config), a key that ``a`` lacks counts as equal when ``b`` holds
+    its default."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            d = defaults.get(k, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+            if k not in a and d is not _ABSENT and b.get(k) == d:
+                continue
+            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.", d if isinstance(d, dict) else None)
         return out
     return [] if a == b else [prefix.rstrip(".")]
+
+
+_ABSENT = object()
+
+
+def config_changes(stored: dict, cfg: RunConfig) -> list[str]:
+    """Keys in which ``cfg`` differs from a run's stored config record (what resume checks).
+    A key the stored record lacks was added by a later kif and counts as unchanged while
+    ``cfg`` leaves it at its default: a run started before the key existed stays resumable."""
+    return config_diff(stored, config_record(cfg), defaults=config_record(RunConfig(method=cfg.method)))
 
 
 def dump_config(cfg: RunConfig) -> str:

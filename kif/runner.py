@@ -21,7 +21,7 @@ import yaml
 from . import __version__
 from .checkpoint import (check_no_symlinks, discard_run, latest_checkpoint, load_checkpoint, save_checkpoint,
                          validate_checkpoint)
-from .config import RunConfig, config_diff, config_record, dump_config
+from .config import RunConfig, config_changes, dump_config
 from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels
@@ -346,7 +346,7 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
-    changed = config_diff(stored, config_record(cfg))
+    changed = config_changes(stored, cfg)
     if changed and not accept_config_change:
         raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
                        "pass --overwrite to start afresh, or --accept-config-change to resume anyway")

@@ -249,3 +249,18 @@ def test_non_finite_loss_keeps_the_learning_rate_advice(tiny):
     msg = str(err.value)
     assert "2 of 2 optimizer steps" in msg and "lower train.learning_rate" in msg
     assert "loss was finite" not in msg
+
+
+def test_runs_from_before_the_new_keys_stay_resumable():
+    """A stored config written before hub_kernels / train.attention_backend existed equals the
+    same config now, while the new keys keep their defaults; setting one is a change."""
+    from kif.config import config_changes, config_record
+
+    cfg = tiny_config()
+    stored = config_record(cfg)
+    del stored["hub_kernels"], stored["train"]["attention_backend"]
+    assert config_changes(stored, cfg) == []
+    assert config_changes(stored, tiny_config(train={"attention_backend": "math"})) == ["train.attention_backend"]
+    assert config_changes(stored, tiny_config(method="kiflora"))[0] == "method"
+    stored["train"]["attention_backend"] = "math"  # written, then compared as before
+    assert config_changes(stored, cfg) == ["train.attention_backend"]
