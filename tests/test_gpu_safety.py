@@ -235,6 +235,10 @@ def test_run_records_skipped_steps_kernels_and_backends(tmp_path, data_dir, monk
     assert entry["padded_length"] >= 1
     assert first["attention_backends"] == second["attention_backends"] == ["any"]  # a CPU: torch's choice
     assert res["kernels"] == {"hub_kernels": False, "source": "installed", "hub_layers": []}
+    if HAS_KERNELS:  # opted in: recorded (a CPU has no hub kernel for LLaMA: still installed code)
+        monkeypatch.setenv("USE_HUB_KERNELS", "0")  # restored after the test, whatever the run sets
+        assert main(["run", str(cfg), "-o", str(out), "-q", "--overwrite", "--set", "hub_kernels=true"]) == 0
+        assert read_results(out)["kernels"] == {"hub_kernels": True, "source": "installed", "hub_layers": []}
 
 
 def test_non_finite_loss_keeps_the_learning_rate_advice(tiny):
