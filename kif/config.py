@@ -70,6 +70,10 @@ class TrainConfig(_Strict):
                                  "(logs under OUT/logs/NN_<task>)")
     max_skipped_fraction: float = Field(0.1, ge=0, le=1, description="stop the run when more than this "
                                         "share of a task's optimizer steps had non-finite gradients")
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
+        "auto", description="attention kernels (SDPA) for training (kif.attention): auto = torch's choice, "
+        "except that on a CUDA GPU in bf16/fp16 cuDNN is left out (its backward gives NaN gradients on padded "
+        "batches on H100/H200); a name: that kernel only")
     # The harness's model selection (kif.training.KeepBest): held-out examples scored every
     # eval_steps, the best weights kept (TaSL: 100, 40, load_best_model_at_end, eval loss).
     validation_samples: int = Field(0, ge=0, description="examples held out of each task's training data "
@@ -184,6 +188,8 @@ class RunConfig(_Strict):
     model: str = "smollm2-135m"
     attn_implementation: Optional[Literal["sdpa", "eager", "flash_attention_2"]] = Field(
         None, description="attention kernel; None: the transformers default (sdpa where supported)")
+    hub_kernels: bool = Field(False, description="let transformers replace layers with kernels it downloads "
+                              "from the Hugging Face hub (the kernels package); false: only installed code runs")
     benchmark: str = "long_sequence"
     order: Optional[str] = None
     tasks: Optional[list[str]] = None
@@ -196,6 +202,15 @@ class RunConfig(_Strict):
     method_args: dict[str, Any] = Field(default_factory=dict, description="options of the chosen method")
     per_task: PerTaskConfig = Field(default_factory=PerTaskConfig,
                                     description="train / method_args values that differ per task (kif.per_task)")
+
+    @field_validator("hub_kernels")
+    @classmethod
+    def _kernels_installed(cls, v: bool) -> bool:
+        import importlib.util
+
+        if v and importlib.util.find_spec("kernels") is None:
+            raise ValueError("true needs the kernels package (pip install kernels); false runs installed code only")
+        return v
 
     @field_validator("attn_implementation")
     @classmethod
@@ -327,14 +342,29 @@ def config_record(cfg: RunConfig) -> dict:
     return record
 
 
-def config_diff(a, b, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config records."""
+def config_diff(a, b, prefix: str = "", defaults=None) -> list[str]:
+    """Dotted keys whose values differ between two config records. With ``defaults`` (a
+    record of the default config), a key that ``a`` lacks counts as equal when ``b`` holds
+    its default."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            d = defaults.get(k, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+            if k not in a and d is not _ABSENT and b.get(k) == d:
+                continue
+            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.", d if isinstance(d, dict) else None)
         return out
     return [] if a == b else [prefix.rstrip(".")]
+
+
+_ABSENT = object()
+
+
+def config_changes(stored: dict, cfg: RunConfig) -> list[str]:
+    """Keys in which ``cfg`` differs from a run's stored config record (what resume checks).
+    A key the stored record lacks was added by a later kif and counts as unchanged while
+    ``cfg`` leaves it at its default: a run started before the key existed stays resumable."""
+    return config_diff(stored, config_record(cfg), defaults=config_record(RunConfig(method=cfg.method)))
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -69,6 +69,20 @@ class TrainCollator:
     left-padded so every target sits in the last positions, and the model projects only
     those onto the vocabulary. The prompt's positions need no logits (they carry no loss),
     and the vocabulary projection + cross-entropy is a large share of a small model's step.
+    Why left padding makes that free: ``logits_to_keep`` keeps the same last positions of
+    every row, and only with the pads on the left do all rows' targets end there.
+
+    The cost of left padding: under causal attention a pad position, as a query, sees only
+    the pads before it, all masked, so its row of attention attends to nothing. The loss
+    never reads those rows and torch's kernels return 0 for them, but a fused bf16 backward
+    can return NaN there (cuDNN on H100/H200: ``kif.attention``, which is why training
+    leaves that kernel out). It cannot be avoided at no cost: the 2D ``attention_mask``
+    masks keys for every query alike, so unmasking any pad key for the pad rows would let
+    the real tokens attend to it too (changing the model's numbers); right padding has no
+    such rows but puts the targets at different positions per row, which ends
+    ``logits_to_keep``; a custom 4D mask would replace transformers' own masking (a
+    B x L x L tensor per batch, and another attention path than evaluation's). Without
+    ``target_logits_only`` (and for seq2seq models) batches are right-padded.
     """
     pad_token_id: int
     target_logits_only: bool = False

@@ -57,6 +57,15 @@ def precision_hint(bf16: bool) -> str:
     return "lower train.learning_rate" + (" or use train.precision: fp32" if bf16 else "")
 
 
+def backward_hint(attention_backend: str, backends: list[str]) -> str:
+    """What to check when a step's loss was finite but its gradients were not: the backward
+    pass, not the step size (on Hopper GPUs, cuDNN's bf16 attention backward on padded rows)."""
+    return ("the loss was finite but its gradients were not, a fault of the backward pass that a lower "
+            f"learning rate does not fix: check train.attention_backend (now {attention_backend}: "
+            f"{', '.join(backends)}; math rules the fused kernels out), the padded lengths of the skipped "
+            "batches (per_task skipped_batches in results.json), and a method's regulariser if it has one")
+
+
 def check_finite_state(tensors: dict, what: str, bf16: bool) -> None:
     """Refuse to checkpoint a state holding NaN/inf: it would be a 'completed' task that
     poisons every later one and cannot be resumed from."""

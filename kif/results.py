@@ -27,7 +27,8 @@ SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (sa
 Row = list[Optional[float]]
 # Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
 # the file while unset, so a run that does not use them writes what it always wrote.
-_OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen")
+_OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen",
+             "kernels")
 
 
 class UnseenPoint(BaseModel):
@@ -98,6 +99,8 @@ class Results(BaseModel):
     ranked_metrics: Optional[dict[str, Optional[float]]] = None
     resumed: Optional[int] = None
     unseen: Optional[UnseenScores] = None
+    # config hub_kernels and where the layers' code came from (kif.models.hub_kernels.kernel_record)
+    kernels: Optional[dict[str, Any]] = None
 
     @model_validator(mode="after")
     def _shapes(self) -> "Results":

