@@ -131,7 +131,7 @@ def _row(pred_dir: Path, res: Results, scoring: dict[str, TaskScoring], old_row:
 def default_output(run_dir: str | Path, metric: Optional[str], normalization: Optional[str],
                    per_example: bool) -> Path:
     """``RUN/results.<metric>[.<normalization>][.per_example].json``."""
-    parts = [metric or "rescored"] + ([normalization] if normalization else []) + (["per_example"] if per_example else [])
+    parts = [metric or "rescored"] + [normalization] * bool(normalization) + ["per_example"] * per_example
     return Path(run_dir) / f"results.{'.'.join(parts)}.json"
 
 
