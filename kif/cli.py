@@ -53,6 +53,19 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_rescore(args) -> int:
+    from .rescore import default_output, rescore_run, write_rescored
+
+    if not (args.metric or args.normalization or args.delimiter or args.per_example):
+        raise KifError("rescore: nothing to change: give --metric, --normalization, --delimiter "
+                       "or --per-example")
+    res = rescore_run(args.run_dir, args.metric, args.normalization, args.delimiter, args.per_example)
+    path = write_rescored(res, args.output or default_output(args.run_dir, args.metric, args.normalization,
+                                                                args.per_example))
+    print(f"{path}  AP={_f(res.AP)} FWT={_f(res.FWT)} BWT={_f(res.BWT)}")
+    return 0
+
+
 def _cmd_benchmarks(args) -> int:
     from .data import get_benchmark, list_benchmarks, resolve_data_dir
     from .data.benchmarks import describe_benchmark
@@ -137,9 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="compare run directories: report.md, report.html and figures")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                    help="a directory written by 'kif run' (or a folder of such directories)")
+                    help="a directory written by 'kif run' (or a folder of such directories, or a "
+                    "results file written by 'kif rescore')")
     rp.add_argument("-o", "--output", default="report", help="output directory (default ./report)")
     rp.set_defaults(fn=_cmd_report)
+
+    rs = sub.add_parser("rescore", help="score a run's stored predictions again under another metric or "
+                        "normalisation; writes a new results file beside the run's results.json")
+    rs.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'kif run'")
+    rs.add_argument("--metric", choices=list(_metrics()), help="every task's metric (default: each task's own)")
+    rs.add_argument("--normalization", choices=list(_normalizations()),
+                    help="answer normalisation (default: each task's own)")
+    rs.add_argument("--delimiter", help="set_match item separator (default: each task's own)")
+    rs.add_argument("--per-example", action="store_true",
+                    help="grouped tasks: mean over examples (e.g. slot accuracy) instead of joint over groups")
+    rs.add_argument("-o", "--output", help="results file to write (default RUN_DIR/results.<metric>[.<normalization>]"
+                    "[.per_example].json; never RUN_DIR/results.json); 'kif report FILE' reads it")
+    rs.set_defaults(fn=_cmd_rescore)
 
     b = sub.add_parser("benchmarks", help="list benchmarks, task orders and tasks")
     b.add_argument("benchmarks", nargs="*", metavar="BENCH",
@@ -178,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--force", action="store_true", help="convert again even if cached")
     mo.set_defaults(fn=_cmd_model)
     return p
+
+
+def _metrics():
+    from .metrics import METRICS  # light: no torch
+
+    return METRICS
+
+
+def _normalizations():
+    from .metrics import NORMALIZATIONS
+
+    return NORMALIZATIONS
 
 
 def main(argv: list[str] | None = None) -> int:

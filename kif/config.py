@@ -4,6 +4,7 @@ Every error names the file and the dotted key, in one line (see ``kif.errors``).
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -157,9 +158,10 @@ class EvalConfig(_Strict):
         "auto", description="auto: bf16 autocast on a GPU that has it, as in training; fp32 off; bf16 forced")
     prefix_cache: bool = Field(True, description="decoder-only models: encode a task's shared prompt prefix "
                                "once and start every batch from its KV cache (same predictions, less compute)")
-    normalization: Literal["harness", "lenient"] = Field(
+    normalization: Literal["harness", "lenient", "lower_strip"] = Field(
         "harness", description="answer normalisation (kif.metrics.NORMALIZATIONS): harness = the O-LoRA/SAPT "
-        "code's (articles and the whole generation kept); lenient = SQuAD's, first line only")
+        "code's (articles and the whole generation kept); lenient = SQuAD's, first line only; lower_strip = "
+        "lowercase and trim only. A benchmark YAML's task-level normalization wins for that task")
     unseen: Optional[UnseenConfig] = Field(None, description="held-out tasks evaluated zero-shot before the "
                                            "sequence and after it, never trained on (Table III)")
     unseen_every_task: bool = Field(False, description="also evaluate the unseen tasks after every task")
@@ -268,8 +270,41 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: nested too deeply") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys")
+        resolve_benchmark_paths(raw, Path(path).resolve().parent)
     raw = apply_overrides(raw, overrides or [])
+    resolve_benchmark_paths(raw, Path.cwd())  # a --set path: relative to where kif runs
     return validate_config(raw, source, overrides or [])
+
+
+def resolve_benchmark_paths(raw: dict, base: Path) -> None:
+    """Make the benchmark YAML paths of a raw config (``benchmark``, ``eval.unseen``)
+    absolute: relative to ``base`` (the config file's folder), so that a run resumes from
+    any folder and its config.yaml records where the benchmark is. A relative path found
+    only from the working directory (what kif did before) still works."""
+    raw["benchmark"] = _benchmark_path(raw.get("benchmark"), base)
+    if raw["benchmark"] is None:
+        del raw["benchmark"]
+    ev = raw.get("eval")
+    unseen = ev.get("unseen") if isinstance(ev, dict) else None
+    if isinstance(unseen, str):
+        ev["unseen"] = _benchmark_path(unseen, base)
+    elif isinstance(unseen, dict) and "benchmark" in unseen:
+        unseen["benchmark"] = _benchmark_path(unseen["benchmark"], base)
+
+
+def _benchmark_path(value: Any, base: Path) -> Any:
+    from .data.benchmarks import BUILTINS  # light; late so that config stays importable first
+
+    if not isinstance(value, str) or not value or value in BUILTINS:
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for candidate in (base / p, Path.cwd() / p):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    looks_like_path = p.suffix in (".yaml", ".yml") or "/" in value or os.sep in value
+    return str(base / p) if looks_like_path else value  # not found: the error names the file
 
 
 def validate_config(raw: dict, source: str = "config", overrides: list[str] = ()) -> RunConfig:

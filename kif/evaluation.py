@@ -232,12 +232,12 @@ class SequenceEvaluator:
                                     self.cfg.prefix_cache)
                 picks = rank_labels(model, self.encoder, self.prompts[t], self.labels[t],
                                     self.cfg.batch_size) if ranking else None
-            row.append(round(res.score, 4))
+            row.append(res.score)  # full precision: AP/FWT/BWT use it; reports round for display
             r = None
             if ranking:
                 for rec, pick in zip(res.predictions, picks):
                     rec["ranked"] = pick
-                r = round(score_task(self.metrics[t], picks, [ex.references for ex in self.test[t]]), 4)
+                r = score_task(self.metrics[t], picks, [ex.references for ex in self.test[t]])
             ranked.append(r)
             write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
             fault_point("eval")

@@ -14,6 +14,13 @@ how answers compare:
   scored. "the entailment" does not match "entailment".
 * ``lenient``: kif's earlier form: SQuAD's normalisation (articles a/an/the dropped too),
   and only the first non-empty line of a generation is scored.
+* ``lower_strip``: lowercase and trim only (punctuation, articles and inner spaces kept:
+  "London, UK" matches "london, uk", not "london uk"); the whole generation is scored. For
+  benchmarks whose authors compare values this way; a task sets it in its benchmark YAML.
+
+``set_match`` splits the answer and each reference at the task's delimiter and compares
+the *sets* of items, each item in the form above (so under ``harness`` a comma inside an
+item is dropped, under ``lower_strip`` it is kept); empty items are dropped.
 
 Rouge-L does not use this normalisation in either form: like the harness, it scores the
 raw text with ``rouge_score``'s own tokeniser (lowercase, non-alphanumerics as spaces,
@@ -48,6 +55,8 @@ NORMALIZATIONS = {
                "generation kept (O-LoRA/SAPT compute_metrics.py)",
     "lenient": "lowercase, punctuation, articles (a/an/the) and extra whitespace removed, "
                "first non-empty line of the generation only (SQuAD; kif's earlier default)",
+    "lower_strip": "lowercase and surrounding whitespace trimmed only (punctuation, articles and inner "
+                   "spaces kept), the whole generation kept",
 }
 DEFAULT_NORMALIZATION = "harness"
 Matrix = Sequence[Sequence["float | None"]]
@@ -79,7 +88,10 @@ def describe_normalization(name: str) -> str:
 
 def normalize_answer(s: str, normalization: str = DEFAULT_NORMALIZATION) -> str:
     """``harness``: lowercase, drop punctuation, collapse whitespace (the O-LoRA/SAPT
-    harness). ``lenient``: the same and drop the articles a/an/the (SQuAD)."""
+    harness). ``lenient``: the same and drop the articles a/an/the (SQuAD). ``lower_strip``:
+    lowercase and trim, nothing else."""
+    if check_normalization(normalization) == "lower_strip":
+        return s.lower().strip()
     s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
     if check_normalization(normalization) == "lenient":
         s = _ARTICLES.sub(" ", s)

@@ -7,6 +7,10 @@ has the same fields; a newer version than this kif knows is refused in one line.
 
 Scores are on a 0-100 scale; ``matrix[j][i]`` is the score on task i right after
 training task j (``None`` where it was not evaluated, e.g. ``eval.mode: minimal``).
+Scores and AP/FWT/BWT are stored at full float precision and AP/FWT/BWT are computed from
+the unrounded matrix; only displays round (the log and ``kif run``'s last line to 1-2
+decimals, the report's tables to 2 in ``kif.report.tables.fmt``). Files written by
+earlier versions hold scores rounded to 4 decimals; they read the same.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ Row = list[Optional[float]]
 # Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
 # the file while unset, so a run that does not use them writes what it always wrote.
 _OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen",
-             "kernels")
+             "kernels", "scoring", "n_test_groups", "rescored")
 
 
 class UnseenPoint(BaseModel):
@@ -101,6 +105,11 @@ class Results(BaseModel):
     unseen: Optional[UnseenScores] = None
     # config hub_kernels and where the layers' code came from (kif.models.hub_kernels.kernel_record)
     kernels: Optional[dict[str, Any]] = None
+    # per task: {metric, delimiter, normalization, grouped}: how its scores were computed,
+    # what `kif rescore` starts from (absent from files written before it existed)
+    scoring: Optional[dict[str, dict[str, Any]]] = None
+    n_test_groups: Optional[dict[str, int]] = None  # grouped tasks: groups among the n_test examples
+    rescored: Optional[dict[str, Any]] = None  # a `kif rescore` file: what it re-scored, and how
 
     @model_validator(mode="after")
     def _shapes(self) -> "Results":
@@ -126,11 +135,15 @@ class Results(BaseModel):
         if self.matrix_ranked is not None:
             self.matrix_ranked.append(ranked)
         self.per_task.append(stats)
+        self.tasks_completed = len(self.tasks) if self.joint else k + 1
+        self.update_metrics()
+
+    def update_metrics(self) -> None:
+        """AP/FWT/BWT (eq. 18-20) from the matrix as it stands (unrounded scores)."""
         if self.joint:  # one row after all tasks: AP over them, no transfer measures
-            self.tasks_completed = len(self.tasks)
+            row = self.matrix[-1] if self.matrix else []
             self.AP, self.FWT, self.BWT = _mean([v for v in row if v is not None]), None, None
             return
-        self.tasks_completed = k + 1
         m = cl_metrics(self.matrix)
         self.AP, self.FWT, self.BWT = m["AP"], m["FWT"], m["BWT"]
         if self.matrix_ranked is not None and all(v == "accuracy" for v in self.metrics.values()):
@@ -174,6 +187,11 @@ def load_results(path: str | Path) -> Results:
     except (OSError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     return Results.from_dict(data, str(path))
+
+
+def task_dir_name(k: int, task: str) -> str:
+    """``OUT/tasks/<this>``: stage k's folder (``01_cb``)."""
+    return f"{k + 1:02d}_{task}"
 
 
 def _mean(values: list[float]) -> Optional[float]:

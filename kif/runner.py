@@ -38,7 +38,7 @@ from .methods import CLMethod, RunContext, get_method
 from .metrics import describe_normalization
 from .models import check_target_modules, load_model, model_path
 from .models.hub_kernels import kernel_record
-from .results import Results, UnseenPoint
+from .results import Results, UnseenPoint, task_dir_name
 from .per_task import check_sequence, task_config
 from .training import hold_out, make_validator, train_task, use_bf16
 
@@ -125,9 +125,9 @@ def load_sequence_data(cfg: RunConfig) -> SequenceData:
         check_labels(bench.tasks[t], labels[t], full[t][1])
         refuse_empty_labels(bench.tasks[t], labels[t], full[t][1])
     check_sequence(cfg, seq)  # per_task lists and task names against the resolved sequence
-    train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed) for t in seq}
+    train = {t: sample(full[t][0], cfg.data.train_samples, cfg.seed, f"task {t} train") for t in seq}
     train, validation = hold_out(train, cfg.train.validation_samples, cfg.seed)
-    test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed) for t in seq}
+    test = {t: sample(full[t][1], cfg.data.test_samples, cfg.seed, f"task {t} test") for t in seq}
     metrics = {t: bench.tasks[t].metric_label for t in seq}  # what results.json and the report name
     return SequenceData(bench, seq, train, test, metrics, labels, load_unseen(cfg, bench, seq), validation)
 
@@ -185,10 +185,20 @@ def new_results(cfg: RunConfig, data: SequenceData, joint: bool, setup_s: float)
         order=cfg.order if not cfg.tasks else None, tasks=seq, metrics=data.metrics, joint=joint,
         n_train={t: len(data.train[t]) for t in seq}, n_test={t: len(data.test[t]) for t in seq},
         normalization=describe_normalization(cfg.eval.normalization), matrix=[], timings={"setup": setup_s},
+        scoring={t: scoring_record(data.bench.tasks[t], cfg.eval.normalization) for t in seq},
+        n_test_groups={t: len({e.group for e in data.test[t]}) for t in seq
+                       if data.bench.tasks[t].group_by is not None} or None,
         device=("cuda:" + torch.cuda.get_device_name(0)) if torch.cuda.is_available()
         else (platform.processor() or "cpu"),
         zero_shot_ranked=None, matrix_ranked=[] if cfg.eval.rank_labels else None,
         unseen=empty_record(data.unseen) if data.unseen else None)
+
+
+def scoring_record(spec, normalization: str) -> dict:
+    """How a task's scores are computed (results.json ``scoring``; ``kif rescore`` reads it)."""
+    m = spec.scoring(normalization)
+    return {"metric": m.name, "delimiter": m.delimiter, "normalization": m.normalization,
+            "grouped": spec.group_by is not None}
 
 
 # ---- phases --------------------------------------------------------------------------------------
@@ -323,10 +333,6 @@ def evaluate_unseen(state: RunState, k: int | None) -> float:
 
 # ---- the output directory --------------------------------------------------------------------------
 
-def task_dir_name(k: int, task: str) -> str:
-    return f"{k + 1:02d}_{task}"
-
-
 def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool,
                        tasks: list[str] | None = None):
     """Decide between a fresh start and a resume; returns the checkpoint to resume from
@@ -346,7 +352,7 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
-    changed = config_changes(stored, cfg)
+    changed = config_changes(_same_benchmark(stored, cfg), cfg)
     if changed and not accept_config_change:
         raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
                        "pass --overwrite to start afresh, or --accept-config-change to resume anyway")
@@ -355,6 +361,19 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
     validate_checkpoint(latest, tensors, meta, results, method=cfg.method, model=cfg.model,
                         tasks=tasks if tasks is not None else results.tasks, joint=bool(get_method(cfg.method).joint))
     return tensors, meta, results
+
+
+def _same_benchmark(stored, cfg: RunConfig):
+    """A run started before benchmark paths were made absolute recorded the path as given
+    (relative to the working directory then): the same file is the same benchmark."""
+    old = stored.get("benchmark") if isinstance(stored, dict) else None
+    if isinstance(old, str) and old != cfg.benchmark and not Path(old).is_absolute():
+        try:
+            if Path(old).resolve() == Path(cfg.benchmark).resolve() and Path(old).is_file():
+                return {**stored, "benchmark": cfg.benchmark}
+        except OSError:
+            pass
+    return stored
 
 
 def _fmt(x) -> str:

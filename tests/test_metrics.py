@@ -54,7 +54,7 @@ def test_harness_vs_lenient_issue_examples():
     with pytest.raises(ConfigError, match="unknown normalization 'squad'.*harness, lenient"):
         Metric(normalization="squad")
     assert describe_normalization("harness").startswith("harness: lowercase")
-    assert set(NORMALIZATIONS) == {"harness", "lenient"}
+    assert set(NORMALIZATIONS) == {"harness", "lenient", "lower_strip"}
 
 
 @pytest.mark.parametrize("norm", ["harness", "lenient"])
@@ -217,3 +217,12 @@ def test_cl_metrics_none_entries():
     assert average_performance(a) is None and backward_transfer(a) is None
     assert average_performance([[1.0]]) == 1.0
     assert average_performance([[1.0, 2.0], [3.0]]) is None  # short row = not evaluated
+
+
+def test_lower_strip_only_lowercases_and_trims():
+    assert normalize_answer("  London, UK  ", "lower_strip") == "london, uk"
+    assert normalize_answer("The  Cat!", "lower_strip") == "the  cat!"  # inner spaces, articles, "!" kept
+    assert exact_match("London, UK\n", ["london, uk"], "lower_strip") == 100.0
+    assert exact_match("london uk", ["London, UK"], "lower_strip") == 0.0
+    assert answer_text(" a\nb ", "lower_strip") == "a\nb"  # the whole generation, as harness
+    assert canonical_answer("   ", "lower_strip") == ""

@@ -14,6 +14,7 @@ any other benchmark is a YAML file::
         delimiter: ";"
         group_by: {field: turn_id}          # or {id_prefix_sep: "-"}
         prompt_template: "{instruction}\\n{input}"
+        normalization: lower_strip          # this task's answer normalisation (else eval.normalization)
     orders:
       main: [qa, sent, dst]
 
@@ -32,11 +33,12 @@ import yaml
 
 from kif.data.loaders import LAYOUTS, Example, GroupBy, load_task_file, template_fields
 from kif.errors import ConfigError, DataError
-from kif.metrics import DEFAULT_NORMALIZATION, METRICS, Metric
+from kif.metrics import DEFAULT_NORMALIZATION, METRICS, NORMALIZATIONS, Metric
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SUFFIXES = (".json.gz", ".json", ".jsonl.gz", ".jsonl")  # tried in this order
-TASK_KEYS = {"path", "metric", "layout", "delimiter", "group_by", "prompt_template", "classification"}
+TASK_KEYS = {"path", "metric", "layout", "delimiter", "group_by", "prompt_template", "classification",
+             "normalization"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Last-resort data location: the benchmarks folder next to the repository.
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
@@ -86,7 +88,9 @@ class TaskSpec:
     ``delimiter`` splits the items of ``set_match``; ``group_by`` makes the task score joint
     over groups (and sampling keep whole groups); ``prompt_template`` composes the prompt
     from item fields; ``classification``: the outputs form a closed label set, so a test
-    label never seen in training is an error and ``eval.rank_labels`` applies."""
+    label never seen in training is an error and ``eval.rank_labels`` applies;
+    ``normalization``: the task's own answer normalisation, over the run's
+    ``eval.normalization`` (None: the run's)."""
 
     name: str
     path: Path
@@ -96,6 +100,7 @@ class TaskSpec:
     group_by: Optional[GroupBy] = None
     prompt_template: Optional[str] = None
     classification: bool = False
+    normalization: Optional[str] = None
     described_splits = ("train", "test")  # what `kif benchmarks NAME` reads (held-out tasks: test)
 
     def split_file(self, split: str) -> Path:
@@ -111,19 +116,31 @@ class TaskSpec:
                         f"{self.name} ({what})")
 
     def load(self, split: str = "test") -> list[Example]:
-        return load_task_file(self.split_file(split), self.layout, group_by=self.group_by,
-                              prompt_template=self.prompt_template)
+        """One split's examples; ids must be unique in the test split (each is scored once)."""
+        path = self.split_file(split)
+        examples = load_task_file(path, self.layout, group_by=self.group_by,
+                                  prompt_template=self.prompt_template)
+        if split == "test":
+            refuse_duplicate_ids(path, examples)
+        return examples
 
     def scoring(self, normalization: str = DEFAULT_NORMALIZATION) -> Metric:
-        """What ``evaluate_task`` scores with: the metric, its delimiter, the normalisation."""
-        return Metric(self.metric, self.delimiter, normalization)
+        """What ``evaluate_task`` scores with: the metric, its delimiter, the normalisation
+        (the task's own, else the run's ``normalization``)."""
+        return Metric(self.metric, self.delimiter, self.normalization or normalization)
 
     @property
     def metric_label(self) -> str:
-        """The metric as a report names it, e.g. ``set_match ';', joint by field turn``."""
+        """The metric as results.json and a report name it, e.g. ``set_match ';', joint by
+        field turn`` (the default delimiter is left out, as runs have always recorded it)."""
+        return self.label()
+
+    def label(self, show_default_delimiter: bool = False) -> str:
         label = self.metric
-        if self.metric == "set_match" and self.delimiter != ",":
+        if self.metric == "set_match" and (self.delimiter != "," or show_default_delimiter):
             label += f" {self.delimiter!r}"
+        if self.normalization is not None:
+            label += f", normalization {self.normalization}"
         if self.group_by is not None:
             label += f", joint by {self.group_by.describe()}"
         return label
@@ -217,7 +234,7 @@ def describe_benchmark(bench: Benchmark) -> list[str]:
         sizes = [f"{s} {len(ex)}" + (f" ({len({e.group for e in ex})} groups)" if task.group_by else "")
                  for s, ex in splits.items()]
         kind = ", classification" if task.classification else ""
-        lines.append(f"  {name}: {task.metric_label}{kind}; {', '.join(sizes)}; {task.path}")
+        lines.append(f"  {name}: {task.label(show_default_delimiter=True)}{kind}; {', '.join(sizes)}; {task.path}")
     for oname, seq in bench.orders.items():
         lines.append(f"  order {oname}: {' '.join(seq)}")
     return lines
@@ -238,6 +255,15 @@ def resolve_sequence(bench: Benchmark, order: str | None, tasks: list[str] | Non
         return list(bench.orders[str(order)])
     raise ConfigError(f"benchmark {bench.name}: give an order "
                       f"({', '.join(bench.orders) or 'none defined'}) or a task list")
+
+
+def refuse_duplicate_ids(path: Path, examples: list[Example]) -> None:
+    """Two test items with one id would be scored (and their predictions stored) twice."""
+    seen = set()
+    for e in examples:
+        if e.id in seen:
+            raise DataError(f"{path}: id {e.id!r} occurs more than once (each test item needs its own id)")
+        seen.add(e.id)
 
 
 def label_set(examples: list[Example]) -> list[str]:
@@ -331,7 +357,11 @@ def _task_spec(p: Path, tname: str, spec: dict) -> TaskSpec:
     classification = spec.get("classification", False)
     if not isinstance(classification, bool):
         raise ConfigError(f"{p}: {key}.classification must be true or false")
-    return TaskSpec(tname, tpath, spec["metric"], layout, delimiter, group_by, template, classification)
+    normalization = spec.get("normalization")
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ConfigError(f"{p}: {key}.normalization {normalization!r} not one of {', '.join(NORMALIZATIONS)}")
+    return TaskSpec(tname, tpath, spec["metric"], layout, delimiter, group_by, template, classification,
+                    normalization)
 
 
 def load_benchmark_yaml(path: Path) -> Benchmark:

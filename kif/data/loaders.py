@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import random
 import string
 import zlib
@@ -137,6 +138,27 @@ def _read_text(p: Path) -> str:
         raise DataError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
+def _json_problem(e: json.JSONDecodeError) -> str:
+    """`` column C: msg``, or, for json's messages that end in a position ("Unterminated
+    string starting at"), ``: msg column C``, so that the sentence is not cut off."""
+    if e.msg.endswith(" at"):
+        return f": {e.msg} column {e.colno}"
+    return f" column {e.colno}: {e.msg}"
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    """Two or more lines that each hold one JSON value: JSON Lines under a .json name."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        for line in lines[:2]:
+            json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file (gzip or not). Any failure is a one-line :class:`DataError`
     naming ``path``."""
@@ -145,7 +167,10 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        hint = ""
+        if e.msg == "Extra data" and _looks_like_jsonl(text):
+            hint = " (this looks like JSON Lines, one item a line: name the file .jsonl or .jsonl.gz)"
+        raise DataError(f"{p}: invalid JSON on line {e.lineno}{_json_problem(e)}{hint}") from None
     except RecursionError:
         raise DataError(f"{p}: JSON nested too deeply") from None
 
@@ -161,7 +186,7 @@ def read_jsonl(path: str | Path) -> list:
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise DataError(f"{p}: invalid JSON on line {n} column {e.colno}: {e.msg}") from None
+            raise DataError(f"{p}: invalid JSON on line {n}{_json_problem(e)}") from None
         except RecursionError:
             raise DataError(f"{p}: JSON nested too deeply on line {n}") from None
     return out
@@ -311,20 +336,28 @@ def load_task_file(path: str | Path, layout: str = "auto", *, group_by: Optional
             raise DataError(f"{p}: expected a JSON list (flat layout) or object (superni layout), "
                             f"got {type(data).__name__}")
     if layout == "flat":
-        return _parse_items(p, data, "list", "item {i}", _Prompt(lambda x: x, prompt_template), group_by)
+        label = "JSON Lines file" if is_jsonl(p) else "list"
+        return _parse_items(p, data, label, "item {i}", _Prompt(lambda x: x, prompt_template), group_by)
     if not isinstance(data, dict):
         raise DataError(f"{p}: superni layout needs a JSON object, got {type(data).__name__}")
     return _superni(p, data, prompt_template, group_by)
 
 
-def sample(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
-    """Deterministic subset of ``n`` examples drawn with ``random.Random(seed)``, kept in
-    their original order. ``None`` or ``n >= len(examples)`` returns them all.
+def sample(examples: Sequence[Example], n: int | None, seed: int, what: str = "") -> list[Example]:
+    """Deterministic subset of about ``n`` examples drawn with ``random.Random(seed)``, kept in
+    their original order. ``None`` or ``n >= len(examples)`` returns them all; ``what`` names
+    the examples (e.g. "task dst test") in the one line said when no group fits under ``n``.
 
-    Grouped examples (``Example.group``) are kept or dropped a whole group at a time, so a
-    joint metric still sees complete groups: groups are visited in a seeded random order
-    and each one that still fits under ``n`` is taken. The result may hold fewer than ``n``
-    examples, never more, except that it always holds at least one group (``n`` > 0)."""
+    Ungrouped examples: exactly ``n``, a uniform draw (the draw kif always made; pinned by a
+    test, so a capped Long Sequence run sees the same examples as before).
+
+    Grouped examples (``Example.group``; an ungrouped example among them is a group of its
+    own) are kept or dropped a whole group at a time, and the cap is applied to groups:
+    ``k = round(n * G / N)`` of the G groups (N examples), at least one, drawn uniformly.
+    Every group is then equally likely to be kept, so the sampled group sizes follow the full
+    set's and a joint score is unbiased; the sample holds ``n`` examples on average, not at
+    most. (Filling the cap group by group, or stopping at the first group that does not fit,
+    both favour small groups, the easiest to get jointly right.)"""
     if n is None or n >= len(examples):
         return list(examples)
     if n < 0:
@@ -332,18 +365,17 @@ def sample(examples: Sequence[Example], n: int | None, seed: int) -> list[Exampl
     if all(e.group is None for e in examples):
         chosen = sorted(random.Random(seed).sample(range(len(examples)), n))
         return [examples[i] for i in chosen]
+    if n == 0:
+        return []
     members: dict[tuple, list[int]] = {}
-    for i, e in enumerate(examples):  # an ungrouped example is a group of its own
+    for i, e in enumerate(examples):
         members.setdefault(("group", e.group) if e.group is not None else ("example", i), []).append(i)
-    order = list(members)
-    random.Random(seed).shuffle(order)
-    chosen, room = [], n
-    for key in order:
-        if room == 0:
-            break
-        if len(members[key]) <= room:
-            chosen += members[key]
-            room -= len(members[key])
-    if not chosen and n > 0:
-        chosen = members[order[0]]
-    return [examples[i] for i in sorted(chosen)]
+    groups = list(members.values())
+    k = max(1, math.floor(n * len(groups) / len(examples) + 0.5))
+    picked = [groups[g] for g in random.Random(seed).sample(range(len(groups)), min(k, len(groups)))]
+    smallest = min(len(m) for m in groups)
+    if n < smallest:
+        log.warning("%s: the sample cap %d is smaller than the smallest group (%d examples): "
+                    "keeping %d whole group(s), %d examples", what or "sample", n, smallest,
+                    len(picked), sum(map(len, picked)))
+    return [examples[i] for i in sorted(i for m in picked for i in m)]

@@ -115,7 +115,7 @@ def load_unseen(cfg, sequence_bench: Benchmark, sequence: list[str]) -> Optional
             raise ConfigError(f"{key}: task(s) {', '.join(trained)} are in the training sequence, "
                               "so not unseen")
     cap = cfg.eval.unseen_samples or cfg.data.test_samples
-    test = {t: sample(bench.tasks[t].load("test"), cap, cfg.seed) for t in tasks}
+    test = {t: sample(bench.tasks[t].load("test"), cap, cfg.seed, f"unseen task {t} test") for t in tasks}
     norm = cfg.eval.normalization
     return UnseenSet(bench.name, tasks, categories, test,
                      metrics={t: bench.tasks[t].scoring(norm) for t in tasks},

@@ -35,10 +35,21 @@ def load_run(run_dir: str | Path) -> dict:
     :class:`~kif.errors.KifError` (ArtifactError) whose one-line message names the file.
     """
     run_dir = Path(run_dir)
-    out = load_results(run_dir / "results.json").to_dict()
+    out = load_results(results_file(run_dir)).to_dict()
+    if run_dir.is_file():  # a results file written by `kif rescore`, beside its run
+        out["run_dir"] = str(run_dir.parent)
+        out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}")
+        return out
     out["run_dir"] = str(run_dir)
     out["run_name"] = sanitize(run_dir.resolve().name)
     return out
+
+
+def results_file(path: str | Path) -> Path:
+    """A run directory's results.json, or ``path`` itself when it is a results file
+    (``kif rescore`` writes them beside the run)."""
+    path = Path(path)
+    return path if path.is_file() else path / "results.json"
 
 
 def is_joint(run: dict) -> bool:
