@@ -72,6 +72,7 @@ class Results(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     kif_version: str = ""
+    kif_commit: Optional[dict[str, Any]] = None  # {"commit", "dirty"} of kif's git checkout; None: no git
     method: str
     model: str
     benchmark: Optional[str] = None

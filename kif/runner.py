@@ -27,6 +27,7 @@ from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels
 from .data.unseen import UnseenSet, empty_record, load_unseen
 from .dist import barrier, device, is_main
+from .provenance import source_commit
 from .encoding import Encoder
 from .errors import ArtifactError, KifError
 from .evaluation import SequenceEvaluator
@@ -179,7 +180,7 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
 def new_results(cfg: RunConfig, data: SequenceData, joint: bool, setup_s: float) -> Results:
     seq = data.tasks
     return Results(
-        kif_version=__version__, method=cfg.method, model=cfg.model, benchmark=data.bench.name,
+        kif_version=__version__, kif_commit=source_commit(), method=cfg.method, model=cfg.model, benchmark=data.bench.name,
         order=cfg.order if not cfg.tasks else None, tasks=seq, metrics=data.metrics, joint=joint,
         n_train={t: len(data.train[t]) for t in seq}, n_test={t: len(data.test[t]) for t in seq},
         normalization=describe_normalization(cfg.eval.normalization), matrix=[], timings={"setup": setup_s},
