@@ -27,7 +27,7 @@ from kif.errors import KifError  # noqa: E402
 from kif.report.aggregate import group_runs, paired_by_order, paired_diffs, sequence_diff  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
-from kif.stats import holm, t_interval  # noqa: E402
+from kif.stats import holm, sequence_paired, t_interval, t_quantile  # noqa: E402
 
 STATIC = "kiflora fusion=static"
 METHODS = ("seqlora", KIFLORA, STATIC, KIF, "weight-ensemble", "ewc", "olora", "inclora", "replay", "mtl")
@@ -103,25 +103,36 @@ def comparison_table(g: dict) -> list[str]:
         if a is None or b is None:
             continue
         seq = sequence_diff(g, a, b, metric)
-        diffs = [d for pairs in paired_by_order(g, a, b).values() for d in paired_diffs(pairs, metric)]
-        rows.append((f"{a_spec} − {b_spec} on {metric}", seq, {**t_interval(diffs), "above": sum(d > 0 for d in diffs)}))
+        by_order = [paired_diffs(pairs, metric) for pairs in paired_by_order(g, a, b).values()]
+        diffs = [d for ds in by_order for d in ds]
+        pairs = " / ".join(" ".join(f"{d:+.2f}" for d in ds) for ds in by_order)
+        rows.append((f"{a_spec} − {b_spec} on {metric}", seq,
+                     {**t_interval(diffs), "above": sum(d > 0 for d in diffs), "below": sum(d < 0 for d in diffs),
+                      "pairs": pairs}))
     adjusted = holm([s["p"] for _, s, _ in rows])
-    out = ["| comparison | orders (pairs) | per-order means | order as unit: mean [95 % CI] | p | Holm p "
-           "| pairs as independent: [95 % CI] | pairs above 0 |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| comparison | orders (pairs) | pairs, per order | per-order means | order as unit: mean [95 % CI] | p "
+           "| Holm p | pairs as independent: [95 % CI] | pairs above / below 0 |", "|---|---|---|---|---|---|---|---|---|"]
     for (name, s, naive), p_holm in zip(rows, adjusted):
         means = " / ".join(f1(v) for v in s["unit_means"].values())
-        out.append(f"| {name} | {s['n']} ({s['pairs']}) | {means} | {ci1(s)} | {s['p']:.3f} | {p_holm:.3f} | "
-                   f"[{f1(naive['low'])}, {f1(naive['high'])}] | {naive['above']} of {s['pairs']} |")
+        out.append(f"| {name} | {s['n']} ({s['pairs']}) | {naive['pairs']} | {means} | {ci1(s)} | {s['p']:.3f} | "
+                   f"{p_holm:.3f} | [{f1(naive['low'])}, {f1(naive['high'])}] | {naive['above']} / {naive['below']} |")
     return out
 
 
 def spread(g: dict) -> list[str]:
-    """The 95 % half-widths of the paired AP differences with SeqLoRA (order as the unit)."""
+    """The 95 % half-widths of the paired AP differences with SeqLoRA (order as the unit), the t
+    quantile behind them, and KIFLoRA's BWT itself over orders."""
     (ref, _) = _arm(g, "seqlora")
-    halves = [sequence_diff(g, a, ref, "AP")["half"] for a in g["arms"] if a != ref]
-    halves = [h for h in halves if h is not None]
-    return ["| half-width of ΔAP vs seqlora [95 %], over the methods | min | max |", "|---|---|---|",
-            f"| order as unit (df 2) | {u1(min(halves))} | {u1(max(halves))} |"]
+    diffs = [sequence_diff(g, a, ref, "AP") for a in g["arms"] if a != ref]
+    halves = [d["half"] for d in diffs if d["half"] is not None]
+    df = max(d["n"] for d in diffs) - 1
+    (k, _) = _arm(g, KIFLORA)
+    bwt = sequence_paired({o: [r["BWT"] for r in s.values()] for o, s in g["arms"][k].items()})
+    return ["| what | value |", "|---|---|",
+            f"| half-width of ΔAP vs seqlora [95 %], order as unit, over the methods (min - max) "
+            f"| {u1(min(halves))} - {u1(max(halves))} |",
+            f"| t(0.975, {df}), the half-width in standard errors of the order means | {t_quantile(0.975, df):.2f} |",
+            f"| {KIFLORA} BWT itself, order as unit: mean [95 % CI] | {ci1(bwt)} |"]
 
 
 def main(grid: str, ablations: str, withdrawn: str) -> str:
