@@ -338,3 +338,20 @@ def test_paper_claims_script(tmp_path):
     other_model = {**load_run(dirs[0]), "model": "other"}
     with pytest.raises(KifError, match="several benchmarks or models"):
         pc.claims([load_run(dirs[1]), other_model])
+
+
+def test_one_order_has_no_interval_and_the_report_says_why(tmp_path):
+    """Three seeds on one order: the paired difference is one unit, a mean without an interval;
+    the report says so instead of showing a seed-only interval."""
+    pytest.importorskip("matplotlib")
+    from kif.report.aggregate import add_seed_section
+    from kif.report.build import _Doc
+
+    runs = [r for r in grid_runs() if r["order"] == "1" and r["method"] != "kif"]
+    kl = next(r for r in paired_rows(runs) if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
+    assert (kl["orders"], kl["pairs"], kl["AP"]["mean"], kl["AP"]["half"], kl["AP"]["p"]) == (1, 3, 2.0, None, None)
+    doc = _Doc()
+    add_seed_section(doc, runs, tmp_path)
+    md = doc.markdown()
+    assert "| kiflora | seqlora | 1 (3) | +2.00 | - |" in md
+    assert "A comparison on one task order has no interval" in md

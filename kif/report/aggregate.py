@@ -500,6 +500,10 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
               "t-test, Holm-adjusted over the family of every method compared with that reference on "
               "that metric; ≤ 0.05 is a family-wise difference. An interval that contains 0 is not resolved.")
         doc.table(*paired_table(paired))
+        if any(r["orders"] == 1 and r["pairs"] >= 2 for r in paired):
+            doc.p("A comparison on one task order has no interval, however many seeds it has: the seeds "
+                  "of one order tell the seed noise on that order, not how the difference varies over "
+                  "sequences. Run two or more orders for an interval.")
     doc.h(3, "Task 1 over seeds")
     figures = []
     for i, (order, bands) in enumerate(_bands(g).items(), start=1):
