@@ -27,7 +27,8 @@ SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (sa
 Row = list[Optional[float]]
 # Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
 # the file while unset, so a run that does not use them writes what it always wrote.
-_OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen")
+_OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen",
+             "kif_commit_resumes")
 
 
 class UnseenPoint(BaseModel):
@@ -73,6 +74,7 @@ class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     kif_version: str = ""
     kif_commit: Optional[dict[str, Any]] = None  # {"commit", "dirty"} of kif's git checkout; None: no git
+    kif_commit_resumes: Optional[list[Optional[dict[str, Any]]]] = None  # the same, of each resume in turn
     method: str
     model: str
     benchmark: Optional[str] = None

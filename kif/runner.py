@@ -166,6 +166,8 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
             raise ArtifactError(f"{latest_checkpoint(out_dir)}: the saved state does not fit method "
                                 f"'{cfg.method}' ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         results.resumed = (results.resumed or 0) + 1
+        # a run resumed by other code than started it says so (the start's is kif_commit)
+        results.kif_commit_resumes = [*(results.kif_commit_resumes or []), source_commit()]
         done = meta.get("stages_done", 0)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(stages))
     else:
