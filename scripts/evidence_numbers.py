@@ -75,7 +75,8 @@ def method_table(g: dict) -> list[str]:
         if arm is None:
             out.append(f"| {spec} | 0 | {why} |  |  |  |  |  |  |")
             continue
-        orders = g["arms"][arm]
+        # orders as the cell folders name them (*_o1_*, *_o2_*, *_o3_*): results.json has the task list only
+        orders = dict(sorted(g["arms"][arm].items(), key=lambda kv: min(r["run_name"] for r in kv[1].values())))
         runs = [r for seeds in orders.values() for r in seeds.values()]
 
         def over_orders(metric):
@@ -113,7 +114,7 @@ def comparison_table(g: dict) -> list[str]:
     out = ["| comparison | orders (pairs) | pairs, per order | per-order means | order as unit: mean [95 % CI] | p "
            "| Holm p | pairs as independent: [95 % CI] | pairs above / below 0 |", "|---|---|---|---|---|---|---|---|---|"]
     for (name, s, naive), p_holm in zip(rows, adjusted):
-        means = " / ".join(f1(v) for v in s["unit_means"].values())
+        means = " / ".join(f1(v) for v in s["unit_means"].values())  # in the folders' order, o1 / o2 / o3
         out.append(f"| {name} | {s['n']} ({s['pairs']}) | {naive['pairs']} | {means} | {ci1(s)} | {s['p']:.3f} | "
                    f"{p_holm:.3f} | [{f1(naive['low'])}, {f1(naive['high'])}] | {naive['above']} / {naive['below']} |")
     return out
