@@ -32,7 +32,7 @@ Row = list[Optional[float]]
 # Fields present only when the run asked for them (eval.rank_labels, a resume): left out of
 # the file while unset, so a run that does not use them writes what it always wrote.
 _OPTIONAL = ("normalization", "zero_shot_ranked", "matrix_ranked", "ranked_metrics", "resumed", "unseen",
-             "kernels", "scoring", "n_test_groups", "rescored")
+             "kernels", "scoring", "n_test_groups", "rescored", "kif_commit_resumes")
 
 
 class UnseenPoint(BaseModel):
@@ -77,6 +77,8 @@ class Results(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     kif_version: str = ""
+    kif_commit: Optional[dict[str, Any]] = None  # {"commit", "dirty"} of kif's git checkout; None: no git
+    kif_commit_resumes: Optional[list[Optional[dict[str, Any]]]] = None  # the same, of each resume in turn
     method: str
     model: str
     benchmark: Optional[str] = None

@@ -27,6 +27,7 @@ from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels
 from .data.unseen import UnseenSet, empty_record, load_unseen
 from .dist import barrier, device, is_main
+from .provenance import source_commit
 from .encoding import Encoder
 from .errors import ArtifactError, KifError
 from .evaluation import SequenceEvaluator
@@ -166,6 +167,8 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
             raise ArtifactError(f"{latest_checkpoint(out_dir)}: the saved state does not fit method "
                                 f"'{cfg.method}' ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         results.resumed = (results.resumed or 0) + 1
+        # a run resumed by other code than started it says so (the start's is kif_commit)
+        results.kif_commit_resumes = [*(results.kif_commit_resumes or []), source_commit()]
         done = meta.get("stages_done", 0)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(stages))
     else:
@@ -181,7 +184,7 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
 def new_results(cfg: RunConfig, data: SequenceData, joint: bool, setup_s: float) -> Results:
     seq = data.tasks
     return Results(
-        kif_version=__version__, method=cfg.method, model=cfg.model, benchmark=data.bench.name,
+        kif_version=__version__, kif_commit=source_commit(), method=cfg.method, model=cfg.model, benchmark=data.bench.name,
         order=cfg.order if not cfg.tasks else None, tasks=seq, metrics=data.metrics, joint=joint,
         n_train={t: len(data.train[t]) for t in seq}, n_test={t: len(data.test[t]) for t in seq},
         normalization=describe_normalization(cfg.eval.normalization), matrix=[], timings={"setup": setup_s},

@@ -1,12 +1,18 @@
 """The paper's claims, tested on a sweep: each claim "A beats B" as the paired difference
-A − B on the same (order, seed), mean with its 95 % Student t-interval, and a verdict.
+A − B with the task order (sequence) as the unit, seeds nested in it: per order the mean of
+the differences on its seeds, then the mean over orders with its 95 % Student t-interval
+(n_orders − 1 degrees of freedom; :func:`kif.stats.sequence_paired`). With one seed per
+order this is the plain paired t.
 
     python scripts/paper_claims.py runs/evidence runs/evidence-ablations
 
-(or the published copies under docs/results/). Verdicts: "holds" (the interval is above 0),
-"reversed" (below 0), "not resolved" (it contains 0: the seeds cannot tell, whichever the
-relation). "KIFLoRA's BWT near 0" is KIFLoRA's BWT itself over (order, seed), with its
-interval. An arm is named by its method and, where the claim depends on it, its fusion
+(or the published copies under docs/results/). Two verdicts side by side:
+- per comparison, from its 95 % interval: "holds" (above 0), "reversed" (below 0), "not
+  resolved" (it contains 0: the orders cannot tell, whichever the relation);
+- family-wise: the same words from Holm's adjustment of the two-sided p-values over the
+  family of all the claims that are differences (α = 0.05).
+"KIFLoRA's BWT near 0" is KIFLoRA's BWT itself, per order the mean over its seeds, with its
+interval over orders (not in the Holm family). An arm is named by its method and, where the claim depends on it, its fusion
 ("kiflora fusion=adaptive" is the paper's KIFLoRA wherever it ran: the setting is read from
 each run's config.yaml); a bare method name is the arm that stands for it (`reference_arm`).
 One benchmark and model at a time.
@@ -19,9 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kif.errors import KifError  # noqa: E402
-from kif.report.aggregate import group_runs, paired_diffs, paired_runs, reference_arm, t_interval  # noqa: E402
+from kif.report.aggregate import group_runs, reference_arm, sequence_diff  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
+from kif.stats import holm, holm_word, interval_word, sequence_paired  # noqa: E402
 
 # (A, B, metric, relation)
 KIFLORA, KIF = "kiflora fusion=adaptive", "kif fusion=static"
@@ -52,14 +59,13 @@ def _arm(g: dict, spec: str):
     return None, "ambiguous arm" if found else "no runs"
 
 
+WORDS = {"above": "holds", "below": "reversed"}
+
+
 def _verdict(ci: dict) -> str:
     if ci["half"] is None:
-        return "one pair: no interval"
-    if ci["low"] > 0:
-        return "holds"
-    if ci["high"] < 0:
-        return "reversed"
-    return "not resolved"
+        return "one order: no interval"
+    return interval_word(ci, WORDS["above"], WORDS["below"])
 
 
 def claims(runs: list[dict]) -> list[dict]:
@@ -70,22 +76,27 @@ def claims(runs: list[dict]) -> list[dict]:
     out = []
     for a_spec, b_spec, metric, relation in CLAIMS:
         (a, why_a), (b, why_b) = _arm(g, a_spec), _arm(g, b_spec)
-        row = {"claim": f"{a_spec} {relation} {b_spec} on {metric}", "pairs": 0, "diff": None,
-               "verdict": why_a or why_b}
+        row = {"claim": f"{a_spec} {relation} {b_spec} on {metric}", "orders": 0, "pairs": 0, "diff": None,
+               "verdict": why_a or why_b, "holm": "-"}
         if a is not None and b is not None:
             row["verdict"] = "no pairs"
-            diffs = paired_diffs(paired_runs(g, a, b), metric)
-            if diffs:
-                ci = t_interval(diffs)
-                row.update(pairs=len(diffs), diff=ci, verdict=_verdict(ci))
+            ci = sequence_diff(g, a, b, metric)
+            if ci["pairs"]:
+                row.update(orders=ci["n"], pairs=ci["pairs"], diff=ci, verdict=_verdict(ci))
         out.append(row)
+    family = [r for r in out if r["diff"] is not None]  # the claims that are differences
+    for r, p in zip(family, holm([r["diff"]["p"] for r in family])):
+        r["diff"]["p_holm"] = p
+        r["holm"] = holm_word(p, r["diff"]["mean"], 0.05, WORDS["above"], WORDS["below"])
     k, _ = _arm(g, KIFLORA)
     if k is not None:
-        bwt = [r["BWT"] for seeds in arms[k].values() for r in seeds.values() if r.get("BWT") is not None]
-        ci = t_interval(bwt) if bwt else None
-        out.append({"claim": f"{KIFLORA} BWT near 0 (value, not a difference)", "pairs": len(bwt), "diff": ci,
+        by_order = {g["order_labels"][o]: [r["BWT"] for r in seeds.values() if r.get("BWT") is not None]
+                    for o, seeds in arms[k].items()}
+        ci = sequence_paired(by_order) if any(by_order.values()) else None
+        out.append({"claim": f"{KIFLORA} BWT near 0 (value, not a difference)",
+                    "orders": 0 if ci is None else ci["n"], "pairs": 0 if ci is None else ci["pairs"], "diff": ci,
                     "verdict": "-" if ci is None or ci["half"] is None else
-                    ("contains 0" if ci["low"] <= 0 <= ci["high"] else "excludes 0")})
+                    ("contains 0" if ci["low"] <= 0 <= ci["high"] else "excludes 0"), "holm": "-"})
     return out
 
 
@@ -94,8 +105,13 @@ def table(rows: list[dict]) -> str:
         if s is None:
             return "-"
         return f"{s['mean']:+.2f}" + ("" if s["half"] is None else f" [{s['low']:+.2f}, {s['high']:+.2f}]")
-    lines = ["| claim (paper) | pairs | mean [95 % CI] | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {r['pairs']} | {ci(r['diff'])} | {r['verdict']} |" for r in rows]
+
+    def p(s, key):
+        return "-" if s is None or s.get(key) is None else f"{s[key]:.3f}"
+    lines = ["| claim (paper) | orders (pairs) | mean [95 % CI] | p | verdict | Holm p | verdict, family-wise (Holm) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['claim']} | {r['orders']} ({r['pairs']}) | {ci(r['diff'])} | {p(r['diff'], 'p')} | {r['verdict']} "
+              f"| {p(r['diff'], 'p_holm')} | {r['holm']} |" for r in rows]
     return "\n".join(lines)
 
 

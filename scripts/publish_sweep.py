@@ -2,6 +2,10 @@
 into a folder to commit, then `kif report` that folder. Run it as cells land:
 
     python scripts/publish_sweep.py runs/evidence docs/results/evidence
+
+A KIF or KIFLoRA cell also gets ``fusion_weights.json``: per fused task, the shares, quantiles
+and histogram of the fusion weights (``scripts/fusion_weights.py --json``), a few hundred bytes
+each, so that what the fusion did can be read from committed files without the tensors.
 """
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ def publish(src: Path, dest: Path) -> list[str]:
         cell.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "config.yaml"):
             shutil.copyfile(res.parent / name, cell / name)
+        if any(res.parent.glob("tasks/*/fusion_weights.safetensors")):
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from fusion_weights import run_summary  # torch only where there are weights to read
+
+            (cell / "fusion_weights.json").write_text(json.dumps(run_summary(res.parent), indent=1) + "\n")
         done.append(res.parent.name)
     if (src / "sweep.json").exists():
         shutil.copyfile(src / "sweep.json", dest / "sweep.json")

@@ -87,21 +87,38 @@ def test_mean_sd_per_order_and_over_orders():
     assert s1["FWT"] == {"mean": 12.0, "sd": 1.0, "n": 3}
 
 
+T1 = 12.706205  # t(0.975, 1): two orders, so one degree of freedom
+
+
+def _p_df1(t):  # two-sided p of Student t with 1 df (Cauchy): 1 − 2·atan(|t|)/π
+    return 1 - 2 * math.atan(abs(t)) / math.pi
+
+
 def test_paired_against_seqlora_and_kiflora():
     rows = paired_rows(grid_runs())
     pairs = {(r["arm"], r["reference"]) for r in rows}
     # seqlora − kiflora would be the mirror of kiflora − seqlora: left out
     assert pairs == {("kif", "seqlora"), ("kiflora", "seqlora"), ("kif", "kiflora")}
     kl = next(r for r in rows if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
-    # differences 1, 2, 3, 2, 4, 6: mean 3, squared deviations 4+1+0+1+1+9 = 16 -> sd √(16/5)
-    assert kl["pairs"] == 6 and kl["AP"]["n"] == 6 and kl["AP"]["mean"] == pytest.approx(3.0)
-    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)  # t(0.975, 5)
-    assert kl["AP"]["half"] == pytest.approx(half, abs=1e-5)
-    assert kl["AP"]["low"] == pytest.approx(3 - half, abs=1e-5)
+    # the order is the unit: differences 1, 2, 3 (order 1) and 2, 4, 6 (order 2) -> order means
+    # 2 and 4: mean 3, sd √2, n = 2 orders, half t(0.975, 1)·√2/√2
+    assert (kl["pairs"], kl["orders"], kl["AP"]["n"], kl["AP"]["pairs"]) == (6, 2, 2, 6)
+    assert kl["AP"]["mean"] == pytest.approx(3.0) and kl["AP"]["sd"] == pytest.approx(math.sqrt(2))
+    assert kl["AP"]["unit_means"] == {"1": pytest.approx(2.0), "2": pytest.approx(4.0)}
+    assert kl["AP"]["half"] == pytest.approx(T1, abs=1e-5)
+    assert kl["AP"]["low"] == pytest.approx(3 - T1, abs=1e-5)
     assert kl["BWT"]["mean"] == 0.0 and kl["BWT"]["sd"] == 0.0  # same BWT on every pair
     kk = next(r for r in rows if (r["arm"], r["reference"]) == ("kif", "kiflora"))
-    # -1, 0, 1, 0, 0, 3: mean 0.5, squared deviations 2.25+.25+.25+.25+.25+6.25 = 9.5
-    assert kk["AP"]["mean"] == pytest.approx(0.5) and kk["AP"]["sd"] == pytest.approx(math.sqrt(9.5 / 5))
+    # -1, 0, 1 -> 0 and 0, 0, 3 -> 1: mean 0.5, sd √0.5
+    assert kk["AP"]["mean"] == pytest.approx(0.5) and kk["AP"]["sd"] == pytest.approx(math.sqrt(0.5))
+    # Holm over the family "vs seqlora on AP": kiflora t = 3/(√2/√2) = 3; kif: order means
+    # 0, 2, 4 -> 2 and 2, 4, 9 -> 5: mean 3.5, sd 3/√2, t = 3.5/1.5
+    ks = next(r for r in rows if (r["arm"], r["reference"]) == ("kif", "seqlora"))
+    p_kl, p_ks = _p_df1(3.0), _p_df1(3.5 / 1.5)
+    assert kl["AP"]["p"] == pytest.approx(p_kl, abs=1e-9) and ks["AP"]["p"] == pytest.approx(p_ks, abs=1e-9)
+    assert p_kl < p_ks  # the smaller p is doubled, the larger kept (but not below the first)
+    assert kl["AP"]["p_holm"] == pytest.approx(2 * p_kl) and ks["AP"]["p_holm"] == pytest.approx(max(p_ks, 2 * p_kl))
+    assert kk["AP"]["p_holm"] == pytest.approx(kk["AP"]["p"])  # alone in its family (vs kiflora on AP)
 
 
 def test_summary_one_row_per_method_best_ap_first():
@@ -114,9 +131,9 @@ def test_summary_one_row_per_method_best_ap_first():
     assert kif["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(0.5)  # -1, 0, 1, 0, 0, 3
     assert kiflora["vs"]["kiflora"] is None and seq["vs"]["seqlora"] is None
     # seqlora − kiflora is the mirror of kiflora − seqlora: mean −3, the interval negated
-    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
+    half = T1  # order means 2 and 4: sd √2 over 2 orders
     back = seq["vs"]["kiflora"]["AP"]
-    assert back["mean"] == pytest.approx(-3.0)
+    assert back["mean"] == pytest.approx(-3.0) and back["unit_means"] == {"1": -2.0, "2": -4.0}
     assert (back["low"], back["high"]) == pytest.approx((-3 - half, -3 + half), abs=1e-5)
     header, body = summary_table(rows)
     assert header[:3] == ["method", "runs (orders)", "AP (mean ± sd)"] and len(header) == 9
@@ -153,7 +170,9 @@ def test_summary_reference_is_the_default_arm_and_mirrors_without_negative_zero(
     assert rows["kiflora [method_args.fusion=adaptive]"]["vs"]["kiflora"] is None
     seq = rows["seqlora"]
     assert seq["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(-6.5)  # 41 − 47, 42 − 49
-    assert _ci(seq["vs"]["kiflora"]["BWT"]) == "+0.00 [+0.00, +0.00]"  # the mirror of 0.0, not -0.00
+    assert _ci(seq["vs"]["kiflora"]["BWT"]) == "+0.00"  # the mirror of 0.0, not -0.00
+    # one order is one unit, whatever its seeds: a mean, no interval
+    assert seq["vs"]["kiflora"]["AP"]["n"] == 1 and seq["vs"]["kiflora"]["AP"]["half"] is None
     # kif-m's replay_epochs default is the int 1; config.yaml holds 1.0: still the default
     assert _is_default("kif-m", {"replay_epochs": 1.0}) and not _is_default("kif-m", {"replay_epochs": 2.0})
     assert not _is_default("kif-m", {"replay_epochs": -1}) and not _is_default("no-such-method", {"x": 1})
@@ -175,7 +194,8 @@ def test_pairs_only_where_both_finished_and_seeds_match():
     runs.append(run("kiflora", "1", 3, 99.0, finished=False))  # unfinished: not a pair
     runs.append(run("kiflora", "1", 7, 99.0))  # no seqlora with seed 7
     kl = next(r for r in paired_rows(runs) if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
-    assert kl["pairs"] == 4 and kl["AP"]["mean"] == pytest.approx((1 + 2 + 2 + 4) / 4)
+    # order 1: 1, 2 -> 1.5; order 2: 2, 4 -> 3
+    assert (kl["pairs"], kl["AP"]["n"]) == (4, 2) and kl["AP"]["mean"] == pytest.approx((1.5 + 3) / 2)
     g = group_runs(runs)
     assert ("kiflora-1-s3", "unfinished") in g["skipped"]
 
@@ -247,8 +267,9 @@ def test_report_section(tmp_path):
     assert "## Over seeds" in md and "### Paired differences" in md and "### Summary" in md
     assert "| seqlora | 6 (2) | 47.00 ± 2.65 |" in md  # the summary row (not bold)
     assert "| **seqlora** | **mean of 2 orders** | **3** | **47.00 ± 2.65** |" in md  # √7 = 2.6458
-    half = 2.570582 * math.sqrt(16 / 5) / math.sqrt(6)
-    assert f"| kiflora | seqlora | 6 | +3.00 [{3 - half:+.2f}, {3 + half:+.2f}] |" in md
+    # the order as the unit: 2 orders (6 pairs), order means 2 and 4; alone in its Holm family
+    assert f"| kiflora | seqlora | 2 (6) | +3.00 [{3 - T1:+.2f}, {3 + T1:+.2f}] | {_p_df1(3.0):.3f} |" in md
+    assert "the task order (sequence) as the unit" in md
     agg = json.loads((tmp_path / "rep" / "aggregate.json").read_text())
     assert agg["figures"] == ["seeds_trajectory_1.png", "seeds_trajectory_2.png"]
     assert [r["arm"] for r in agg["summary"]] == ["kiflora", "seqlora"]
@@ -286,10 +307,12 @@ def test_paper_claims_script(tmp_path):
                 cfg = f"method: {method}\nseed: {seed}\n" + (f"method_args: {{fusion: {fusion}}}\n" if fusion else "")
                 dirs.append(write_run(tmp_path, f"{name}-{order}-{seed}", run(method, order, seed, ap, bwt=bwt), cfg))
     rows = {r["claim"]: r for r in pc.claims([load_run(d) for d in dirs])}
-    # kiflora − kif per pair: 3 + 2·seed = 5, 7, 5, 7 -> mean 6, sd √(4/3)
+    # kiflora − kif per pair: 3 + 2·seed = 5, 7 on each order -> order means 6, 6: sd 0
     k = rows["kiflora fusion=adaptive ≥ kif fusion=static on AP"]
-    assert k["pairs"] == 4 and k["diff"]["mean"] == pytest.approx(6.0) and k["verdict"] == "holds"
-    assert k["diff"]["half"] == pytest.approx(3.182446 * math.sqrt(4 / 3) / 2, abs=1e-5)
+    assert (k["orders"], k["pairs"], k["diff"]["n"]) == (2, 4, 2) and k["diff"]["mean"] == pytest.approx(6.0)
+    assert k["diff"]["half"] == 0.0 and k["verdict"] == "holds" and k["holm"] == "holds"
+    # the seqlora BWT gain: kiflora −seed vs −20 -> 19, 18 per order: means 18.5, 18.5
+    assert rows["kiflora fusion=adaptive > seqlora on BWT"]["diff"]["unit_means"] == {"1": 18.5, "2": 18.5}
     static = rows["kiflora fusion=adaptive > kiflora fusion=static on AP"]
     assert static["diff"]["mean"] == 0.0 and static["verdict"] == "not resolved"  # the same AP
     assert rows["kif fusion=static > olora on AP"]["verdict"] == "no runs"
@@ -297,8 +320,12 @@ def test_paper_claims_script(tmp_path):
     assert bwt["diff"]["mean"] == -1.5 and bwt["verdict"] == "excludes 0"
     assert pc._verdict({"half": 1.0, "low": -2.0, "high": -0.5}) == "reversed"
     assert pc._verdict({"half": 1.0, "low": -0.5, "high": 1.5}) == "not resolved"
-    assert pc._verdict({"half": None, "low": None, "high": None}) == "one pair: no interval"
-    assert "| kiflora fusion=adaptive ≥ kif fusion=static on AP | 4 | +6.00 [" in pc.table(list(rows.values()))
+    assert pc._verdict({"half": None, "low": None, "high": None}) == "one order: no interval"
+    text = pc.table(list(rows.values()))
+    assert "| kiflora fusion=adaptive ≥ kif fusion=static on AP | 2 (4) | +6.00 [+6.00, +6.00] | 0.000 | holds |" in text
+    # Holm over the family of differences: the static-fusion claim (same AP, p = 1) stays 1
+    assert "| kiflora fusion=adaptive > kiflora fusion=static on AP | 2 (4) | +0.00 [+0.00, +0.00] | 1.000 | " \
+           "not resolved | 1.000 | not resolved |" in text
     # only the static ablation ran: it is found by its setting, and is never taken for KIFLoRA
     static_only = [load_run(d) for d in dirs if d.name.startswith(("kls", "seq"))]
     rows = {r["claim"]: r for r in pc.claims(static_only)}
@@ -311,3 +338,20 @@ def test_paper_claims_script(tmp_path):
     other_model = {**load_run(dirs[0]), "model": "other"}
     with pytest.raises(KifError, match="several benchmarks or models"):
         pc.claims([load_run(dirs[1]), other_model])
+
+
+def test_one_order_has_no_interval_and_the_report_says_why(tmp_path):
+    """Three seeds on one order: the paired difference is one unit, a mean without an interval;
+    the report says so instead of showing a seed-only interval."""
+    pytest.importorskip("matplotlib")
+    from kif.report.aggregate import add_seed_section
+    from kif.report.build import _Doc
+
+    runs = [r for r in grid_runs() if r["order"] == "1" and r["method"] != "kif"]
+    kl = next(r for r in paired_rows(runs) if (r["arm"], r["reference"]) == ("kiflora", "seqlora"))
+    assert (kl["orders"], kl["pairs"], kl["AP"]["mean"], kl["AP"]["half"], kl["AP"]["p"]) == (1, 3, 2.0, None, None)
+    doc = _Doc()
+    add_seed_section(doc, runs, tmp_path)
+    md = doc.markdown()
+    assert "| kiflora | seqlora | 1 (3) | +2.00 | - |" in md
+    assert "A comparison on one task order has no interval" in md

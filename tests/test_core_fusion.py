@@ -196,3 +196,26 @@ def test_fusion_weights_script_counts_units_by_weight(tmp_path):
     s = fw.weight_stats(task / "fusion_weights.safetensors")
     assert s["units"] == 8 and s["mean"] == pytest.approx(4.0 / 8)
     assert (s["past"], s["near_half"], s["new"]) == pytest.approx((0.25, 0.5, 0.25))
+    # the small summary a published cell keeps: sorted w = 0, .3, .46, .5, .5, .54, .7, 1
+    j = fw.run_summary(tmp_path)
+    assert j["run"] == tmp_path.name and list(j["tasks"]) == ["02_b"]
+    t = j["tasks"]["02_b"]
+    assert t["quantiles"]["0.0"] == 0.0 and t["quantiles"]["1.0"] == 1.0
+    assert t["quantiles"]["0.5"] == pytest.approx(0.5)  # between the 4th and 5th of 8: 0.5 and 0.5
+    # bins of 0.05: 0 -> bin 0, .3 -> 6, .46 -> 9, .5 .5 -> 10, .54 -> 10, .7 -> 14, 1 -> 19 (the last bin)
+    counts = t["histogram"]["counts"]
+    assert sum(counts) == 8 and counts[0] == 1 and counts[6] == 1 and counts[9] == 1
+    assert counts[10] == 3 and counts[14] == 1 and counts[19] == 1
+    # publish_sweep writes it next to the cell's results.json
+    spec = importlib.util.spec_from_file_location("ps", Path(__file__).resolve().parents[1] / "scripts" / "publish_sweep.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    src = tmp_path / "sweep"
+    (src / "kif_x").mkdir(parents=True)
+    (tmp_path / "tasks").rename(src / "kif_x" / "tasks")
+    (src / "kif_x" / "results.json").write_text('{"finished": true}')
+    (src / "kif_x" / "config.yaml").write_text("method: kif\n")
+    assert ps.publish(src, tmp_path / "pub") == ["kif_x"]
+    import json
+    published = json.loads((tmp_path / "pub" / "kif_x" / "fusion_weights.json").read_text())
+    assert published["tasks"]["02_b"]["histogram"]["counts"] == counts

@@ -53,6 +53,8 @@ def test_kill_and_resume_matches_uninterrupted(fault, reference, tmp_path):
     assert got["matrix"] == want["matrix"]
     assert (got["AP"], got["FWT"], got["BWT"]) == (want["AP"], want["FWT"], want["BWT"])
     assert got["resumed"] == 1 and got["finished"]
+    from kif.provenance import source_commit  # the code that started it and the code that resumed it
+    assert got["kif_commit"] == source_commit() and got["kif_commit_resumes"] == [source_commit()]
     a, b = _fused(out), _fused(ref_out)
     assert all(torch.equal(a[n], b[n]) for n in b)
     for k, t in enumerate(["cb", "copa", "sst2"]):

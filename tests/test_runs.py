@@ -48,6 +48,9 @@ def test_results_schema_and_metrics(fixture, request):
         # the matrix entry is the mean of the per-sample scores that were written
         assert res["matrix"][k][2] == pytest.approx(sum(r["score"] for r in rows) / 8, abs=1e-3)
     assert (out / "config.yaml").is_file()
+    # the kif source that produced it: this checkout's commit (tests/test_provenance.py), or None
+    from kif.provenance import source_commit
+    assert res["kif_commit"] == source_commit()
 
 
 def test_adapter_loads_with_peft(kiflora_run):

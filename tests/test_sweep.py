@@ -215,3 +215,19 @@ def test_sweep_json_records_each_runs_own_time(done):
     for c in state["cells"]:
         res = read_results(tmp / "out" / c["name"])
         assert c["run_seconds"] == pytest.approx(res["timings"]["total"], abs=1e-3)
+
+
+def test_the_gpu_sweep_file_validates(full_data, monkeypatch, tmp_path, capsys):
+    """configs/paper/long_sequence_gpu_sweep.yaml (the paper's Long Sequence protocol, 3 orders ×
+    9 methods) passes every check `kif sweep --dry-run` makes, on CPU, without running a cell."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "paper" / "long_sequence_gpu_sweep.yaml"
+    monkeypatch.setenv("KIF_DATA", str(full_data))
+    monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
+    sweep = run_sweep(path, tmp_path / "out", dry_run=True, show_progress=False)
+    methods = ["seqlora", "kiflora", "kif", "inclora", "olora", "ewc", "replay", "weight-ensemble", "mtl"]
+    assert [c.name for c in sweep.cells] == [f"{m}_{o}" for o in "123" for m in methods]
+    paper = load_sweep(path, tmp_path / "out").cells[0].config
+    assert (paper.train.epochs, paper.train.learning_rate, paper.train.batch_size, paper.lora.r) == (10, 3e-4, 128, 8)
+    assert {c.config.order for c in sweep.cells} == {"1", "2", "3"} and not (tmp_path / "out").exists()

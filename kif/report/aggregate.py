@@ -2,8 +2,10 @@
 
 For each method and task order: mean ± sample standard deviation (n − 1) of AP, FWT and
 BWT (eq. 18-20) over seeds; the paper's mean over orders (the mean of the per-order seed
-means); a paired comparison of every method with SeqLoRA and with KIFLoRA on the same
-(order, seed): mean difference and its 95 % Student t-interval (n − 1 degrees of freedom);
+means); a paired comparison of every method with SeqLoRA and with KIFLoRA with the task
+order as the unit (per order the mean difference over its seeds, then a 95 % Student
+t-interval over orders, n_orders − 1 degrees of freedom; :mod:`kif.stats`) and Holm's
+family-wise adjustment over the methods compared with one reference on one metric;
 and the score of the sequence's first task after each task (paper Figure 5) with a
 min-max band over seeds, one figure per order.
 
@@ -17,11 +19,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 from typing import Sequence
 
+from ..stats import betainc, holm, sequence_paired, summarize, t_cdf, t_interval, t_quantile  # noqa: F401
 from .tables import fmt, is_joint
 
 METRIC_KEYS = ("AP", "FWT", "BWT")
@@ -30,83 +32,8 @@ FIGURE_PATTERN = "seeds_trajectory_*.png"
 _SAMPLE_KEYS = {"seed", "order", "tasks", "data_dir"}  # what varies between the samples of one arm
 
 
-# ---- Student t quantile (no scipy) ---------------------------------------------------------------
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta (modified Lentz; Numerical Recipes §6.4)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(lbt) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T ≤ t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t (e.g. t(0.975, 2) = 4.302653); bisection on :func:`t_cdf`."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile: need 0 < p < 1 and df > 0 (got p={p}, df={df})")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    if p == 0.5:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
-def summarize(values: Sequence[float | None]) -> dict:
-    """Mean, sample standard deviation (n − 1; None for n < 2) and n; None entries (a metric
-    a run does not have, e.g. FWT of a joint run) are left out."""
-    vals = [float(v) for v in values if v is not None]
-    return {"mean": fmean(vals) if vals else None, "sd": stdev(vals) if len(vals) >= 2 else None, "n": len(vals)}
-
-
-def t_interval(diffs: Sequence[float], level: float = 0.95) -> dict:
-    """Mean of paired differences with its Student t-interval: mean ± t((1+level)/2, n−1)·sd/√n.
-    Keys mean, sd, n, half (None for n < 2), low, high."""
-    s = summarize(diffs)
-    half = None
-    if s["n"] >= 2:
-        half = t_quantile(0.5 + level / 2.0, s["n"] - 1) * s["sd"] / math.sqrt(s["n"])
-    return {**s, "half": half, "low": None if half is None else s["mean"] - half,
-            "high": None if half is None else s["mean"] + half}
+# The statistics (Student t, the sequence as the unit, Holm) are pure functions in kif.stats;
+# re-exported here for callers of kif.report.aggregate.
 
 
 # ---- grouping runs into arms × orders × seeds ----------------------------------------------------
@@ -295,9 +222,20 @@ def _seed_names(samples) -> list[str]:
 def paired_runs(g: dict, arm: tuple, ref: tuple) -> list[tuple[dict, dict]]:
     """(run of ``arm``, run of ``ref``) for every (order, seed) both finished (a run without a
     known seed pairs with nothing)."""
+    return [pair for pairs in paired_by_order(g, arm, ref).values() for pair in pairs]
+
+
+def paired_by_order(g: dict, arm: tuple, ref: tuple) -> dict[tuple, list[tuple[dict, dict]]]:
+    """{order key: [(run of ``arm``, run of ``ref``) for each seed both finished on it]}; orders
+    without a pair are left out."""
     theirs = g["arms"][ref]
-    return [(seeds[s], theirs[o][s]) for o, seeds in g["arms"][arm].items() if o in theirs
-            for s in seeds if s in theirs[o] and not isinstance(s, tuple)]
+    out = {}
+    for o, seeds in g["arms"][arm].items():
+        pairs = [(seeds[s], theirs[o][s]) for s in seeds
+                 if o in theirs and s in theirs[o] and not isinstance(s, tuple)]
+        if pairs:
+            out[o] = pairs
+    return out
 
 
 def paired_diffs(pairs: Sequence[tuple[dict, dict]], metric: str) -> list[float]:
@@ -305,11 +243,21 @@ def paired_diffs(pairs: Sequence[tuple[dict, dict]], metric: str) -> list[float]
     return [a[metric] - b[metric] for a, b in pairs if a.get(metric) is not None and b.get(metric) is not None]
 
 
+def sequence_diff(g: dict, arm: tuple, ref: tuple, metric: str, level: float = 0.95) -> dict:
+    """arm − ref on ``metric`` with the task sequence (order) as the unit: the mean of each
+    order's paired differences over its seeds, then a Student t-interval over the orders
+    (:func:`kif.stats.sequence_paired`; keys mean, sd, n = orders, pairs, half, low, high, p)."""
+    by_order = {g["order_labels"][o]: paired_diffs(pairs, metric) for o, pairs in paired_by_order(g, arm, ref).items()}
+    return sequence_paired(by_order, level)
+
+
 def paired_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES, level: float = 0.95) -> list[dict]:
     """Every arm against every arm of a reference method (same benchmark and model): the
     differences arm − reference over the (order, seed) pairs both finished, per metric a
-    :func:`t_interval`. The mirror of a pair of references (seqlora − kiflora when kiflora −
-    seqlora is there) is left out."""
+    :func:`sequence_diff` (the order as the unit, seeds nested in it), with ``p_holm``: Holm's
+    adjustment over the family of all arms compared with that reference arm on that metric.
+    The mirror of a pair of references (seqlora − kiflora when kiflora − seqlora is there) is
+    left out."""
     return _paired(group_runs(runs), references, level)
 
 
@@ -318,15 +266,21 @@ def _paired(g: dict, references: Sequence[str] = REFERENCES, level: float = 0.95
     for i, ref_name in enumerate(references):
         refs = [a for a in g["arms"] if a[2] == ref_name]
         for ref in refs:
+            family = []
             for arm in g["arms"]:
                 # an earlier reference against this one is already there, with the opposite sign
                 if arm == ref or arm[:2] != ref[:2] or arm[2] in references[:i]:
                     continue
-                pairs = paired_runs(g, arm, ref)
-                row = {"arm": g["arm_labels"][arm], "reference": g["arm_labels"][ref], "pairs": len(pairs)}
+                by_order = paired_by_order(g, arm, ref)
+                row = {"arm": g["arm_labels"][arm], "reference": g["arm_labels"][ref],
+                       "pairs": sum(len(p) for p in by_order.values()), "orders": len(by_order)}
                 for m in METRIC_KEYS:
-                    row[m] = t_interval(paired_diffs(pairs, m), level)
-                rows.append(row)
+                    row[m] = sequence_diff(g, arm, ref, m, level)
+                family.append(row)
+            for m in METRIC_KEYS:  # the family: every arm against this reference arm, on m
+                for r, p in zip(family, holm([r[m]["p"] for r in family])):
+                    r[m]["p_holm"] = p
+            rows.extend(family)
     return rows
 
 
@@ -346,6 +300,16 @@ def _ci(s: dict) -> str:
     return _signed(s["mean"]) + ("" if s["half"] is None else f" [{_signed(s['low'])}, {_signed(s['high'])}]")
 
 
+def _ci_holm(s: dict, alpha: float = 0.05) -> str:
+    """:func:`_ci`, with " *" when the difference also stands family-wise (Holm p ≤ ``alpha``)."""
+    p = s.get("p_holm")
+    return _ci(s) + (" *" if p is not None and p <= alpha else "")
+
+
+def _p(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def seed_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "order", "seeds", *(f"{m} (mean ± sd)" for m in METRIC_KEYS)]
     body = [[r["arm"], r["order"], str(len(r["seeds"])), *(_pm(r[m]) for m in METRIC_KEYS)] for r in rows]
@@ -353,15 +317,20 @@ def seed_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def paired_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "vs", "pairs", *(f"Δ{m} [95 % CI]" for m in METRIC_KEYS)]
-    body = [[r["arm"], r["reference"], str(r["pairs"]), *(_ci(r[m]) for m in METRIC_KEYS)] for r in rows]
+    header = ["method", "vs", "orders (pairs)",
+              *(h for m in METRIC_KEYS for h in (f"Δ{m} [95 % CI]", f"Holm p ({m})"))]
+    body = [[r["arm"], r["reference"], f"{r['orders']} ({r['pairs']})",
+             *(c for m in METRIC_KEYS for c in (_ci(r[m]), _p(r[m].get("p_holm"))))] for r in rows]
     return header, body
 
 
 def _mirror(s: dict) -> dict:
     """reference − arm from arm − reference: the same interval, negated (0.0 − x: no "-0.00")."""
     neg = lambda x: None if x is None else 0.0 - x
-    return {**s, "mean": neg(s["mean"]), "low": neg(s.get("high")), "high": neg(s.get("low"))}
+    out = {**s, "mean": neg(s["mean"]), "low": neg(s.get("high")), "high": neg(s.get("low"))}
+    if "unit_means" in s:
+        out["unit_means"] = {k: neg(v) for k, v in s["unit_means"].items()}
+    return out
 
 
 def summary_rows(runs: Sequence[dict], references: Sequence[str] = REFERENCES) -> list[dict]:
@@ -409,7 +378,7 @@ def summary_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "runs (orders)", *(f"{m} (mean ± sd)" for m in METRIC_KEYS),
               *(f"Δ{m} vs {ref} [95 % CI]" for ref, m in SUMMARY_DIFFS)]
     body = [[r["arm"], f"{r['runs']} ({r['orders']})", *(_pm(r[m]) for m in METRIC_KEYS),
-             *("-" if r["vs"].get(ref) is None else _ci(r["vs"][ref][m]) for ref, m in SUMMARY_DIFFS)]
+             *("-" if r["vs"].get(ref) is None else _ci_holm(r["vs"][ref][m]) for ref, m in SUMMARY_DIFFS)]
             for r in rows]
     return header, body
 
@@ -497,8 +466,10 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     doc.h(3, "Summary")
     doc.p("One row per method, best AP first: the finished runs (and task orders) behind it, its "
           "mean over orders ('Per order', bold rows; the order itself when it has one), and its paired "
-          "difference with SeqLoRA and with KIFLoRA on the same order and seed (mean, 95 % Student "
-          "t-interval; '-' for the reference itself or without pairs).")
+          "difference with SeqLoRA and with KIFLoRA with the task order as the unit ('Paired "
+          "differences': mean, 95 % Student t-interval over orders; '-' for the reference itself or "
+          "without pairs). * marks a difference that also stands family-wise: Holm-adjusted p ≤ 0.05 "
+          "over every method compared with that reference on that metric.")
     doc.table(*summary_table(summary))
     notes = []
     for m in REFERENCES:
@@ -520,10 +491,19 @@ def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
         doc.p("Left out: " + "; ".join(f"{n} ({why})" for n, why in g["skipped"]) + ".")
     if paired:
         doc.h(3, "Paired differences")
-        doc.p("Method − reference on the same order and seed (each pair one finished run of both): "
-              "mean difference and its 95 % Student t-interval, mean ± t(0.975, n−1)·sd/√n over the "
-              "n pairs (orders × seeds). An interval that excludes 0 is a difference the seeds do not explain.")
+        doc.p("Method − reference, with the task order (sequence) as the unit and seeds nested in it: "
+              "the differences on the same order and seed (each pair one finished run of both) are "
+              "averaged over the seeds of each order, and the mean over orders gets a 95 % Student "
+              "t-interval, mean ± t(0.975, n−1)·sd/√n over the n orders (n − 1 degrees of freedom; with "
+              "one seed per order this is the plain paired t). Seeds of one order share its tasks and "
+              "their order, so they are not independent replicates. Holm p: the two-sided p of the same "
+              "t-test, Holm-adjusted over the family of every method compared with that reference on "
+              "that metric; ≤ 0.05 is a family-wise difference. An interval that contains 0 is not resolved.")
         doc.table(*paired_table(paired))
+        if any(r["orders"] == 1 and r["pairs"] >= 2 for r in paired):
+            doc.p("A comparison on one task order has no interval, however many seeds it has: the seeds "
+                  "of one order tell the seed noise on that order, not how the difference varies over "
+                  "sequences. Run two or more orders for an interval.")
     doc.h(3, "Task 1 over seeds")
     figures = []
     for i, (order, bands) in enumerate(_bands(g).items(), start=1):
