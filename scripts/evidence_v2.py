@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from statistics import fmean, stdev
 
-from kif.report.aggregate import t_cdf, t_quantile
+from kif.stats import holm, t_cdf, t_quantile
 
 METHODS = ["seqlora", "kiflora", "kif", "weight-ensemble", "ewc"]
 # (A, B, metric, equivalence margin or None)
@@ -101,16 +101,6 @@ def compare(d: list[float], margin: float | None) -> dict:
         out["low90"], out["high90"] = mean - t90 * se, mean + t90 * se
         out["equivalent"] = -margin < out["low90"] and out["high90"] < margin
     return out
-
-
-def holm(ps: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    adj, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        adj[i] = running
-    return adj
 
 
 def verdict(c: dict, a: str, b: str) -> str:
