@@ -25,7 +25,10 @@ Two ways to replay, ``replay_mode``:
 3. for k ≥ 1, the replay stage: fine-tunes f̂_k on the memory of the earlier tasks M_{<k}
    (as the paper states; ``include_current: true`` adds task k's own memory) for
    ``replay_epochs`` with ``kif.training.train_task`` (seed ``seed + 1000 + k``; the learning
-   rate ``replay_learning_rate`` or ``train.learning_rate``), while the current task-specific
+   rate ``replay_learning_rate`` or ``train.learning_rate``, on the stage's own schedule
+   ``replay_lr_scheduler`` / ``replay_warmup_steps``, default constant with no warm-up: kif's
+   choice, the paper gives none; train.*'s 50 warm-up steps gave Table I's 1-2 replay steps
+   lr 0, docs/method.md §5), while the current task-specific
    units are frozen (each "+" set is eq. 15's top ``top_fraction`` under ``threshold``):
      ``frozen_units: task_specific`` (default; alias ``current_only``) — eq. 15's "prev− cur+",
                                       the paper's task-specific units: "+" for I(U_k), "−" for
