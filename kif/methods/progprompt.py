@@ -19,8 +19,8 @@ bit-identical.
   -- what the authors' T5 code does when it scores the test sets (``curr_prompt =
   previous_prompts`` after each task).
   ``task_id``: an input of task i gets the prompts up to its own task, [P_i; …; P_1], the
-  input it was trained with (the paper's setting, where the task identity is known at test
-  time). The base model and P_1..P_i are frozen, so a seen task's answers never change after
+  input it was trained with (task-aware inference: the input's task is given at test time;
+  the authors' T5 code does not score this way). The base model and P_1..P_i are frozen, so a seen task's answers never change after
   it is learned (a_{K,i} = a_{i,i}; BWT 0 by construction). A task not learned yet (the FWT
   entries a_{i−1,i}) and an unseen input (``eval.unseen``) get the whole concatenation.
   The evaluator passes the task through ``eval_task_context``.
