@@ -19,6 +19,8 @@ import logging
 
 from transformers import TrainerCallback
 
+from .dist import is_main
+
 log = logging.getLogger("kif")
 
 
@@ -52,6 +54,8 @@ class ScheduleCheck(TrainerCallback):
         return out
 
     def on_train_end(self, args, state, control, **kwargs):
+        if not is_main():  # every process sees the same schedule: one line for the run
+            return
         flags, steps, peak = self.flags(), len(self.lrs), max(self.lrs, default=0.0)
         if "lr_all_zero" in flags:
             log.warning("%s: all %d optimizer steps had learning rate 0 (warm-up %d steps): this stage "
