@@ -94,7 +94,6 @@ class MemoryReplayOptions(MemoryOptions, GenerativeOptions, MethodOptions):
         "from a task token (LAMOL, gen_weight) and writes them after the task (kif.replay.generative); "
         "continue = the model continues the task's instruction (kif.replay.pseudo; the earlier default)")
 
-
     @field_validator("replay_lr_scheduler")
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
