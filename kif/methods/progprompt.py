@@ -20,8 +20,9 @@ bit-identical.
   previous_prompts`` after each task).
   ``task_id``: an input of task i gets the prompts up to its own task, [P_i; …; P_1], the
   input it was trained with (task-aware inference: the input's task is given at test time;
-  the authors' T5 code does not score this way). The base model and P_1..P_i are frozen, so a seen task's answers never change after
-  it is learned (a_{K,i} = a_{i,i}; BWT 0 by construction). A task not learned yet (the FWT
+  the authors' T5 code does not score this way). The base model and P_1..P_i are frozen,
+  so a seen task's answers never change after it is learned (a_{K,i} = a_{i,i}; BWT 0 by
+  construction). A task not learned yet (the FWT
   entries a_{i−1,i}) and an unseen input (``eval.unseen``) get the whole concatenation.
   The evaluator passes the task through ``eval_task_context``.
 - Defaults: prompt length 10 per task and learning rate 0.3 for T5 (the authors' README
