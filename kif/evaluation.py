@@ -218,7 +218,9 @@ class SequenceEvaluator:
             return set(range(len(self.tasks)))
         return {k, k + 1} | ({0} if self.cfg.track_first else set())
 
-    def evaluate(self, model, pred_dir, wanted: set[int]) -> tuple[list, list]:
+    def evaluate(self, model, pred_dir, wanted: set[int], task_context=None) -> tuple[list, list]:
+        """``task_context(i)``: a context manager the model is evaluated on task i under (a method
+        that uses the task identity at inference, e.g. ProgPrompt's ``inference: task_id``)."""
         row, ranked = [], []
         for i, t in enumerate(self.tasks):
             if i not in wanted:
@@ -226,7 +228,8 @@ class SequenceEvaluator:
                 ranked.append(None)
                 continue
             ranking = self.cfg.rank_labels and self.classification[t]
-            with eval_autocast(self.cfg.precision, model):
+            with task_context(i) if task_context else contextlib.nullcontext(), \
+                    eval_autocast(self.cfg.precision, model):
                 res = evaluate_task(model, self.encoder, self.test[t], self.metrics[t], self.eos_ids,
                                     self.prompts[t], self.cfg.batch_size, self.cfg.max_new_tokens,
                                     self.cfg.prefix_cache)

@@ -101,7 +101,8 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         t1 = time.perf_counter()
         stats.update(consolidate(state.method, k, tdir))
         t2 = time.perf_counter()
-        row, ranked = state.evaluator.evaluate(state.method.model, tdir / "predictions", wanted_after(state, k))
+        row, ranked = state.evaluator.evaluate(state.method.model, tdir / "predictions", wanted_after(state, k),
+                                               task_context=state.method.eval_task_context)
         t3 = time.perf_counter()
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
                       "eval_s": round(t3 - t2, 3)})

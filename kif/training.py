@@ -28,6 +28,7 @@ from .dist import is_main
 from .errors import ConfigError, KifError
 from .divergence import DivergenceGuard
 from .faults import fault_point
+from .schedule_check import ScheduleCheck
 from .guards import backward_hint, precision_hint
 from .attention import backend_names, sdpa_backends, training_attention
 from .encoding import Encoder, TrainCollator, supports_logits_to_keep
@@ -428,6 +429,7 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
     trainable = [p for p in model.parameters() if p.requires_grad]
     guard = StepGuard(trainable, step_hook, post_step_hook)
     progress = TaskProgress(progress_label, show_progress and is_main())
+    schedule = ScheduleCheck(progress_label)
     keeper = None
     if validator is not None:
         keeper = KeepBest(trainable, validator, cfg.eval_steps, getattr(validator, "greater_is_better", False),
@@ -439,7 +441,7 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
         collator = TrainCollator(encoder.tokenizer.pad_token_id, target_logits_only=target_only)
         trainer = KifTrainer(model=model, args=args, train_dataset=FeatureDataset(features),
                              data_collator=collator,
-                             callbacks=[guard, progress] + ([keeper] if keeper else [])
+                             callbacks=[guard, progress, schedule] + ([keeper] if keeper else [])
                              # last: it checks the weights training ends with, after KeepBest restored them
                              + [DivergenceGuard(progress_label, cfg.learning_rate, bf16, cfg.max_grad_norm)],
                              extra_loss=extra_loss)
@@ -479,7 +481,8 @@ def train_task(model, encoder: Encoder, examples, cfg: TrainConfig, seed: int, *
              "steps": int(out.global_step), "skipped_steps": guard.skipped,
              "skipped_batches": guard.skipped_batches, "attention_backends": names,
              "target_tokens_per_epoch": n_tokens,
-             "input_tokens_per_epoch": sum(len(f["input_ids"]) for f in features)}  # real, no padding
+             "input_tokens_per_epoch": sum(len(f["input_ids"]) for f in features),  # real, no padding
+             **schedule.stats()}
     if keeper is not None:
         stats.update(keeper.stats(getattr(validator, "kind", "custom"), getattr(validator, "n_examples", None)))
     if trainer.extra_count:  # `loss` includes the method's regulariser: report both parts

@@ -12,8 +12,11 @@ def param(values, dtype=torch.float32):
 
 
 def step(tracker, p, grad):
+    """One optimizer step that leaves the weights as they are: update() before it, after_step() after."""
     p.grad = None if grad is None else torch.tensor(grad, dtype=p.dtype)
-    return tracker.update()
+    ok = tracker.update()
+    tracker.after_step()
+    return ok
 
 
 W = [[1.0, -2.0], [0.5, 3.0]]
@@ -97,6 +100,30 @@ def test_single_step_gradient_ablation_and_default_index():
     step(t, p, [1.0, -2.0])  # a new task: its own step 0, then step 1
     step(t, p, [-4.0, 8.0])
     assert t.scores()["w"].tolist() == [4.0, 8.0]
+
+
+@pytest.mark.parametrize("timing, expected", [
+    ("after_step", [4.0, 0.0]),  # the authors: |w_2·g_1| = |[1, 0.5]·[4, 0]|
+    ("before_step", [0.0, 0.0]),  # kif's earlier reading: w_1 = [0, 0] (as LoRA's B before any lr > 0)
+])
+def test_single_step_reads_weights_after_the_optimizer_step(timing, expected):
+    # Step 0 under warm-up has lr 0: the weights stay [0, 0] (LoRA B at init). Step 1 moves them
+    # to [1, 0.5]; its gradient is [4, 0]. Index 1 keeps step 1: |w·g| with w read before
+    # (w_1 = [0, 0]: all zero) or after (w_2 = [1, 0.5]: [4, 0]) the optimizer step.
+    p = param([0.0, 0.0])
+    t = ImportanceTracker({"w": p}, smoothing="single_step", single_step_timing=timing)
+    for g, w_next in (([2.0, 1.0], [0.0, 0.0]), ([4.0, 0.0], [1.0, 0.5]), ([3.0, 3.0], [5.0, 5.0])):
+        p.grad = torch.tensor(g)
+        assert t.update()
+        with torch.no_grad():
+            p.copy_(torch.tensor(w_next))  # the optimizer step
+        t.after_step()
+    assert t.scores()["w"].tolist() == expected
+
+
+def test_single_step_timing_is_checked():
+    with pytest.raises(ValueError, match="single_step_timing"):
+        ImportanceTracker({}, smoothing="single_step", single_step_timing="during")
 
 
 def test_single_step_skipped_nonfinite_step_does_not_count():

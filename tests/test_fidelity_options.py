@@ -29,6 +29,9 @@ def opts(method, **args):
     ("kif-m", {"replay_mode": "joint"}, "replay_mode"),
     ("kiflora-m", {"frozen_units": "all"}, "frozen_units"),
     ("ema", {"half_life": -1}, "half_life"),
+    ("kif", {"smoothing": "single_step", "single_step_timing": "during"}, "single_step_timing"),
+    ("kif-m", {"replay_lr_scheduler": "warm"}, "replay_lr_scheduler"),
+    ("kiflora-m", {"replay_warmup_steps": 5}, "replay_warmup_steps"),  # a constant schedule has no warm-up
 ])
 def test_bad_values_stop_at_config_load(method, args, key):
     with pytest.raises(ConfigError, match=rf"method_args\.{key}:") as err:
@@ -107,3 +110,25 @@ def test_kiflora_default_eq5_term_by_hand(tmp_path):
     got = m.extra_loss(m.model)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     assert got.item() == pytest.approx(0.1 * orthogonal_regularizer(pairs, "frobenius", "mean").item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("timing", ["after_step", "before_step"])
+def test_single_step_score_on_the_first_task_under_warmup(timing, tmp_path):
+    """Issue 28: with a linear warm-up, step 0 has lr 0, so at step 1 LoRA's B is still its zero
+    init. Read before the step (kif's earlier timing) |w·g| is 0 for every entry; read after it
+    (the authors' timing, the default) lora_B's entries score |B_2·g_1| > 0 (lora_A's gradient is
+    Bᵀ(...) = 0 at B = 0, so A still scores 0)."""
+    m = make("kif", tmp_path, method_args={"smoothing": "single_step", "single_step_timing": timing},
+             train={"epochs": 1, "batch_size": 2, "learning_rate": 1e-2, "precision": "fp32",
+                    "group_by_length": False, "warmup_steps": 2, "lr_scheduler": "linear"})
+    _, stats = train(m, 0, examples("t1", 6))
+    assert stats["lr_min"] == 0.0 and stats["steps"] == 3  # step 0 at lr 0
+    scores = m.tracker.scores()
+    b = [s for n, s in scores.items() if "lora_B" in n]
+    a = [s for n, s in scores.items() if "lora_A" in n]
+    assert b and a and not any(s.any() for s in a)
+    if timing == "before_step":
+        assert not any(s.any() for s in b)
+    else:
+        assert all(s.any() for s in b)
+        assert (m.units.unit_scores(scores) > 0).sum() == len(b)  # exactly the lora_B matrices score

@@ -270,3 +270,69 @@ def test_kill_in_next_task_and_resume_matches_uninterrupted(tmp_path, data_dir):
         a = load_tensors(out / "tasks" / "03_sst2" / name / "adapter_model.safetensors")
         b = load_tensors(ref / "tasks" / "03_sst2" / name / "adapter_model.safetensors")
         assert all(torch.equal(a[n], b[n]) for n in b)
+
+
+# ---- the replay stage's own schedule (issue 28) ------------------------------------------------------
+
+def _table1_run(method, tmp_path, *extra):
+    """configs/table1/<method>.yaml as it stands (train block: 10 epochs, lr 3e-4, batch 128, 50 warm-up
+    steps then linear, held-out selection), on the tiny model and the fixture data. Two changes: 4 held-out
+    examples (the fixture has 24 a task, not 1,000) and a real memory: the pseudo memory comes from the
+    generator (tests/test_generative_replay.py), and a tiny random model may write none, which would
+    leave no replay stage to check."""
+    from pathlib import Path
+
+    from kif.config import load_config
+    from kif.runner import run
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "table1" / f"{method}.yaml"
+    cfg = load_config(path, ["model=tiny-llama", "tasks=[cb,copa,sst2]", "data.train_samples=24",
+                             "data.test_samples=4", "data.max_input_length=128", "train.validation_samples=4",
+                             "train.precision=fp32", "eval.max_new_tokens=4", "eval.batch_size=8",
+                             "method_args.memory_source=real", *extra])
+    assert (cfg.train.warmup_steps, cfg.train.lr_scheduler, cfg.train.batch_size) == (50, "linear", 128)
+    out = tmp_path / method
+    return run(cfg, out, show_progress=False), out
+
+
+def _adapter(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["kif-m", "kiflora-m"])
+def test_table1_replay_stage_trains(method, tmp_path, caplog):
+    """Before issue 28 the replay stage inherited train.*'s 50 warm-up steps: its 1 step (batch 128) ran
+    at lr 0 and f̂_k^m was f̂_k. Now it has a constant lr (replay_lr_scheduler, no warm-up) and moves."""
+    res, out = _table1_run(method, tmp_path)
+    replays = res["per_task"][1:]
+    assert [t["replay_steps"] for t in replays] == [1, 1] and [t["replay_examples"] for t in replays] == [1, 2]
+    for k, t in enumerate(replays, start=1):
+        assert t["replay_lr_min"] == t["replay_lr_max"] == 3e-4  # every replay step: the configured lr
+        assert "replay_schedule_flags" not in t and t["replay_warmup_steps"] == 0
+        tdir = out / "tasks" / f"{k + 1:02d}_{res['tasks'][k]}"
+        fused, replayed = _adapter(tdir / "adapter_fused"), _adapter(tdir / "adapter")
+        assert any(not torch.equal(fused[n], replayed[n]) for n in fused), k
+    # the tasks themselves: 10 steps under a 50-step warm-up, flagged as such
+    assert res["per_task"][0]["schedule_flags"] == ["fewer_steps_than_warmup", "warmup_over_half"]
+    assert res["per_task"][0]["lr_min"] == 0.0 and res["per_task"][0]["lr_max"] == pytest.approx(3e-4 * 9 / 50)
+
+
+def test_inherited_warmup_is_flagged_and_trains_nothing(tmp_path, caplog):
+    """The old behaviour, asked for explicitly: a replay stage of 1 step under 50 warm-up steps has lr 0.
+    It is flagged in results.json and warned about in one log line; f̂_k^m equals f̂_k bit for bit."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="kif"):
+        res, out = _table1_run("kif-m", tmp_path, "method_args.replay_lr_scheduler=linear",
+                               "method_args.replay_warmup_steps=50")
+    t = res["per_task"][1]
+    assert t["replay_schedule_flags"] == ["lr_all_zero", "fewer_steps_than_warmup", "warmup_over_half"]
+    assert t["replay_lr_max"] == 0.0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replay 2/3")]
+    assert lines == ["replay 2/3: all 1 optimizer steps had learning rate 0 (warm-up 50 steps): this stage "
+                     "trained nothing"]
+    tdir = out / "tasks" / "02_copa"
+    fused, replayed = _adapter(tdir / "adapter_fused"), _adapter(tdir / "adapter")
+    assert all(torch.equal(fused[n], replayed[n]) for n in fused)

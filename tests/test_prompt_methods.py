@@ -161,6 +161,54 @@ def test_progprompt_trains_only_the_new_prompt(tmp_path, data_dir, residual_mlp)
         assert torch.equal(p, base_before[n]), n
 
 
+def test_progprompt_task_id_inference_uses_the_prompts_up_to_the_task(tmp_path, data_dir):
+    """``inference: task_id`` (issue 28): an input of task i is answered with [P_i; ...; P_1], the
+    input it was trained with, so its logits after later tasks are bit-identical to those right
+    after task i; ``all`` (the default) prepends the later prompts too and changes them."""
+    from kif.data import get_benchmark
+
+    bench = get_benchmark("long_sequence")
+    m = _context("progprompt", "tiny-llama", tmp_path, train={"learning_rate": 0.3},
+                 method_args={"prompt_length": 3, "inference": "task_id"},
+                 per_task={"method_args": {"prompt_length": [3, 2, 3]}})
+    data = [bench.tasks[t].load("train")[:8] for t in TASKS[:2]]
+    enc = m.ctx.encoder
+    ids = [enc.prompt_ids(ex.prompt) for ex in data[0][:2]]
+    batch = pad(ids, enc.tokenizer.pad_token_id, left=True)
+    mask = pad([[1] * len(x) for x in ids], 0, left=True)
+
+    def logits():
+        with torch.no_grad():
+            return m.model(input_ids=batch, attention_mask=mask).logits[:, -1].clone()
+
+    _train(m, 0, data[0])
+    after_first = logits()
+    _train(m, 1, data[1])
+    assert m.lengths == [3, 2] and m.source.previous.shape[0] == 5
+    with m.eval_task_context(0):
+        assert m.source.previous.shape[0] == 3 and torch.equal(logits(), after_first)
+    assert m.source.previous.shape[0] == 5  # restored
+    assert not torch.equal(logits(), after_first)  # all prompts: the later P_2 changes task 1's answer
+    with m.eval_task_context(1), m.eval_task_context(2):  # task 2 itself, and a task not learned yet: all
+        assert m.source.previous.shape[0] == 5
+    m.opts = m.opts.model_copy(update={"inference": "all"})
+    with m.eval_task_context(0):
+        assert m.source.previous.shape[0] == 5
+    _, meta = m.extra_state()
+    assert meta["lengths"] == [3, 2]
+
+
+def test_progprompt_task_id_run_keeps_each_tasks_answers(tmp_path, data_dir):
+    """Through the runner: under task_id a learned task's predictions never change (BWT 0 by construction)."""
+    cfg = tiny_config(method="progprompt", train={"learning_rate": 0.3}, method_args={"inference": "task_id"})
+    res = run(cfg, tmp_path / "out", show_progress=False)
+    assert res["prompt_inference"] == "task_id" and res["BWT"] == 0
+    tasks = tmp_path / "out" / "tasks"
+    for i, t in enumerate(TASKS[:2]):
+        first = (tasks / f"{i + 1:02d}_{t}" / "predictions" / f"{t}.jsonl").read_text()
+        assert (tasks / "03_sst2" / "predictions" / f"{t}.jsonl").read_text() == first, t
+
+
 # ---- L2P ------------------------------------------------------------------------------------------------
 
 def test_l2p_selects_the_nearest_keys_by_cosine():

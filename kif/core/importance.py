@@ -18,13 +18,18 @@ Unit scores (eq. 6) are computed from ``scores()`` by ``SkillUnits.unit_scores``
                  ablation; ``False`` means this). It ranks units much like the EMA score
                  (Spearman 0.93-0.95 on a small LoRA) where one step does not (0.22-0.40).
 
-When the scores are read -- a known, measured difference from the authors' code, kept:
-kif reads (w_t, g_t) in ``on_gradients``, after gradient clipping and before
-``optimizer.step()``, from the task's first step on. The authors' trainer calls their tracker
-after ``optimizer.step()`` (weights w_{t+1} with the clipped gradient g_t) and skips global
-step 0. With eq. (10)-(12) the two orders rank the units alike (Spearman 1.000, measured on
-identical runs), so kif keeps the order that pairs each gradient with the weights it was
-computed at. Only a single-step score is sensitive to it; hence ``single_step_index`` = 1.
+When the scores are read. The authors' trainer calls their tracker after ``optimizer.step()``
+(weights w_{t+1} with the clipped gradient g_t) and skips global step 0.
+- "ema" and "mean": kif reads (w_t, g_t) in ``update()``, after gradient clipping and before
+  ``optimizer.step()``, from the task's first step on -- a known, measured difference, kept:
+  with eq. (10)-(12) the two orders rank the units alike (Spearman 1.000 on identical runs),
+  and kif's pairs each gradient with the weights it was computed at.
+- "single_step" (``single_step_timing: after_step``, the default): the authors' timing. ``update()``
+  counts the step; ``after_step()``, called right after ``optimizer.step()`` (before
+  ``zero_grad``), reads w_{t+1} and g_t for the kept step. One step's score depends on it: under
+  a linear warm-up step 0 has lr 0, so on the first task LoRA's B is still zero at step 1 before
+  the step and |w·g| is 0 for every LoRA entry; after step 1 (lr > 0) it is not (issue 28).
+  ``before_step`` keeps kif's earlier reading (w_t, g_t). |g| ("grad") is the same either way.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from kif.errors import ArtifactError
 
 SENSITIVITIES = ("first", "second", "grad")
 SMOOTHINGS = ("ema", "mean", "single_step")
+SINGLE_STEP_TIMINGS = ("after_step", "before_step")
 _CHUNK = 1 << 26  # elements per fused batch: bounds the fp32 temporaries on full fine-tuning
 
 
@@ -54,11 +60,14 @@ class ImportanceTracker:
     -1 keeps the last step. Default 1, the authors' first counted step: they skip step 0,
     and at step 0 of the first task LoRA's B is zero, so |w·g| is 0 for every LoRA weight
     (A's gradient is Bᵀ·(...) = 0 too). A task with fewer steps keeps its last step.
+    ``single_step_timing``: "after_step" (the authors': the kept step's I is computed by
+    ``after_step()`` from w_{t+1}) or "before_step" (in ``update()``, from w_t).
     """
 
     def __init__(self, params: Mapping[str, torch.nn.Parameter] | Iterable[tuple[str, Tensor]],
                  sensitivity: str = "first", smoothing: bool | str = "ema",
-                 alpha1: float = 0.85, alpha2: float = 0.85, single_step_index: int = 1):
+                 alpha1: float = 0.85, alpha2: float = 0.85, single_step_index: int = 1,
+                 single_step_timing: str = "after_step"):
         if sensitivity not in SENSITIVITIES:
             raise ValueError(f"sensitivity must be one of {SENSITIVITIES}, got {sensitivity!r}")
         smoothing = normalize_smoothing(smoothing)
@@ -67,11 +76,15 @@ class ImportanceTracker:
                 raise ValueError(f"{name} must be in [0, 1), got {a}")
         if single_step_index < -1:
             raise ValueError(f"single_step_index must be >= -1, got {single_step_index}")
+        if single_step_timing not in SINGLE_STEP_TIMINGS:
+            raise ValueError(f"single_step_timing must be one of {SINGLE_STEP_TIMINGS}, got {single_step_timing!r}")
         params = dict(params)
         self.names = list(params)
         self.sensitivity, self.smoothing = sensitivity, smoothing
         self.alpha1, self.alpha2 = alpha1, alpha2
         self.single_step_index = single_step_index
+        self.single_step_timing = single_step_timing
+        self._pending = False  # "single_step", after_step timing: this step's I is read by after_step()
         self._params = list(params.values())
 
         def zeros():
@@ -103,6 +116,9 @@ class ImportanceTracker:
         self.steps += 1
         if self.smoothing == "single_step" and 0 <= self.single_step_index < self.steps - 1:
             return True  # the kept step is behind us: nothing to compute
+        if self.smoothing == "single_step" and self.single_step_timing == "after_step":
+            self._pending = True  # read w_{t+1} and g_t once the optimizer has stepped
+            return True
         for lo, hi in self._chunks:
             imp = self._sensitivity(self._params[lo:hi], grads[lo:hi])
             ibar = self._ibar[lo:hi]
@@ -117,6 +133,18 @@ class ImportanceTracker:
             torch._foreach_abs_(imp)  # |I_t − Ī_t|
             torch._foreach_lerp_(self._ubar[lo:hi], imp, 1.0 - self.alpha2)  # eq. (11)
         return True
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Right after ``optimizer.step()``, before ``zero_grad``: for "single_step" with the
+        authors' timing, the kept step's I_t from the updated weights w_{t+1} and the (clipped)
+        gradient g_t still in ``.grad``. A no-op otherwise, and after a skipped ``update()``."""
+        if not self._pending:
+            return
+        self._pending = False
+        grads = [p.grad for p in self._params]
+        for lo, hi in self._chunks:
+            torch._foreach_copy_(self._ibar[lo:hi], self._sensitivity(self._params[lo:hi], grads[lo:hi]))
 
     def _sensitivity(self, params: list[Tensor], grads: list[Tensor | None]) -> list[Tensor]:
         """Fresh fp32 tensors I_t (never aliases a param or grad, so callers may mutate it)."""
@@ -145,6 +173,7 @@ class ImportanceTracker:
         if self._ubar:
             torch._foreach_zero_(self._ubar)
         self.steps = self.skipped = 0
+        self._pending = False
 
     # -- checkpointing ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ is trained once on the union of all tasks (k = 0) and evaluated once.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -109,6 +110,11 @@ class CLMethod:
 
     def on_step_end(self) -> None:
         """Right after each optimizer step that was taken (not after a skipped non-finite step)."""
+
+    def eval_task_context(self, i: int):
+        """The context the model is evaluated on sequence task i under; by default none: the
+        model answers every input alike, with no task identity."""
+        return contextlib.nullcontext()
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         """Called after training task k: consolidate (fuse, store memory, ...) and write the

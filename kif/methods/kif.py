@@ -36,6 +36,9 @@ class KIFOptions(MethodOptions):
         "authors' Table IV ablations); mean: mean I_t over the task (false)")
     single_step_index: int = Field(1, ge=-1, description="smoothing single_step: the counted step kept "
                                    "(0-based; 1 = the authors' first counted step; -1 = the last)")
+    single_step_timing: Literal["after_step", "before_step"] = Field(
+        "after_step", description="smoothing single_step: read w after optimizer.step() (w_{t+1}, g_t; the "
+        "authors' code) or before it (w_t, g_t; kif's earlier reading)")
     alpha1: float = Field(0.85, ge=0, lt=1)
     alpha2: float = Field(0.85, ge=0, lt=1)
     beta: float = Field(0.7, ge=0, le=1, description="eq. 13 weight of past importance")
@@ -84,7 +87,8 @@ class KIF(CLMethod):
             raise ConfigError("method_args.units: lora_rank1 units need lora.enabled: true")
         self.units = SkillUnits.lora_rank1(params) if o.units == "lora_rank1" else SkillUnits.matrix_level(params)
         self.tracker = ImportanceTracker(params, o.sensitivity, o.smoothing, o.alpha1, o.alpha2,
-                                         single_step_index=o.single_step_index)
+                                         single_step_index=o.single_step_index,
+                                         single_step_timing=o.single_step_timing)
         self.fused_prev: dict[str, torch.Tensor] | None = None  # f̂_{k−1}, kept off the graph
         self.accumulated: torch.Tensor | None = None  # I(Û_{k−1}), eq. 13
         self.last_w: torch.Tensor | None = None
@@ -95,6 +99,9 @@ class KIF(CLMethod):
     def on_gradients(self) -> None:
         # StepGuard calls this only for finite gradients: no second check (and GPU sync) here
         self.tracker.update(check_finite=False)
+
+    def on_step_end(self) -> None:
+        self.tracker.after_step()  # single_step: the authors read w after the optimizer step
 
     def extra_loss(self, model):
         o = self.opts

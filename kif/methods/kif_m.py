@@ -25,7 +25,10 @@ Two ways to replay, ``replay_mode``:
 3. for k ≥ 1, the replay stage: fine-tunes f̂_k on the memory of the earlier tasks M_{<k}
    (as the paper states; ``include_current: true`` adds task k's own memory) for
    ``replay_epochs`` with ``kif.training.train_task`` (seed ``seed + 1000 + k``; the learning
-   rate ``replay_learning_rate`` or ``train.learning_rate``), while the current task-specific
+   rate ``replay_learning_rate`` or ``train.learning_rate``, on the stage's own schedule
+   ``replay_lr_scheduler`` / ``replay_warmup_steps``, default constant with no warm-up: kif's
+   choice, the paper gives none; train.*'s 50 warm-up steps gave Table I's 1-2 replay steps
+   lr 0, docs/method.md §5), while the current task-specific
    units are frozen (each "+" set is eq. 15's top ``top_fraction`` under ``threshold``):
      ``frozen_units: task_specific`` (default; alias ``current_only``) — eq. 15's "prev− cur+",
                                       the paper's task-specific units: "+" for I(U_k), "−" for
@@ -53,8 +56,9 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from ..config import SCHEDULERS
 from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, MemoryOptions, pseudo_samples
@@ -78,12 +82,31 @@ class MemoryReplayOptions(MemoryOptions, GenerativeOptions, MethodOptions):
         "and '-' for I(Û_{k-1}) (the paper's task-specific units); current_top: every '+' unit of I(U_k)")
     replay_epochs: float = Field(1, gt=0)
     replay_learning_rate: Optional[float] = Field(None, gt=0, description="null: train.learning_rate")
+    # The replay stage's own schedule (kif: the paper gives none for it). It is 1-2 optimizer steps
+    # at Table I's batch 128: train.*'s 50 warm-up steps would give it lr 0 (issue 28).
+    replay_lr_scheduler: str = Field("constant", description="the replay stage's scheduler (a transformers "
+                                     "name, as train.lr_scheduler); not inherited from train.*")
+    replay_warmup_steps: int = Field(0, ge=0, description="the replay stage's warm-up steps (not train.*'s)")
     pseudo_input_tokens: int = Field(128, gt=0, description="max tokens of a generated pseudo input")
     pseudo_top_k: int = Field(20, gt=0, description="top-k sampling of pseudo inputs (LAMOL: 20)")
     pseudo_generator: Literal["generative", "continue"] = Field(
         "generative", description="pseudo memory: generative = the model also learns to write whole examples "
         "from a task token (LAMOL, gen_weight) and writes them after the task (kif.replay.generative); "
         "continue = the model continues the task's instruction (kif.replay.pseudo; the earlier default)")
+
+    @field_validator("replay_lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)}")
+        return v
+
+    @field_validator("replay_warmup_steps")
+    @classmethod
+    def _warmup_needs_a_schedule(cls, v: int, info) -> int:
+        if v and info.data.get("replay_lr_scheduler") == "constant":
+            raise ValueError("replay_lr_scheduler constant has no warm-up; use constant_with_warmup or linear")
+        return v
 
 
 class KIFMOptions(KIFOptions, MemoryReplayOptions):
@@ -194,9 +217,11 @@ class MemoryReplayMixin:
                     p.copy_(torch.where(masks[n], snapshot[n], p))
 
         hooks = [p.register_hook(mask_grad(masks[n])) for n, p in params.items()]
-        tcfg = cfg.train.model_copy(update={"epochs": self.opts.replay_epochs,
-                                            "learning_rate": self.opts.replay_learning_rate
-                                            or cfg.train.learning_rate})
+        o = self.opts
+        tcfg = cfg.train.model_copy(update={"epochs": o.replay_epochs,
+                                            "learning_rate": o.replay_learning_rate or cfg.train.learning_rate,
+                                            "lr_scheduler": o.replay_lr_scheduler, "warmup_ratio": 0.0,
+                                            "warmup_steps": o.replay_warmup_steps})
         self._replaying = True
         try:
             stats = training.train_task(self.model, self.ctx.encoder, examples, tcfg, cfg.seed + 1000 + k,
@@ -207,8 +232,11 @@ class MemoryReplayMixin:
             for h in hooks:
                 h.remove()
         restore()
-        return {"replay_examples": len(examples), "replay_steps": stats["steps"], "replay_loss": stats["loss"],
-                "replay_skipped_steps": stats["skipped_steps"]}
+        out = {"replay_examples": len(examples), "replay_steps": stats["steps"], "replay_loss": stats["loss"],
+               "replay_skipped_steps": stats["skipped_steps"]}
+        out.update({f"replay_{key}": stats[key] for key in ("lr_min", "lr_max", "warmup_steps", "schedule_flags")
+                    if key in stats})
+        return out
 
     # --- the task boundary -------------------------------------------------------------------
     def after_task(self, k: int, task_dir: Path) -> dict:

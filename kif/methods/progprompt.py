@@ -14,10 +14,17 @@ bit-identical.
 - ``residual_mlp: true``: the prompt is trained through P' = MLP(P) + P (their ``ResMLP``,
   bottleneck 800 = their default ``bottleneck_size``); at the end of the task P' is stored
   and the MLP dropped (their ``progress_previous_prompts``: "prompt has already passed MLP").
-- Inference: the whole concatenation learned so far, for every input, no task identity
-  (``inference: all``; results.json says ``prompt_inference``). The task-id variant (only the
-  prompts up to the input's task) is not offered: kif's evaluator passes no task identity.
-  An unseen input (``eval.unseen``) gets the full concatenation too.
+- Inference (results.json ``prompt_inference``):
+  ``all`` (default): the whole concatenation learned so far, for every input, no task identity
+  -- what the authors' T5 code does when it scores the test sets (``curr_prompt =
+  previous_prompts`` after each task).
+  ``task_id``: an input of task i gets the prompts up to its own task, [P_i; …; P_1], the
+  input it was trained with (task-aware inference: the input's task is given at test time;
+  the authors' T5 code does not score this way). The base model and P_1..P_i are frozen,
+  so a seen task's answers never change after it is learned (a_{K,i} = a_{i,i}; BWT 0 by
+  construction). A task not learned yet (the FWT
+  entries a_{i−1,i}) and an unseen input (``eval.unseen``) get the whole concatenation.
+  The evaluator passes the task through ``eval_task_context``.
 - Defaults: prompt length 10 per task and learning rate 0.3 for T5 (the authors' README
   command: ``--prefix_len 10 --lr 0.3 --num_epochs 10``); the learning rate is
   ``train.learning_rate`` (configs/table1/progprompt.yaml).
@@ -26,6 +33,7 @@ bit-identical.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +51,9 @@ class ProgPromptOptions(MethodOptions):
     prompt_length: int = Field(10, gt=0, description="soft-prompt tokens per task (authors' README: 10)")
     residual_mlp: bool = Field(False, description="train each prompt through P' = MLP(P) + P (their ResMLP)")
     mlp_bottleneck: int = Field(800, gt=0, description="the residual MLP's hidden size (their default 800)")
-    inference: Literal["all"] = Field("all", description="prompts used at inference: all learned so far")
+    inference: Literal["all", "task_id"] = Field(
+        "all", description="prompts used at inference: all learned so far (the authors' T5 code), or task_id: "
+        "an input of task i gets [P_i; ...; P_1], the prompts up to its own task")
 
 
 class ProgressivePrompts(nn.Module):
@@ -64,6 +74,17 @@ class ProgressivePrompts(nn.Module):
     def forward(self, input_ids, attention_mask) -> torch.Tensor:
         cur = self.current_prompt()
         return self.previous if cur is None else torch.cat([cur, self.previous.to(cur.dtype)], 0)
+
+    @contextlib.contextmanager
+    def only_oldest(self, n_tokens: int):
+        """Within the block, the frozen prompts are the oldest ``n_tokens`` rows only (the last ones:
+        ``previous`` is newest first); restored afterwards."""
+        full = self.previous
+        self.previous = full[full.shape[0] - n_tokens:]
+        try:
+            yield
+        finally:
+            self.previous = full
 
     def start(self, init: torch.Tensor, mlp_bottleneck: int | None) -> None:
         self.current = nn.Parameter(init.to(self.previous.device))
@@ -87,6 +108,10 @@ class ProgPrompt(CLMethod):
     description = "Progressive Prompts: a new soft prompt per task, prepended to the frozen earlier ones"
     Options = ProgPromptOptions
 
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.lengths: list[int] = []  # prompt tokens of each learned task, oldest first
+
     def setup_model(self, base):
         dim = base.get_input_embeddings().weight.shape[1]
         return PromptedModel(base, ProgressivePrompts(dim, base.get_input_embeddings().weight.device))
@@ -104,8 +129,16 @@ class ProgPrompt(CLMethod):
             self.source.start(init, opts.mlp_bottleneck if opts.residual_mlp else None)
 
     def after_task(self, k: int, task_dir: Path) -> dict:
+        before = int(self.source.previous.shape[0])
         self.source.freeze_current()
+        self.lengths.append(int(self.source.previous.shape[0]) - before)  # P_k's tokens (per_task lengths differ)
         return {"prompt_tokens": int(self.source.previous.shape[0])}
+
+    def eval_task_context(self, i: int):
+        """``inference: task_id``: task i (0-based, learned) is answered with [P_i; …; P_1] only."""
+        if self.opts.inference != "task_id" or i >= len(self.lengths):
+            return contextlib.nullcontext()
+        return self.source.only_oldest(sum(self.lengths[:i + 1]))
 
     def state_summary(self) -> dict:
         return {"prompt_inference": self.opts.inference, "prompt_tokens": int(self.source.previous.shape[0])}
@@ -115,10 +148,14 @@ class ProgPrompt(CLMethod):
         return trainable_state(self.model)
 
     def extra_state(self):
-        return {"previous": self.source.previous.detach()}, {"tasks": int(self.source.previous.shape[0])}
+        return {"previous": self.source.previous.detach()}, {"tasks": int(self.source.previous.shape[0]),
+                                                             "lengths": list(self.lengths)}
 
     def load_extra_state(self, tensors, meta):
         self.source.previous = tensors["previous"].to(self.source.previous.device, torch.float32).clone()
+        # a checkpoint from before ``lengths`` was kept: every task had the base prompt_length
+        n = int(self.source.previous.shape[0])
+        self.lengths = list(meta.get("lengths") or [self.opts.prompt_length] * (n // self.opts.prompt_length))
 
     def save_adapter(self, dest: Path) -> None:
         atomic_save_tensors(dest / "prompts.safetensors", {"prompts": self.source.previous})
