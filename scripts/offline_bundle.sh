@@ -48,6 +48,9 @@ if [ -z "$py" ]; then
 fi
 [ -z "$model_wheel" ] || [ -f "$model_wheel" ] || die "--model-wheel $model_wheel: file not found"
 [ -z "$data_src" ] || [ -d "$data_src" ] || die "--data $data_src: folder not found"
+# assembled in OUT.partial and renamed when complete: OUT is never half-filled, and a rerun
+# after a failure reuses what OUT.partial already holds (pip and kif data pull skip it)
+final="${out%/}"; out="$final.partial"
 mkdir -p "$out/wheels" "$out/models"
 out="$(cd "$out" && pwd)"
 target=()  # pip's options that name the target machine
@@ -113,4 +116,5 @@ cp "$root/scripts/offline_install.sh" "$out/install.sh"
   echo; echo "models:"; (cd "$out/models" && ls)
   echo; echo "data: $([ -d "$out/data" ] && echo "data/ ($(find "$out/data" -type f | wc -l) files)" || echo none)"
 } > "$out/BUNDLE.txt"
-echo "bundle: $out ($(du -sh "$out" | cut -f1)); on the target: bash $(basename "$out")/install.sh"
+rm -rf "$final"; mv "$out" "$final"
+echo "bundle: $final ($(du -sh "$final" | cut -f1)); on the target: bash $(basename "$final")/install.sh"

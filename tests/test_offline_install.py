@@ -82,6 +82,7 @@ def test_bundle_installs_and_runs_offline(tmp_path):
                            *model_args, "--data", str(FIXTURE_DATA), "--python", sys.executable],
                           env=env, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr[-2000:]
+    assert not (tmp_path / "bundle.partial").exists()  # assembled there, renamed when complete
     assert [p.name for p in (bundle / "wheels").iterdir()] == ["kif-0.1.0-py3-none-any.whl"]
     assert (bundle / "install.sh").is_file() and "kif-0.1.0-py3-none-any.whl" in (bundle / "BUNDLE.txt").read_text()
     assert sorted(p.relative_to(bundle / "data") for p in (bundle / "data").rglob("*.json*")) == \
