@@ -133,8 +133,20 @@ def _fmt(c) -> str:
     return str(c)
 
 
+def peak_memory() -> dict:
+    """Peak memory of this process so far, the same way in every script: resident set size
+    (``ru_maxrss``, as ``/usr/bin/time -v`` reports it) and, on a GPU, torch's max allocated."""
+    import resource
+
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 def result_line(name: str, **kv) -> None:
-    """The final grep-able line: ``RESULT name=<bench> key=value ...``."""
+    """The final grep-able line: ``RESULT name=<bench> key=value ... peak_rss_mb=...``."""
+    kv = {**kv, **peak_memory()}
     parts = [f"name={name}"]
     for k, v in kv.items():
         parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")

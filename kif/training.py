@@ -375,6 +375,18 @@ class KeepBest(TrainerCallback):
         return out
 
 
+def checkpointing_arguments(on: bool) -> dict:
+    """``train.gradient_checkpointing`` in the Trainer's terms (``activation_checkpointing``
+    since transformers 5.x, ``gradient_checkpointing`` before). Non-reentrant: it works with a
+    frozen embedding (LoRA) and restores the RNG state, so the recomputed forward draws the
+    same dropout masks and the numbers do not change."""
+    if not on:
+        return {}
+    name = ("activation_checkpointing" if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+            else "gradient_checkpointing")
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, bf16: bool) -> TrainingArguments:
     """The Trainer's arguments for ``cfg``. Warm-up: ``warmup_steps`` as given; a
     ``warmup_ratio`` goes to the Trainer's ``warmup_ratio`` where it has one, else as a
@@ -393,6 +405,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, bf16: bool)
         logging_steps=cfg.logging_steps, save_strategy="no", disable_tqdm=True,
         report_to=[r for r in cfg.report_to if r != "tensorboard"] if is_main() else [],
         torch_compile=cfg.torch_compile,
+        **checkpointing_arguments(cfg.gradient_checkpointing),
         remove_unused_columns=False, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
