@@ -115,10 +115,13 @@ def run_parallel(sweep: Sweep, jobs: int, devices, accept_config_change: bool, s
             while todo or running:
                 while todo and len(running) < slots:
                     cell = todo.pop(0)
-                    running.append(_start(sweep, cell, Path(cfg_dir), env, threads,
-                                          _pick_device(device_list, running), accept_config_change))
+                    try:
+                        running.append(_start(sweep, cell, Path(cfg_dir), env, threads,
+                                              _pick_device(device_list, running), accept_config_change))
+                    except KifError as exc:  # e.g. a file where the cell's folder belongs: that cell only
+                        cell.status, cell.metrics = "failed", {"error": str(exc)}
                     write_state(sweep)
-                    progress.show(running)
+                    progress.show(running, None if cell.status == "running" else cell)
                 finished = [ch for ch in running if ch.proc.poll() is not None]
                 for ch in finished:
                     running.remove(ch)
