@@ -1,6 +1,7 @@
 """Sweeps: a grid of ordinary ``kif run`` cells (methods × task orders × seeds × ...), run one
-after another in this process; running the same sweep again skips finished cells and
-resumes an interrupted one (``kif.runner.run`` resumes by itself from its output directory).
+after another in this process, or up to N at once in their own processes (``--jobs N``,
+:mod:`kif.sweep_jobs`); running the same sweep again skips finished cells and resumes an
+interrupted one (``kif.runner.run`` resumes by itself from its output directory).
 
 A sweep file (paths relative to the sweep file)::
 
@@ -19,7 +20,7 @@ reverse), so a grid over orders works on a base with a task list. Cells run in g
 the last key varying fastest; each writes ``OUT/<cell>/`` named from its values in a
 fixed order (method, order / tasks, other keys, seed), e.g. ``OUT/seqlora_std1_seed1``, so
 ``kif report OUT`` reads them all. ``OUT/sweep.json`` records the grid and each cell's
-directory and status. Every cell's config (keys, method, method_args, benchmark and task
+directory and status (a cell's status comes from its validated checkpoint). Every cell's config (keys, method, method_args, benchmark and task
 order, and the config of a cell already started) is checked before any cell runs.
 """
 from __future__ import annotations

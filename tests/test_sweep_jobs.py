@@ -137,6 +137,24 @@ def test_sigkill_of_the_sweep_kills_its_cells_and_resumes(jobs1, tmp_path):
     assert all(c["status"] == "finished" for c in json.loads((out / "sweep.json").read_text())["cells"])
 
 
+def test_sigterm_stops_the_cells_and_records_them(data_dir, tmp_path):
+    """SIGTERM to the sweep (a scheduler's stop): it stops its running cells, waits for them
+    and records them as interrupted; exit 143 as for kif run."""
+    out = tmp_path / "out"
+    proc = sweep_proc(tiny_subgrid(tmp_path, SEQ_A), "-o", out, "--jobs", "2")
+    deadline = time.monotonic() + 900
+    while len(children := _lock_holders(out)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("kif: stopped by SIGTERM; completed work is kept")
+    assert not any(_alive(p) for p in children) and not _lock_holders(out)
+    states = [c["status"] for c in json.loads((out / "sweep.json").read_text())["cells"]]
+    assert "interrupted" in states and set(states) <= {"interrupted", "finished"}, states
+
+
 def test_a_failing_cell_leaves_the_others_finished(jobs1, tmp_path):
     """seqlora_a_seed1's folder is held by another process: that cell fails, seed 2 finishes,
     the sweep exits 2 with one line naming the failed cell."""
