@@ -301,7 +301,11 @@ def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool =
                                "the new one, or move that directory away to run the cell afresh")
             if changed:
                 log.info("sweep: cell %s continues with a changed config (%s)", cell.name, ", ".join(changed[:5]))
-        cell.status, cell.metrics, cell.run_seconds = cell_status(cell_dir, cfg, tasks, accept_config_change, repair)
+        try:
+            cell.status, cell.metrics, cell.run_seconds = cell_status(cell_dir, cfg, tasks, accept_config_change,
+                                                                      repair)
+        except KifError as exc:  # kif run's advice (--overwrite) has no sweep flag: say what a sweep needs
+            raise type(exc)(f"{exc} (sweep cell {cell.name}: to run it afresh, move {cell_dir} away)") from None
 
 
 def cell_status(cell_dir: Path, cfg: RunConfig, tasks: list[str], accept_config_change: bool = False,
