@@ -20,8 +20,9 @@ reverse), so a grid over orders works on a base with a task list. Cells run in g
 the last key varying fastest; each writes ``OUT/<cell>/`` named from its values in a
 fixed order (method, order / tasks, other keys, seed), e.g. ``OUT/seqlora_std1_seed1``, so
 ``kif report OUT`` reads them all. ``OUT/sweep.json`` records the grid and each cell's
-directory and status (a cell's status comes from its validated checkpoint). Every cell's config (keys, method, method_args, benchmark and task
-order, and the config of a cell already started) is checked before any cell runs.
+directory and status (read from the cell's validated checkpoint). Every cell's config (keys,
+method, method_args, benchmark and task order, and the config of a cell already started) is
+checked before any cell runs.
 """
 from __future__ import annotations
 

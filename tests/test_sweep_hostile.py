@@ -266,9 +266,9 @@ CELL_EDITS = {  # name -> how to damage the finished cell (the sweep file is the
     "tasks is a link": lambda w: _link_tasks(w),
     "sweep.json garbage": lambda w: (w / "out" / "sweep.json").write_text("{not json"),
     "sweep.json a list": lambda w: (w / "out" / "sweep.json").write_text("[]"),
-    "sweep.json of another sweep": lambda w: _edit_json(w / "out" / "sweep.json",
-                                                        lambda s: {**s, "sweep_path": "/elsewhere.yaml", "sweep_file": "/elsewhere.yaml",
-                                                                   "grid": {"seed": {"9": 9}}}),
+    "sweep.json of another sweep": lambda w: _edit_json(
+        w / "out" / "sweep.json",
+        lambda s: {**s, "sweep_path": "/elsewhere.yaml", "sweep_file": "/elsewhere.yaml", "grid": {"seed": {"9": 9}}}),
 }
 
 
