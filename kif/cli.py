@@ -36,13 +36,24 @@ def _cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     out = args.output or os.path.join("runs", "sweep-" + os.path.splitext(os.path.basename(args.sweep))[0])
-    sweep = run_sweep(args.sweep, out, dry_run=args.dry_run, show_progress=not args.quiet)
+    sweep = run_sweep(args.sweep, out, dry_run=args.dry_run, show_progress=not args.quiet, jobs=args.jobs,
+                      devices=args.devices, accept_config_change=args.accept_config_change)
     for c in sweep.cells:
         print(f"{c.status:9s} {os.path.join(out, c.name)}  "
               + " ".join(f"{k}={v}" for k, v in c.values.items()))
     if not args.dry_run:
         print(f"{os.path.join(out, 'sweep.json')}\nkif report {out} -o {os.path.join(out, 'report')}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _cmd_report(args) -> int:
@@ -145,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file: base config, grid, overrides (configs/sweeps/)")
     sw.add_argument("-o", "--output", help="output directory, one run directory per cell (default runs/sweep-<sweep file name>)")
     sw.add_argument("--dry-run", action="store_true", help="check every cell's config and list the cells; run nothing")
+    sw.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                    help="run up to N cells at once, each 'kif run' in its own process with the cores split "
+                    "between them; its log in <cell>/run.log (default 1: one after another, in this process)")
+    sw.add_argument("--devices", metavar="IDS", help="with --jobs: GPUs to spread the cells over, e.g. 0,1 "
+                    "(default: CUDA_VISIBLE_DEVICES)")
+    sw.add_argument("--accept-config-change", action="store_true",
+                    help="continue started cells whose config differs from the sweep file's (e.g. a lowered "
+                    "learning rate), as 'kif run --accept-config-change' does")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sw.set_defaults(fn=_cmd_sweep)
 

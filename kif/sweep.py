@@ -1,6 +1,7 @@
 """Sweeps: a grid of ordinary ``kif run`` cells (methods × task orders × seeds × ...), run one
-after another in this process; running the same sweep again skips finished cells and
-resumes an interrupted one (``kif.runner.run`` resumes by itself from its output directory).
+after another in this process, or up to N at once in their own processes (``--jobs N``,
+:mod:`kif.sweep_jobs`); running the same sweep again skips finished cells and resumes an
+interrupted one (``kif.runner.run`` resumes by itself from its output directory).
 
 A sweep file (paths relative to the sweep file)::
 
@@ -19,8 +20,9 @@ reverse), so a grid over orders works on a base with a task list. Cells run in g
 the last key varying fastest; each writes ``OUT/<cell>/`` named from its values in a
 fixed order (method, order / tasks, other keys, seed), e.g. ``OUT/seqlora_std1_seed1``, so
 ``kif report OUT`` reads them all. ``OUT/sweep.json`` records the grid and each cell's
-directory and status. Every cell's config (keys, method, method_args, benchmark and task
-order, and the config of a cell already started) is checked before any cell runs.
+directory and status (read from the cell's validated checkpoint). Every cell's config (keys,
+method, method_args, benchmark and task order, and the config of a cell already started) is
+checked before any cell runs.
 """
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ from typing import Any, Callable
 import yaml
 
 from .config import RunConfig, load_config, set_key, validate_config
-from .errors import ConfigError, KifError
+from .errors import ConfigError, KifError, OutputError
 from .io import atomic_write_json
+from .lock import check_utf8_path
 
 log = logging.getLogger("kif")
 
@@ -74,8 +77,14 @@ def _read_yaml(path: Path, what: str) -> dict:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     return raw
@@ -113,6 +122,22 @@ def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
 
 
+def _plain_component(name: str, where: str) -> str:
+    """A label or cell name becomes a folder under OUT: it must be one plain path component
+    (not empty, not ``.`` or ``..``, no separator, UTF-8), else the cell would be written
+    outside its folder (``..`` is the parent of OUT) or into OUT itself."""
+    try:
+        name.encode("utf-8")
+        utf8 = True
+    except UnicodeEncodeError:
+        utf8 = False
+    if not utf8 or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ConfigError(f"{where}: {shown!r} cannot name a folder (it must be one plain path component: "
+                          "not empty, '.' or '..', no '/', UTF-8)")
+    return name
+
+
 def _grid(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{source}: grid: must map config keys to lists of values, e.g. grid: {{seed: [1, 2]}}")
@@ -121,7 +146,11 @@ def _grid(raw: Any, source: str) -> dict[str, dict[str, Any]]:
         if isinstance(values, dict):
             if not values:
                 raise ConfigError(f"{source}: grid.{key}: no values")
-            grid[str(key)] = {_label(lbl): v for lbl, v in values.items()}
+            labelled = {_label(_plain_component(str(lbl), f"{source}: grid.{key} label")): v
+                        for lbl, v in values.items()}
+            if len(labelled) < len(values):
+                raise ConfigError(f"{source}: grid.{key}: two labels give the same folder name")
+            grid[str(key)] = labelled
         elif isinstance(values, list) and values:
             labelled = {_label(v): v for v in values}
             if len(labelled) < len(values):
@@ -179,7 +208,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     for combo in itertools.product(*(grid[k].items() for k in keys)):
         labels = {k: lbl for k, (lbl, _) in zip(keys, combo)}
         values = {k: v for k, (_, v) in zip(keys, combo)}
-        name = _cell_name(labels)
+        name = _plain_component(_cell_name(labels), f"{src}: cell {values}: folder name")
         if name in names:
             raise ConfigError(f"{src}: cells {names[name]} and {values} get the same directory name {name!r}")
         names[name] = values
@@ -209,34 +238,128 @@ def _named(exc: KifError, source: str) -> KifError:
     return exc if str(exc).startswith(source) else type(exc)(f"{source}: {exc}")
 
 
-def check_cells(sweep: Sweep) -> None:
+def check_output(out: Path) -> None:
+    """``-o`` before anything is read or created: UTF-8, and a folder if it exists (a file
+    there fails at once, not after every cell's data was read)."""
+    check_utf8_path(out, "sweep output folder")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another sweep output folder (-o)")
+
+
+def check_owner(sweep: Sweep) -> None:
+    """One sweep per output folder: ``OUT/sweep.json`` of another sweep file (another path and
+    name, and another grid) is not silently replaced. The same file edited (a seed added), or
+    moved or copied with its folder (same name or same grid), is the same sweep; a cell that two
+    sweeps configure differently is refused by :func:`check_cells` anyway."""
+    state_file = sweep.out / "sweep.json"
+    if not state_file.exists():
+        return
+    try:
+        old = json.loads(state_file.read_text(encoding="utf-8"))
+        old_path, old_grid = old.get("sweep_path"), old["grid"]
+        old_file = str(old.get("sweep_file"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, KeyError, TypeError):
+        raise KifError(f"{state_file}: unreadable; it is only the sweep's summary (the cells' folders are the "
+                       "record): move it away and run again") from None
+    same_file = old_path == str(sweep.path.resolve()) or Path(old_file).name == sweep.path.name
+    if not same_file and old_grid != _grid_record(sweep):
+        raise KifError(f"{state_file}: this folder holds the sweep of {old_file} (another grid); running "
+                       f"{sweep.path} here would replace its record: choose another -o, or move "
+                       f"{state_file} away to let this sweep file take the folder over")
+
+
+def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool = True) -> None:
     """What :func:`load_sweep` cannot check without the data folder: the benchmark and task
-    sequence of every cell; and, for a cell already started, that its stored config is the
-    cell's (a changed sweep file would otherwise fail halfway through the grid)."""
+    sequence of every cell; for a cell already started, that its stored config is the cell's
+    (a changed sweep file would otherwise fail halfway through the grid) and its status, read
+    from its validated checkpoint as ``kif run`` reads it. ``repair``: rewrite a finished cell's
+    results.json that does not match its checkpoint (off for a dry run, which writes nothing)."""
     from .data import get_benchmark, resolve_sequence
     from .config import config_changes
 
     benches = {}
     for cell in sweep.cells:
         cfg = cell.config
+        source = f"{sweep.path} (cell {cell.name})"
         try:
             key = (cfg.benchmark, cfg.data_dir)
             if key not in benches:
                 benches[key] = get_benchmark(cfg.benchmark, cfg.data_dir)
-            resolve_sequence(benches[key], cfg.order, cfg.tasks)
+            tasks = resolve_sequence(benches[key], cfg.order, cfg.tasks)
         except KifError as exc:
-            raise _named(exc, f"{sweep.path} (cell {cell.name})") from None
-        stored = sweep.out / cell.name / "config.yaml"
+            raise _named(exc, source) from None
+        cell_dir = sweep.out / cell.name
+        stored = cell_dir / "config.yaml"
         if stored.is_file():
             try:
                 old = yaml.safe_load(stored.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
                 raise KifError(f"{stored}: unreadable; cannot check the cell to resume") from None
             changed = config_changes(old, cfg)
-            if changed:
+            if changed and not accept_config_change:
                 raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
-                               "restore the sweep file, or move that directory away to run the cell afresh")
-        cell.status, cell.metrics, cell.run_seconds = cell_status(sweep.out / cell.name)
+                               "restore the sweep file, pass --accept-config-change to continue the cell with "
+                               "the new one, or move that directory away to run the cell afresh")
+            if changed:
+                log.info("sweep: cell %s continues with a changed config (%s)", cell.name, ", ".join(changed[:5]))
+        try:
+            cell.status, cell.metrics, cell.run_seconds = cell_status(cell_dir, cfg, tasks, accept_config_change,
+                                                                      repair)
+        except KifError as exc:  # kif run's advice (--overwrite) has no sweep flag: say what a sweep needs
+            raise type(exc)(f"{exc} (sweep cell {cell.name}: to run it afresh, move {cell_dir} away)") from None
+
+
+def cell_status(cell_dir: Path, cfg: RunConfig, tasks: list[str], accept_config_change: bool = False,
+                repair: bool = False) -> tuple[str, dict, float | None]:
+    """(status, metrics, run seconds) of a cell's directory, from its newest checkpoint checked
+    as ``kif run`` checks it before a resume (:func:`kif.runner.prepare_output_dir`; a damaged
+    or foreign one is a KifError naming the file): ``finished``, ``partial`` (a task boundary
+    committed), or ``pending``. The checkpoint is the record: results.json does not decide the
+    status (``repair``: a finished cell's is rewritten when it differs)."""
+    if not cell_dir.is_dir():
+        return "pending", {}, None
+    from .runner import prepare_output_dir
+
+    checkpoint = prepare_output_dir(cell_dir, cfg, overwrite=False, accept_config_change=accept_config_change,
+                                    tasks=tasks)
+    if checkpoint is None:
+        return "pending", {}, None
+    record = checkpoint[2].to_dict()
+    if checkpoint[2].finished and repair:
+        _restore_results(cell_dir, record)
+    return _record(record)
+
+
+def _restore_results(cell_dir: Path, record: dict) -> None:
+    """A finished cell's results.json is what its checkpoint holds: a missing, broken or
+    hand-edited one (a list, ``"finished": "no"``, timings of 1e308) is rewritten from the
+    checkpoint, under the cell's own lock, so that ``kif report`` reads the true numbers."""
+    path = cell_dir / "results.json"
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        current = None
+    if current == record:
+        return
+    from .lock import OutputLock
+    from .results import Results
+
+    with OutputLock(cell_dir, "cell folder"):
+        Results.from_dict(record, str(path)).write(path)
+    log.info("sweep: %s did not match the cell's checkpoint; rewritten from it", path)
+
+
+def _record(results: Any) -> tuple[str, dict, float | None]:
+    """What sweep.json keeps of a run's results: its status, AP / FWT / BWT, and its own
+    ``timings.total`` (all resumes together; None if not recorded). ``finished`` only when the
+    record says ``true``."""
+    results = results if isinstance(results, dict) else {}
+    timings = results.get("timings")
+    total = timings.get("total") if isinstance(timings, dict) else None
+    plausible = isinstance(total, (int, float)) and not isinstance(total, bool) and 0 < total < 1e10
+    return (("finished" if results.get("finished") is True else "partial"),
+            {k: results.get(k) for k in ("AP", "FWT", "BWT")},
+            float(total) if plausible else None)
 
 
 def remaining_seconds(cells: list[Cell]) -> float | None:
@@ -259,63 +382,83 @@ def _method_label(cell: Cell) -> str:
     return cell.labels["method"] if "method" in cell.labels else str(cell.config.method)
 
 
-def cell_status(cell_dir: Path) -> tuple[str, dict, float | None]:
-    """(status, metrics, run seconds) of a cell's directory: ``finished`` (results.json says so),
-    ``partial`` (a run started there) or ``pending``; see :func:`_record`."""
-    path = cell_dir / "results.json"
-    if not path.is_file():
-        return "pending", {}, None
-    try:
-        res = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "partial", {}, None  # the run itself reports a damaged directory, naming the file
-    return _record(res)
-
-
-def _record(results: dict) -> tuple[str, dict, float | None]:
-    """What sweep.json keeps of a run's results: its status, AP / FWT / BWT, and its own
-    ``timings.total`` (all resumes together; None if not recorded)."""
-    total = (results.get("timings") or {}).get("total")
-    return (("finished" if results.get("finished") else "partial"),
-            {k: results.get(k) for k in ("AP", "FWT", "BWT")},
-            float(total) if isinstance(total, (int, float)) and total > 0 else None)
-
-
 # ---- running -------------------------------------------------------------------------------------
+
+def _grid_record(sweep: Sweep) -> dict:
+    return json.loads(json.dumps({k: {lbl: v for lbl, v in vals.items()} for k, vals in sweep.grid.items()}))
+
+
+STATUSES = ("finished", "partial", "running", "pending", "failed", "interrupted")
+
 
 def write_state(sweep: Sweep) -> None:
     atomic_write_json(sweep.out / "sweep.json", {
         "sweep_file": str(sweep.path),
-        "grid": {k: {lbl: v for lbl, v in vals.items()} for k, vals in sweep.grid.items()},
+        "sweep_path": str(sweep.path.resolve()),
+        "grid": _grid_record(sweep),
         "cells": [{"name": c.name, "dir": c.name, "values": c.values, "status": c.status,
                    "seconds": None if c.seconds is None else round(c.seconds, 3),
                    "run_seconds": None if c.run_seconds is None else round(c.run_seconds, 3), **c.metrics}
                   for c in sweep.cells],
-        "counts": {s: sum(c.status == s for c in sweep.cells) for s in ("finished", "partial", "running", "pending", "failed", "interrupted")},
+        "counts": {s: sum(c.status == s for c in sweep.cells) for s in STATUSES},
     })
 
 
 def _duration(s: float) -> str:
-    s = int(round(s))
+    s = int(round(min(s, 1e9)))  # a bound, not a claim: 30 years
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_progress: bool = True,
-              run_fn: Callable | None = None) -> Sweep:
-    """Run (or continue) every unfinished cell of a sweep, in grid order. A failing cell stops
-    the sweep with its error (finished cells stay; the failed one resumes on the next call).
-    ``dry_run``: check every cell and return without running or writing. ``run_fn``: the
-    function that runs one cell (default :func:`kif.runner.run`)."""
+              run_fn: Callable | None = None, jobs: int = 1, devices: list[str] | None = None,
+              accept_config_change: bool = False) -> Sweep:
+    """Run (or continue) every unfinished cell of a sweep. ``jobs`` 1: in grid order in this
+    process; a failing cell stops the sweep with its error (finished cells stay; the failed one
+    resumes on the next call). ``jobs`` N > 1: up to N cells at once, each ``kif run`` in its
+    own process (:mod:`kif.sweep_jobs`); a failing cell does not stop the others, and the sweep
+    ends with a KifError naming every failed cell. ``OUT`` is locked for the sweep's lifetime
+    (one sweep per folder); each cell's run locks its own folder. ``dry_run``: check every cell
+    and return without running or writing. ``run_fn`` (jobs 1): the function that runs one cell
+    (default :func:`kif.runner.run`). ``accept_config_change``: a started cell whose config
+    differs from the sweep file's continues with the new one (as ``kif run --accept-config-change``)."""
+    out = Path(out)
+    check_output(out)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: must be a whole number of at least 1, got {jobs!r}")
     sweep = load_sweep(path, out)
-    check_cells(sweep)
+    if dry_run:
+        check_cells(sweep, accept_config_change, repair=False)
+        _log_start(sweep)
+        return sweep
+    from .lock import OutputLock
+
+    with OutputLock(out, "sweep output folder"):
+        check_owner(sweep)
+        check_cells(sweep, accept_config_change)
+        _log_start(sweep)
+        write_state(sweep)  # every invocation: corrects a cell left 'running' by a kill
+        if jobs > 1:
+            from .sweep_jobs import run_parallel
+
+            run_parallel(sweep, jobs, devices, accept_config_change, show_progress)
+        else:
+            _run_in_process(sweep, run_fn, show_progress, accept_config_change)
+    return sweep
+
+
+def _log_start(sweep: Sweep) -> None:
     todo = [c for c in sweep.cells if c.status != "finished"]
     n = len(sweep.cells)
     log.info("sweep %s: %d cells, %d finished, %d to run%s", sweep.path, n, n - len(todo), len(todo),
              " (partial ones resume)" if any(c.status == "partial" for c in todo) else "")
-    if dry_run:
-        return sweep
+
+
+def _run_in_process(sweep: Sweep, run_fn: Callable | None, show_progress: bool, accept_config_change: bool) -> None:
     if run_fn is None:
         from .runner import run as run_fn
+    extra = {"accept_config_change": True} if accept_config_change else {}
+    todo = [c for c in sweep.cells if c.status != "finished"]
+    n = len(sweep.cells)
     for i, cell in enumerate(todo):
         left = len(todo) - i
         estimate = remaining_seconds(sweep.cells)
@@ -326,7 +469,7 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         write_state(sweep)
         t0 = time.perf_counter()
         try:
-            results = run_fn(cell.config, sweep.out / cell.name, show_progress=show_progress)
+            results = run_fn(cell.config, sweep.out / cell.name, show_progress=show_progress, **extra)
         except BaseException as exc:
             cell.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             cell.seconds = time.perf_counter() - t0
@@ -342,6 +485,9 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         cell.run_seconds = run_seconds or cell.seconds
         write_state(sweep)
         log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),
-                 *(("-" if v is None else f"{v:.2f}") for v in cell.metrics.values()))
+                 *(_fmt(v) for v in cell.metrics.values()))
     log.info("sweep: all %d cells finished; %s", n, sweep.out / "sweep.json")
-    return sweep
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
