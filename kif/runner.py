@@ -37,6 +37,7 @@ from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
 from .metrics import describe_normalization
 from .models import check_target_modules, load_model, model_path
+from .names import check_path_component
 from .results import Results, UnseenPoint
 from .per_task import check_sequence, task_config
 from .training import hold_out, make_validator, train_task, use_bf16
@@ -321,7 +322,9 @@ def evaluate_unseen(state: RunState, k: int | None) -> float:
 # ---- the output directory --------------------------------------------------------------------------
 
 def task_dir_name(k: int, task: str) -> str:
-    return f"{k + 1:02d}_{task}"
+    """``NN_<task>``; a task name was checked to be one plain path component when its
+    benchmark was read (checked again here: a name that escaped would write outside -o)."""
+    return f"{k + 1:02d}_{check_path_component(task, 'task name')}"
 
 
 def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool,
