@@ -74,3 +74,35 @@ def test_plain_task_names_with_odd_but_harmless_characters_still_load(tmp_path):
 
     for name in ("qa-1", "a b", "é_task", "x.y", "..x"):
         assert list(get_benchmark(_bench_with_task(tmp_path, name)).tasks) == [name]
+
+
+# ---- 2a. the divergence stop checks the optimised loss ------------------------------------------------
+
+@pytest.mark.parametrize("method,args", [("ewc", {}), ("kiflora", {"ortho_weight": 1.0})])
+def test_divergence_stop_sees_the_method_extra_loss(method, args, tmp_path, capsys, data_dir):
+    """At lr 1e6 tiny-llama's own loss stays bounded (clipped steps) while EWC's penalty reaches
+    ~1e26 and KIFLoRA's eq. 5 ~1e13: before, the run exited 0 with those numbers in results.json."""
+    cfg = tiny_config(method=method, method_args=args, tasks=["cb", "copa"],
+                      train={"learning_rate": 1e6}).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    line = _fails(["run", str(tmp_path / "cfg.yaml"), "-o", str(tmp_path / "out"), "-q"], capsys, "diverged")
+    assert "learning_rate" in line
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert not results["finished"]
+
+
+def test_divergence_guard_adds_the_extra_loss_to_the_step_loss():
+    """Hand-computed: micro-batch model losses 2 and 3 plus extras 0.5 and 0.5 -> step loss 6."""
+    import torch
+
+    from kif.divergence import DivergenceGuard
+
+    g = DivergenceGuard("t", 1e-3, False, 1.0)
+    g._handle = object()  # as if the forward hook were installed
+    for model_loss in (2.0, 3.0):
+        g._record(type("M", (), {"training": True})(), None, {"loss": torch.tensor(model_loss)})
+        g.add_extra(torch.tensor(0.5))
+    seen = []
+    g.check = lambda loss, step: seen.append(loss)
+    g.on_pre_optimizer_step(None, type("S", (), {"global_step": 0})(), None)
+    assert seen == [6.0]
