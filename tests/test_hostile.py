@@ -106,3 +106,61 @@ def test_divergence_guard_adds_the_extra_loss_to_the_step_loss():
     g.check = lambda loss, step: seen.append(loss)
     g.on_pre_optimizer_step(None, type("S", (), {"global_step": 0})(), None)
     assert seen == [6.0]
+
+
+# ---- 2d. the checkpoint is the record -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    """One finished two-task SeqLoRA run (copied by each test that edits it)."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = tiny_config(method="seqlora", tasks=["cb", "copa"]).model_dump(mode="json")
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(root / "cfg.yaml"), "-o", str(root / "run"), "-q"]) == 0
+    return root
+
+
+def _copy_run(finished_run, tmp_path) -> tuple[Path, Path]:
+    import shutil
+
+    shutil.copytree(finished_run / "run", tmp_path / "run")
+    shutil.copy(finished_run / "cfg.yaml", tmp_path / "cfg.yaml")
+    return tmp_path / "cfg.yaml", tmp_path / "run"
+
+
+@pytest.mark.parametrize("edit", ["missing", "broken", "not utf-8", "hand-edited", "a list"])
+def test_finished_run_with_a_bad_results_file_is_rewritten_from_the_checkpoint(edit, finished_run, tmp_path):
+    cfg, run = _copy_run(finished_run, tmp_path)
+    results = run / "results.json"
+    record = json.loads((run / "checkpoints" / "after-02" / "results.json").read_text())
+    original = results.read_bytes()
+    if edit == "missing":
+        results.unlink()
+    elif edit == "broken":
+        results.write_text('{"finished": tr')
+    elif edit == "not utf-8":
+        results.write_bytes(b"\xff\xfe{}")
+    elif edit == "hand-edited":
+        doc = json.loads(original)
+        doc["matrix"][-1][0] = 99.0
+        results.write_text(json.dumps(doc))
+    else:
+        results.write_text("[1, 2]")
+    assert main(["run", str(cfg), "-o", str(run), "-q"]) == 0
+    assert json.loads(results.read_text()) == record
+    assert results.read_bytes() == original  # the same bytes as the run wrote
+
+
+def test_finished_run_with_an_intact_results_file_is_left_untouched(finished_run, tmp_path):
+    cfg, run = _copy_run(finished_run, tmp_path)
+    before = _snapshot(run)
+    assert main(["run", str(cfg), "-o", str(run), "-q"]) == 0
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]\n", "just text\n"])
+def test_stored_config_that_is_not_a_mapping_is_named_not_an_empty_diff(text, finished_run, tmp_path, capsys):
+    cfg, run = _copy_run(finished_run, tmp_path)
+    (run / "config.yaml").write_text(text)
+    line = _fails(["run", str(cfg), "-o", str(run), "-q"], capsys, "config.yaml", "not a kif config")
+    assert "()" not in line
