@@ -162,6 +162,8 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
               else [(t, data.train[t]) for t in data.tasks])
     if checkpoint:
         tensors, meta, results = checkpoint
+        method.check_state(tensors, meta.get("method", {}), meta.get("stages_done", 0),
+                           str(latest_checkpoint(out_dir) / "method.json"))
         try:
             method.load_state_dict(tensors, meta.get("method", {}))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:

@@ -164,3 +164,88 @@ def test_stored_config_that_is_not_a_mapping_is_named_not_an_empty_diff(text, fi
     (run / "config.yaml").write_text(text)
     line = _fails(["run", str(cfg), "-o", str(run), "-q"], capsys, "config.yaml", "not a kif config")
     assert "()" not in line
+
+
+# ---- 2b. a checkpoint must hold the method's own state for its stage ---------------------------------
+
+def _stopped_after_task_1(tmp_path: Path, method: str) -> tuple[Path, Path]:
+    """A two-task run of ``method`` killed just before its second task's checkpoint (after-01 stays)."""
+    import subprocess
+    import sys
+
+    cfg = tiny_config(method=method, tasks=["cb", "copa"]).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    env = {**os.environ, "KIF_FAULT": "write:3"}  # writes: after-00, after-01, (killed) after-02
+    subprocess.run([sys.executable, "-m", "kif.cli", "run", str(tmp_path / "cfg.yaml"), "-o", str(out), "-q"],
+                   env=env, capture_output=True, timeout=600)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["after-01"]
+    from kif.lock import LOCK_NAME
+
+    (out / LOCK_NAME).unlink(missing_ok=True)  # the killed owner's; the next run replaces it anyway
+    return tmp_path / "cfg.yaml", out
+
+
+def _edit_method_tensors(ckpt: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(ckpt / "method.safetensors")
+    save_file(edit(tensors), ckpt / "method.safetensors")
+
+
+@pytest.fixture(scope="module")
+def kif_after_task_1(tmp_path_factory, data_dir):
+    return _stopped_after_task_1(tmp_path_factory.mktemp("kif1"), "kif")
+
+
+@pytest.mark.parametrize("case", ["no accumulated", "no fused_prev", "no method state", "ewc's state"])
+def test_kif_checkpoint_without_its_state_after_task_1_is_refused(case, kif_after_task_1, tmp_path, capsys):
+    import shutil
+
+    cfg, out = kif_after_task_1[0], tmp_path / "run"
+    shutil.copytree(kif_after_task_1[1], out)
+    ckpt = out / "checkpoints" / "after-01"
+    if case == "no accumulated":
+        _edit_method_tensors(ckpt, lambda t: {n: v for n, v in t.items() if n != "method.accumulated"})
+    elif case == "no fused_prev":
+        _edit_method_tensors(ckpt, lambda t: {n: v for n, v in t.items() if not n.startswith("method.fused_prev/")})
+    elif case == "no method state":
+        _edit_method_tensors(ckpt, lambda t: {n: v for n, v in t.items() if not n.startswith("method.")})
+    else:
+        _edit_method_tensors(ckpt, lambda t: {**{n: v for n, v in t.items() if not n.startswith("method.")},
+                                              **{n.replace("method.fused_prev/", "method.fisher/"): v
+                                                 for n, v in t.items() if n.startswith("method.fused_prev/")}})
+    before = _snapshot(out)
+    line = _fails(["run", str(cfg), "-o", str(out), "-q"], capsys, str(ckpt))
+    assert ("lacks the state" in line) or ("never writes" in line)
+    assert _snapshot(out) == before
+
+
+def test_every_method_declares_exactly_the_state_it_writes(tmp_path, monkeypatch, data_dir):
+    """Each method's checkpoints (after the zero-shot row and after its task) hold every entry
+    its STATE requires at that stage and nothing it does not declare; every declared entry
+    is written at some stage."""
+    import kif.runner
+    from kif.methods import get_method
+    from kif.methods.registry import all_methods
+
+    seen: list = []
+    real = kif.runner.save_checkpoint
+
+    def record(out_dir, done, tensors, meta, results):
+        seen.append((done, dict(tensors), meta["method"]))
+        return real(out_dir, done, tensors, meta, results)
+
+    monkeypatch.setattr(kif.runner, "save_checkpoint", record)
+    for name in all_methods():
+        seen.clear()
+        cfg = tiny_config(method=name, tasks=["cb", "copa"],
+                          data={"train_samples": 4, "test_samples": 2}, eval={"max_new_tokens": 2})
+        kif.runner.run(cfg, tmp_path / name, show_progress=False)
+        cls = get_method(name)
+        written = set()
+        for done, tensors, meta in seen:
+            cls.check_state(tensors, meta, done, f"{name} after {done}")
+            written |= {n[len("method."):].replace("/", ".").split(".")[0] for n in tensors
+                        if n.startswith("method.")} | set(meta)
+        assert written == set(cls.state_entries()), name
