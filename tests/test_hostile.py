@@ -249,3 +249,26 @@ def test_every_method_declares_exactly_the_state_it_writes(tmp_path, monkeypatch
             written |= {n[len("method."):].replace("/", ".").split(".")[0] for n in tensors
                         if n.startswith("method.")} | set(meta)
         assert written == set(cls.state_entries()), name
+
+
+# ---- 2c. kif report: run names unique, computed once ------------------------------------------------
+
+def test_report_run_names_are_unique_and_the_same_in_every_section(finished_run, tmp_path):
+    import re
+    import shutil
+
+    for d in ("a/x", "b/x", "c/x-2", "d/x-3"):
+        shutil.copytree(finished_run / "run", tmp_path / d)
+    dirs = [str(tmp_path / d) for d in ("a/x", "b/x", "c/x-2", "d/x-3")]
+    assert main(["report", *dirs, "-o", str(tmp_path / "rep")]) == 0
+    rows = json.loads((tmp_path / "rep" / "comparison.json").read_text())
+    table_names = [r["run"] for r in rows if r["kind"] == "run"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    runs_section = re.findall(r"^### (.+)$", md.split("## Runs", 1)[1], re.M)
+    assert sorted(table_names) == sorted(runs_section) == ["x", "x-2", "x-3", "x-4"]
+    assert table_names == runs_section  # same order too
+    # each folder literally named x-2 / x-3 keeps its own name: the copies of "x" go around them
+    by_dir = dict(re.findall(r"^### (.+)\n+- \*\*directory\*\*: (.+)$", md, re.M))
+    assert by_dir["x-2"].endswith("c/x-2") and by_dir["x-3"].endswith("d/x-3")
+    assert by_dir["x"].endswith("a/x") and by_dir["x-4"].endswith("b/x")
+    assert len(list((tmp_path / "rep").glob("matrix_*.png"))) == 4

@@ -64,17 +64,17 @@ def sort_key(run: dict) -> tuple:
 
 def sort_runs(runs: Sequence[dict]) -> list[dict]:
     """Deterministic order (benchmark, model, method, order, directory), unique run names."""
-    runs = sorted(runs, key=sort_key)
-    seen: dict[str, int] = {}
-    out = []
-    for r in runs:
-        r = dict(r)
-        base = r.get("run_name") or sanitize(Path(r.get("run_dir", "run")).name)
-        n = seen.get(base, 0) + 1
-        seen[base] = n
-        r["run_name"] = base if n == 1 else f"{base}-{n}"
-        out.append(r)
-    return out
+    runs = [dict(r) for r in sorted(runs, key=sort_key)]
+    bases = [r.get("run_name") or sanitize(Path(r.get("run_dir", "run")).name) for r in runs]
+    reserved, taken = set(bases), set()
+    for r, base in zip(runs, bases):
+        name, n = base, 1
+        while name in taken or (n > 1 and name in reserved):  # "x", "x-2", ... never another run's own name
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        r["run_name"] = name
+    return runs  # names unique, so a second call (comparison_rows) keeps them
 
 
 # ---- comparison table ----------------------------------------------------------------------
