@@ -111,6 +111,12 @@ class Results(BaseModel):
         for name, row in rows:
             if row is not None and len(row) != k:
                 raise ValueError(f"'{name}' must be a list of {k} numbers (or null)")
+        for i, st in enumerate(self.per_task):  # what a report reads of them (names, fusion weights)
+            if not isinstance(st.get("task", ""), str):
+                raise ValueError(f"'per_task[{i}].task' must be a task name")
+            w = st.get("mean_weight_on_past")
+            if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+                raise ValueError(f"'per_task[{i}].mean_weight_on_past' must be a finite number")
         for name, v in [("AP", self.AP), ("FWT", self.FWT), ("BWT", self.BWT)]:
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"'{name}' must be a finite number or null")

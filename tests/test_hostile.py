@@ -272,3 +272,358 @@ def test_report_run_names_are_unique_and_the_same_in_every_section(finished_run,
     assert by_dir["x-2"].endswith("c/x-2") and by_dir["x-3"].endswith("d/x-3")
     assert by_dir["x"].endswith("a/x") and by_dir["x-4"].endswith("b/x")
     assert len(list((tmp_path / "rep").glob("matrix_*.png"))) == 4
+
+
+# ---- 3/4. kif report on a hostile corpus: exit 2, one line, nothing outside -o changes -----------------
+
+@pytest.fixture(scope="module")
+def kif_run(tmp_path_factory, data_dir):
+    """A finished two-task KIF run: results, config and unit-score files for the report to read."""
+    root = tmp_path_factory.mktemp("kifrun")
+    cfg = tiny_config(method="kif", tasks=["cb", "copa"]).model_dump(mode="json")
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(root / "cfg.yaml"), "-o", str(root / "run"), "-q"]) == 0
+    return root / "run"
+
+
+def _edit_json(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _edit_config(run: Path, fn) -> None:
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    fn(doc)
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _set(doc: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        doc = doc.setdefault(p, {})
+    doc[last] = value
+
+
+def _header_file(path: Path, header: bytes, data: bytes = b"") -> None:
+    import struct
+
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def _escaped_entries(n: int) -> bytes:
+    """A safetensors header of ``n`` tensors whose key names are written with JSON escapes."""
+    entry = '"t{i}":{{"dtype":"F32","shape":[0],"data\\u005foffsets":[0,0]}}'
+    return ("{" + ",".join(entry.format(i=i) for i in range(n)) + "}").encode()
+
+
+SCORES = "tasks/02_copa/scores_current.safetensors"
+REPORT_CORPUS = {  # name -> (edit of a copy of a finished KIF run, words the one-line error holds)
+    "results missing": (lambda r: (r / "results.json").unlink(), "results.json"),
+    "results broken": (lambda r: (r / "results.json").write_text('{"method": "ki'), "results.json"),
+    "results a list": (lambda r: (r / "results.json").write_text("[1, 2]"), "results.json"),
+    "results a string": (lambda r: (r / "results.json").write_text('"text"'), "results.json"),
+    "results not utf-8": (lambda r: (r / "results.json").write_bytes(b'{"a": "\xff"}'), "results.json"),
+    "results nested deep": (lambda r: (r / "results.json").write_text("[" * 100000 + "]" * 100000), "results.json"),
+    "matrix row too short": (lambda r: _edit_json(r / "results.json", lambda d: d["matrix"][0].pop()), "matrix"),
+    "score out of range": (lambda r: _edit_json(r / "results.json", lambda d: _set(d, "AP", 1e300)), "AP"),
+    "per_task task a list": (lambda r: _edit_json(r / "results.json", lambda d: _set(d["per_task"][1], "task", ["x"])),
+                             "per_task"),
+    "fusion weight a string": (lambda r: _edit_json(r / "results.json",
+                                                    lambda d: _set(d["per_task"][1], "mean_weight_on_past", "x")),
+                               "mean_weight_on_past"),
+    "seed a list": (lambda r: _edit_config(r, lambda d: _set(d, "seed", [1, 2])), "seed"),
+    "seed a dict": (lambda r: _edit_config(r, lambda d: _set(d, "seed", {"a": 1})), "seed"),
+    "tasks a list of lists": (lambda r: _edit_config(r, lambda d: _set(d, "tasks", [["cb"], "copa"])), "tasks"),
+    "top_fraction above 1": (lambda r: _edit_config(r, lambda d: _set(d, "method_args.top_fraction", 5)),
+                             "top_fraction"),
+    "top_fraction negative": (lambda r: _edit_config(r, lambda d: _set(d, "method_args.top_fraction", -1)),
+                              "top_fraction"),
+    "top_fraction nan": (lambda r: _edit_config(r, lambda d: _set(d, "method_args.top_fraction", float("nan"))),
+                         "top_fraction"),
+    "threshold a list": (lambda r: _edit_config(r, lambda d: _set(d, "method_args.threshold", [1])), "threshold"),
+    "method_args a list": (lambda r: _edit_config(r, lambda d: _set(d, "method_args", [1])), "method_args"),
+    "config not yaml": (lambda r: (r / "config.yaml").write_text("seed: [unclosed\n"), "config.yaml"),
+    "config a list": (lambda r: (r / "config.yaml").write_text("[1, 2]\n"), "config.yaml"),
+    "scores garbage": (lambda r: (r / SCORES).write_bytes(b"\x00garbage"), "scores_current"),
+    "scores header claims 1 TB": (lambda r: (r / SCORES).write_bytes((10**12).to_bytes(8, "little") + b"{}"),
+                                  "scores_current"),
+    "scores header with escaped keys": (lambda r: _header_file(r / SCORES, _escaped_entries(100_001)),
+                                        "scores_current"),
+    "accumulated scores garbage": (lambda r: (r / SCORES.replace("current", "accumulated")).write_bytes(b"\x01"),
+                                   "scores_accumulated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_CORPUS))
+def test_report_on_a_hostile_run_folder_is_one_line_and_changes_nothing_outside_o(case, kif_run, tmp_path,
+                                                                                   capsys):
+    import shutil
+    import time
+
+    edit, culprit = REPORT_CORPUS[case]
+    good, bad = tmp_path / "runs" / "good", tmp_path / "runs" / "bad"
+    shutil.copytree(kif_run, good)
+    shutil.copytree(kif_run, bad)
+    edit(bad)
+    before = _snapshot(tmp_path / "runs")
+    t0 = time.perf_counter()
+    _fails(["report", str(good), str(bad), "-o", str(tmp_path / "rep")], capsys, culprit)
+    assert time.perf_counter() - t0 < 60
+    assert _snapshot(tmp_path / "runs") == before
+    assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_report_corpus_is_large_enough():
+    assert len(REPORT_CORPUS) >= 15
+
+
+# ---- 3/4/5. kif data pull: malformed input, hostile servers, a full disk, a second pull ---------------
+# A local HTTP server (127.0.0.1, ephemeral port) plays each hostile upstream; every test is
+# bounded in time by small limits set on kif.data.pull's constants.
+
+class _Hostile:
+    """Per-path behaviours of the local server."""
+
+    def __init__(self):
+        import gzip
+
+        self.routes = {
+            "/o/r/c/bomb.json": ("gzip", gzip.compress(b" " * (48 * 2**20), 9)),
+            "/o/r/c/huge.json": ("announce", 10**12),
+            "/o/r/c/endless.json": ("endless", None),
+            "/o/r/c/trickle.json": ("trickle", 5.0),
+            "/o/r/c/slow.json": ("trickle", 0.2),
+            "/o/r/c/loop.json": ("redirect", "/o/r/c/loop.json"),
+            "/o/r/c/surrogate.json": ("body", b'[{"input": "\\ud800", "output": "a"}]'),
+            "/o/r/c/ok.json": ("body", b'[{"input": "q", "output": "a"}]'),
+        }
+
+
+def _handler():
+    import time
+    from http.server import BaseHTTPRequestHandler
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            kind, arg = self.server.hostile.routes.get(self.path, ("missing", None))
+            try:
+                if kind == "missing":
+                    self.send_error(404)
+                elif kind == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", arg)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif kind in ("body", "gzip"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(arg)))
+                    self.end_headers()
+                    self.wfile.write(arg)
+                elif kind == "announce":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(arg))
+                    self.end_headers()
+                    self.wfile.write(b"[" * 1000)
+                elif kind == "endless":
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    t0 = time.time()
+                    while time.time() - t0 < 20:
+                        self.wfile.write(b" " * 65536)
+                elif kind == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    t0 = time.time()
+                    while time.time() - t0 < 20:
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(arg)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return H
+
+
+@pytest.fixture
+def hostile_server():
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler())
+    srv.daemon_threads = True
+    srv.hostile = _Hostile()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _entry(name: str):
+    from kif.data.manifest import Entry
+
+    return Entry(path="long_sequence/cb/test", sha256="0" * 64, items=1,
+                 source={"repo": "o/r", "commit": "c", "path": name})
+
+
+def _pull_fails(server, name, tmp_path, *words, **kw):
+    import time
+
+    from kif.data.pull import pull
+    from kif.errors import DataError
+
+    t0 = time.monotonic()
+    with pytest.raises(DataError) as err:
+        pull(dest=tmp_path / "data", base_url=server.url, progress=False, entries=[_entry(name)], **kw)
+    msg = str(err.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+    return msg, time.monotonic() - t0
+
+
+@pytest.fixture
+def small_bounds(monkeypatch):
+    import kif.data.pull as pull_mod
+
+    monkeypatch.setattr(pull_mod, "MAX_DOWNLOAD_BYTES", 2**20)
+    monkeypatch.setattr(pull_mod, "RETRY_DELAYS_S", (0,))
+
+
+def test_pull_refuses_a_download_announced_larger_than_the_cap(hostile_server, small_bounds, tmp_path):
+    _, took = _pull_fails(hostile_server, "huge.json", tmp_path, "huge.json", "announced")
+    assert took < 10
+    assert not list((tmp_path / "data").rglob("*.part"))
+
+
+def test_pull_stops_an_endless_response_at_the_cap(hostile_server, small_bounds, tmp_path):
+    _, took = _pull_fails(hostile_server, "endless.json", tmp_path, "endless.json", "more than 1048576 bytes")
+    assert took < 10
+    assert not list((tmp_path / "data").rglob("*.part"))
+
+
+def test_pull_inflates_a_gzip_bomb_only_up_to_the_cap(hostile_server, small_bounds, monkeypatch, tmp_path):
+    import tracemalloc
+
+    import kif.data.pull as pull_mod
+
+    monkeypatch.setattr(pull_mod, "MAX_DOWNLOAD_BYTES", 4 * 2**20)  # the bomb itself (~50 KB) downloads
+    tracemalloc.start()
+    try:
+        _pull_fails(hostile_server, "bomb.json", tmp_path, "bomb.json", "MB of text")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20  # 48 MB inflated in memory before; now at most the 4 MB cap (+ copies)
+
+
+def test_pull_read_timeout_fails_a_server_trickling_a_byte_every_5_s(hostile_server, small_bounds, monkeypatch,
+                                                                    tmp_path):
+    import kif.data.pull as pull_mod
+
+    monkeypatch.setattr(pull_mod, "TIMEOUT_S", 1)
+    _, took = _pull_fails(hostile_server, "trickle.json", tmp_path, "trickle.json", "timed out", retries=0)
+    assert took < 8
+
+
+def test_pull_drops_a_stalled_connection(hostile_server, small_bounds, monkeypatch, tmp_path):
+    import kif.data.pull as pull_mod
+
+    monkeypatch.setattr(pull_mod, "STALL_WINDOW_S", 1)
+    _, took = _pull_fails(hostile_server, "slow.json", tmp_path, "slow.json", "stalled", retries=0)
+    assert took < 8
+
+
+def test_pull_has_an_overall_deadline(hostile_server, small_bounds, monkeypatch, tmp_path):
+    import kif.data.pull as pull_mod
+
+    monkeypatch.setattr(pull_mod, "DEADLINE_S", 1.5)
+    _, took = _pull_fails(hostile_server, "slow.json", tmp_path, "deadline", "run the same command again")
+    assert took < 8
+
+
+def test_pull_redirect_loop_is_one_line(hostile_server, small_bounds, tmp_path):
+    _pull_fails(hostile_server, "loop.json", tmp_path, "loop.json", "HTTP 302")
+
+
+def test_pull_lone_surrogate_json_is_one_line(hostile_server, small_bounds, tmp_path):
+    _pull_fails(hostile_server, "surrogate.json", tmp_path, "surrogate", "not valid Unicode")
+
+
+def test_pull_on_a_full_disk_says_the_disk_is_full(hostile_server, small_bounds, monkeypatch, tmp_path):
+    import errno
+
+    import kif.data.pull as pull_mod
+
+    class Full:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pull_mod, "open", Full, raising=False)
+    msg, _ = _pull_fails(hostile_server, "ok.json", tmp_path, "disk is full")
+    assert "download failed" not in msg
+
+
+def test_second_pull_into_one_folder_is_refused_naming_the_first(hostile_server, tmp_path):
+    from kif.lock import OutputLock
+
+    with OutputLock(tmp_path / "data", "data folder"):
+        _pull_fails(hostile_server, "ok.json", tmp_path, str(tmp_path / "data"), "in use by another kif process")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://host/x", "http://", "http://host:99999/x", "not a url",
+                                 "http://ho st/x"])
+def test_pull_malformed_base_url_is_one_line(url, tmp_path, capsys):
+    _fails(["data", "pull", "--dir", str(tmp_path / "data"), "--base-url", url, "-q"], capsys, "--base-url")
+    assert not (tmp_path / "data").exists()
+
+
+def test_pull_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    _fails(["data", "pull", "--dir", str(tmp_path / "f"), "--base-url", "http://127.0.0.1:9", "-q"], capsys,
+           str(tmp_path / "f"), "not a folder")
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+# ---- 4. custom data bounds ------------------------------------------------------------------------------
+
+def test_custom_data_item_too_long_is_refused(tmp_path, capsys):
+    from kif.data.loaders import MAX_ITEM_CHARS
+
+    (tmp_path / "data.json").write_text(json.dumps([{"input": "x" * (MAX_ITEM_CHARS + 1), "output": "a"}]))
+    (tmp_path / "bench.yaml").write_text("name: b\ntasks:\n  t: {path: data.json, metric: accuracy}\n")
+    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json", "characters")
+
+
+def test_custom_data_file_too_large_is_refused_unread(tmp_path, monkeypatch, capsys):
+    import gzip
+
+    import kif.data.loaders as loaders
+
+    monkeypatch.setattr(loaders, "MAX_TEXT_BYTES", 2**20)
+    (tmp_path / "data.json.gz").write_bytes(gzip.compress(b" " * (8 * 2**20) + b"[]"))
+    (tmp_path / "bench.yaml").write_text("name: b\ntasks:\n  t: {path: data.json.gz, metric: accuracy}\n")
+    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json.gz", "MB of text")
+
+
+@pytest.mark.parametrize("template", ["{input:>999999999}", "{input:.99999999}", "{input:0>123456}"])
+def test_prompt_template_with_a_huge_width_is_refused(template, tmp_path, capsys):
+    (tmp_path / "data.json").write_text(json.dumps([{"input": "q", "output": "a"}]))
+    doc = {"name": "b", "tasks": {"t": {"path": "data.json", "metric": "accuracy", "prompt_template": template}}}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(doc))
+    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "prompt_template", "width")

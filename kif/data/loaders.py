@@ -18,10 +18,10 @@ nor kif uses are named in one warning line, never dropped silently. A task's ``g
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import random
+import re
 import string
 import zlib
 from dataclasses import dataclass
@@ -32,6 +32,12 @@ from kif.errors import ConfigError, DataError
 
 LAYOUTS = ("auto", "flat", "superni")
 GZIP_MAGIC = b"\x1f\x8b"
+# Bounds on what a data file may cost: its text (after gunzip, inflated in bounded steps, so
+# a gzip bomb stops at the cap) and each item's prompt and answer. The built-in splits are
+# at most a few MB with items under 20 000 characters.
+MAX_TEXT_BYTES = 256 * 2**20
+MAX_ITEM_CHARS = 200_000
+MAX_TEMPLATE_WIDTH = 1000  # a prompt_template field's width or precision ({input:>9999999} costs GBs)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # one JSON item a line
 log = logging.getLogger("kif")
 
@@ -106,6 +112,8 @@ def template_fields(template: str) -> list[str]:
             raise ValueError("{output} is the answer: it cannot be part of the prompt")
         if spec and "{" in spec:
             raise ValueError(f"{{{name}:{spec}}}: nested fields are not supported")
+        if spec and any(int(n) > MAX_TEMPLATE_WIDTH for n in re.findall(r"\d+", spec)):
+            raise ValueError(f"{{{name}:{spec}}}: a width or precision above {MAX_TEMPLATE_WIDTH} is refused")
         names.append(name)
     if not names:
         raise ValueError("uses no field (e.g. {input})")
@@ -117,33 +125,72 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _read_text(p: Path) -> str:
-    """A file's text, gunzipped first when it starts with the gzip magic bytes (whatever its
-    suffix). Any failure is a one-line :class:`DataError` naming ``p``."""
+def _too_large(p: Path, limit: int) -> DataError:
+    return DataError(f"{p}: more than {limit / 2**20:g} MB of text (after gunzip); refused unread "
+                     "(split the data or sample it)")
+
+
+def _gunzip(p: Path, raw: bytes, limit: int) -> bytes:
+    """Every gzip member of ``raw``, inflated at most ``limit`` bytes: a bomb stops at the cap."""
+    out = bytearray()
+    data = raw
     try:
+        while data:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += d.decompress(data, limit + 1 - len(out))
+            if len(out) > limit or d.unconsumed_tail:
+                raise _too_large(p, limit)
+            if not d.eof:
+                raise DataError(f"{p}: corrupt or truncated gzip (ends inside a member)")
+            data = d.unused_data.lstrip(b"\x00")  # a next member, or the zero padding gzip allows
+    except zlib.error as e:
+        raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
+    return bytes(out)
+
+
+def _read_text(p: Path, limit: Optional[int] = None) -> str:
+    """A file's text, gunzipped first when it starts with the gzip magic bytes (whatever its
+    suffix), at most ``limit`` (default ``MAX_TEXT_BYTES``) bytes of it. Any failure is a
+    one-line :class:`DataError` naming ``p``."""
+    limit = MAX_TEXT_BYTES if limit is None else limit
+    try:
+        if p.stat().st_size > limit:
+            raise _too_large(p, limit)
         raw = p.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{p}: file not found") from None
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or _first_line(e)})") from None
     if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
+        raw = _gunzip(p, raw, limit)
     try:
         return raw.decode("utf-8-sig")  # -sig: tolerate a BOM written by some editors
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file (gzip or not). Any failure is a one-line :class:`DataError`
-    naming ``path``."""
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(p: Path, text: str, obj: Any) -> Any:
+    """JSON may spell a lone UTF-16 surrogate (``"\\ud800"``): not text, it fails wherever
+    the string is encoded. Checked only when the text has such an escape (pairs are fine)."""
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"{p}: a string holds a lone UTF-16 surrogate escape "
+                            f"({e.object[e.start:e.end]!a}); not valid Unicode text") from None
+    return obj
+
+
+def read_json(path: str | Path, max_bytes: Optional[int] = None) -> Any:
+    """Parse a JSON file (gzip or not) of at most ``max_bytes`` of text. Any failure is a
+    one-line :class:`DataError` naming ``path``."""
     p = Path(path)
-    text = _read_text(p)
+    text = _read_text(p, max_bytes)
     try:
-        return json.loads(text)
+        return _refuse_lone_surrogates(p, text, json.loads(text))
     except json.JSONDecodeError as e:
         raise DataError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
@@ -159,7 +206,7 @@ def read_jsonl(path: str | Path) -> list:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append(_refuse_lone_surrogates(p, line, json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: invalid JSON on line {n} column {e.colno}: {e.msg}") from None
         except RecursionError:
@@ -266,6 +313,10 @@ def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt: _Promp
         group = group_by.key(p, where, item) if group_by is not None else None
         ignored.update(k for k in item if k not in known)
         check_unicode(p, where, text, *refs, str(ident))
+        longest = max(len(text), *map(len, refs))
+        if longest > MAX_ITEM_CHARS:
+            raise DataError(f"{p}: {where} has a prompt or answer of {longest} characters (more than "
+                            f"{MAX_ITEM_CHARS}); shorten it: the model reads at most data.max_input_length tokens")
         out.append(Example(str(ident), text, refs, group))
     if ignored:
         log.warning("%s: ignored field(s) %s (not in the prompt; a task's prompt_template can "
