@@ -179,8 +179,8 @@ def _refuse_lone_surrogates(p: Path, text: str, obj: Any) -> Any:
         try:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
-            raise DataError(f"{p}: a string holds a lone UTF-16 surrogate escape "
-                            f"({e.object[e.start:e.end]!a}); not valid Unicode text") from None
+            raise DataError(f"{p}: a string holds a lone surrogate ({e.object[e.start:e.end]!a}, "
+                            "a UTF-16 half); not valid Unicode text") from None
     return obj
 
 
