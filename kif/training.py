@@ -129,8 +129,8 @@ class KifTrainer(Trainer):
             scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
             term = extra / self.current_gradient_accumulation_steps if scaled else extra
             loss = loss + term
-            for cb in self.callback_handler.callbacks:  # the divergence stop checks what is optimised
-                if isinstance(cb, DivergenceGuard):
+            for cb in self.callback_handler.callbacks if model.training else ():  # not in evaluation
+                if isinstance(cb, DivergenceGuard):  # the divergence stop checks what is optimised
                     cb.add_extra(term)
         return (loss, outputs) if return_outputs else loss
 
