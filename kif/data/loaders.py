@@ -130,22 +130,29 @@ def _too_large(p: Path, limit: int) -> DataError:
                      "(split the data or sample it)")
 
 
-def _gunzip(p: Path, raw: bytes, limit: int) -> bytes:
-    """Every gzip member of ``raw``, inflated at most ``limit`` bytes: a bomb stops at the cap."""
+_GUNZIP_STEP = 16 * 2**20
+
+
+def _gunzip(p: Path, raw: bytes, limit: int) -> bytearray:
+    """Every gzip member of ``raw``, inflated in steps of at most 16 MiB up to ``limit``
+    bytes: a bomb stops at the cap, never holding more than the cap and one step."""
     out = bytearray()
     data = raw
     try:
         while data:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out += d.decompress(data, limit + 1 - len(out))
-            if len(out) > limit or d.unconsumed_tail:
-                raise _too_large(p, limit)
-            if not d.eof:
-                raise DataError(f"{p}: corrupt or truncated gzip (ends inside a member)")
+            while not d.eof:
+                chunk = d.decompress(data, min(_GUNZIP_STEP, limit + 1 - len(out)))
+                data = d.unconsumed_tail
+                out += chunk
+                if len(out) > limit:
+                    raise _too_large(p, limit)
+                if not chunk and not data and not d.eof:  # no input left, no progress
+                    raise DataError(f"{p}: corrupt or truncated gzip (ends inside a member)")
             data = d.unused_data.lstrip(b"\x00")  # a next member, or the zero padding gzip allows
     except zlib.error as e:
         raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
-    return bytes(out)
+    return out
 
 
 def _read_text(p: Path, limit: Optional[int] = None) -> str:
