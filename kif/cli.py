@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _stop)
     except ValueError:  # not the main thread (main() called from a library's thread)
         previous = None
+    previous_hook = sys.unraisablehook
+    if previous is not None:
+        sys.unraisablehook = _resend_swallowed_stop
     try:
         if getattr(args, "output", None) is not None and not args.output.strip():
             raise KifError("-o/--output: empty folder name (omit -o for the default)")
@@ -271,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            sys.unraisablehook = previous_hook
 
 
 _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
@@ -279,6 +283,16 @@ _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 def _stop(signum, frame):
     """SIGTERM unwinds like Ctrl-C: temporary files go, locks are released, the message says how to resume."""
     raise Stopped()
+
+
+def _resend_swallowed_stop(unraisable) -> None:
+    """A SIGTERM that lands inside a ``__del__`` (a library's object being collected) raises
+    Stopped where Python drops exceptions, and the run would go on: send it again, so it is
+    raised once that ``__del__`` returns."""
+    if isinstance(unraisable.exc_value, Stopped):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _quiet_libraries() -> None:

@@ -30,7 +30,8 @@ class DivergenceGuard(TrainerCallback):
     at the end of training when the trained weights are not finite. Either way nothing of the
     task is saved: the runner checkpoints only after training returns.
 
-    The loss of each optimizer step is the sum of its micro-batches' losses (the step's mean
+    The loss of each optimizer step is the sum of its micro-batches' optimised losses (model
+    loss plus the method's extra loss, ``add_extra``; the step's mean
     when the model normalises by the accumulated batch, else a fixed multiple of it: the same
     scale all task long, which is all a ratio needs), read by a forward hook on the training
     model in training mode (once per step, where ``StepGuard`` already waits for the device). Under ``torch_compile`` the hook is not installed and the logged losses
@@ -51,6 +52,15 @@ class DivergenceGuard(TrainerCallback):
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if module.training and isinstance(loss, torch.Tensor):
             d = loss.detach().float()
+            self._step_loss = d if self._step_loss is None else self._step_loss + d
+
+    def add_extra(self, extra: torch.Tensor) -> None:
+        """Adds a micro-batch's method loss (KIFLoRA's eq. 5, EWC's penalty), as it was added
+        to the model's loss: the guard checks the loss that is optimised, not only the model's
+        (``KifTrainer.compute_loss`` calls this). Under ``torch_compile`` the logged loss
+        already holds it."""
+        if self._handle is not None:
+            d = extra.detach().float()
             self._step_loss = d if self._step_loss is None else self._step_loss + d
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):

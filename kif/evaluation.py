@@ -24,6 +24,7 @@ from .faults import fault_point
 from .io import write_jsonl
 from .torchutil import eval_mode
 from .metrics import Metric, get_metric, joint_score, score_each, score_task
+from .names import check_path_component
 
 
 @dataclass
@@ -242,6 +243,6 @@ class SequenceEvaluator:
                     rec["ranked"] = pick
                 r = score_task(self.metrics[t], picks, [ex.references for ex in self.test[t]])
             ranked.append(r)
-            write_jsonl(pred_dir / f"{t}.jsonl", res.predictions)
+            write_jsonl(pred_dir / f"{check_path_component(t, 'task name')}.jsonl", res.predictions)
             fault_point("eval")
         return row, ranked

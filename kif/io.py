@@ -190,8 +190,9 @@ def _check_header(path: Path) -> None:
         raise ArtifactError(f"{path}: is a folder, expected a safetensors file") from None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    # one entry per tensor: each has exactly one "data_offsets" key (cheap to count unparsed)
-    if header.count(b'"data_offsets"') > MAX_TENSORS:
+    # each tensor entry is a JSON object, so it needs a literal "{" (a key name can be written
+    # with escapes, "data\u005foffsets", an object cannot): cheap to count unparsed
+    if header.count(b"{") > MAX_TENSORS:  # (the header itself and __metadata__ count too)
         raise ArtifactError(f"{path}: safetensors header with more than {MAX_TENSORS} tensors; refused unread")
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ArtifactError, validation_message
 from .io import atomic_write_json
 from .metrics import cl_metrics
+from .names import check_path_component
 
 SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (same layout)
 
@@ -125,6 +126,12 @@ class Results(BaseModel):
         for name, row in rows:
             if row is not None and len(row) != k:
                 raise ValueError(f"'{name}' must be a list of {k} numbers (or null)")
+        for i, st in enumerate(self.per_task):  # what a report reads of them (names, fusion weights)
+            if not isinstance(st.get("task", ""), str):
+                raise ValueError(f"'per_task[{i}].task' must be a task name")
+            w = st.get("mean_weight_on_past")
+            if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+                raise ValueError(f"'per_task[{i}].mean_weight_on_past' must be a finite number")
         for name, v in [("AP", self.AP), ("FWT", self.FWT), ("BWT", self.BWT)]:
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"'{name}' must be a finite number or null")
@@ -192,8 +199,10 @@ def load_results(path: str | Path) -> Results:
 
 
 def task_dir_name(k: int, task: str) -> str:
-    """``OUT/tasks/<this>``: stage k's folder (``01_cb``)."""
-    return f"{k + 1:02d}_{task}"
+    """``OUT/tasks/<this>``: stage k's folder (``01_cb``). A task name was checked to be one
+    plain path component when its benchmark was read; checked again here, because a name
+    that escaped would write outside the run folder."""
+    return f"{k + 1:02d}_{check_path_component(task, 'task name')}"
 
 
 def _mean(values: list[float]) -> Optional[float]:

@@ -9,6 +9,7 @@ partial run reports too; the record itself is :class:`kif.results.Results`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -88,6 +89,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     barrier()  # several processes: all have read the directory before the main one writes to it
     if checkpoint and checkpoint[2].finished:
         log.info("%s: run already complete", out_dir)
+        restore_results_file(out_dir, checkpoint[2])
         return checkpoint[2].to_dict()
     state = setup(cfg, out_dir, data, checkpoint, t_start, overwrite)
     if not checkpoint:
@@ -162,6 +164,8 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
               else [(t, data.train[t]) for t in data.tasks])
     if checkpoint:
         tensors, meta, results = checkpoint
+        method.check_state(tensors, meta.get("method", {}), meta.get("stages_done", 0),
+                           str(latest_checkpoint(out_dir) / "method.json"))
         try:
             method.load_state_dict(tensors, meta.get("method", {}))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
@@ -281,6 +285,24 @@ def commit(state: RunState) -> None:
     state.results.write(state.out_dir / "results.json")
 
 
+def restore_results_file(out_dir: Path, record: Results) -> None:
+    """The checkpoint is the record: a results.json that is missing, unreadable or differs from
+    it (hand-edited) is rewritten from it; an intact one is left untouched, byte for byte."""
+    path = out_dir / "results.json"
+    want = record.to_dict()
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == want:
+            return
+        why = "differed from the checkpoint"
+    except FileNotFoundError:
+        why = "was missing"
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or bad UTF-8
+        why = "was unreadable"
+    if is_main():
+        log.warning("%s %s; rewritten from the checkpoint (the checkpoint is the record)", path, why)
+    record.write(path)
+
+
 def log_stage(state: RunState, k: int, stats: dict, row) -> None:
     loss = _fmt(stats.get("loss"))
     if "regularizer_loss" in stats:  # e.g. eq. 5: show what the task itself reached
@@ -356,6 +378,9 @@ def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_co
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
+    if not isinstance(stored, dict):
+        raise KifError(f"{stored_path}: not a kif config (expected a YAML mapping, got {type(stored).__name__}); "
+                       "cannot check the run to resume")
     changed = config_changes(_same_benchmark(stored, cfg), cfg)
     if changed and not accept_config_change:
         raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "

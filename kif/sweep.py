@@ -43,6 +43,7 @@ from .config import RunConfig, load_config, set_key, validate_config
 from .errors import ConfigError, KifError, OutputError
 from .io import atomic_write_json
 from .lock import check_utf8_path
+from .names import check_path_component
 
 log = logging.getLogger("kif")
 
@@ -122,22 +123,6 @@ def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
 
 
-def _plain_component(name: str, where: str) -> str:
-    """A label or cell name becomes a folder under OUT: it must be one plain path component
-    (not empty, not ``.`` or ``..``, no separator, UTF-8), else the cell would be written
-    outside its folder (``..`` is the parent of OUT) or into OUT itself."""
-    try:
-        name.encode("utf-8")
-        utf8 = True
-    except UnicodeEncodeError:
-        utf8 = False
-    if not utf8 or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
-        raise ConfigError(f"{where}: {shown!r} cannot name a folder (it must be one plain path component: "
-                          "not empty, '.' or '..', no '/', UTF-8)")
-    return name
-
-
 def _grid(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{source}: grid: must map config keys to lists of values, e.g. grid: {{seed: [1, 2]}}")
@@ -146,7 +131,7 @@ def _grid(raw: Any, source: str) -> dict[str, dict[str, Any]]:
         if isinstance(values, dict):
             if not values:
                 raise ConfigError(f"{source}: grid.{key}: no values")
-            labelled = {_label(_plain_component(str(lbl), f"{source}: grid.{key} label")): v
+            labelled = {_label(check_path_component(str(lbl), f"{source}: grid.{key} label")): v
                         for lbl, v in values.items()}
             if len(labelled) < len(values):
                 raise ConfigError(f"{source}: grid.{key}: two labels give the same folder name")
@@ -208,7 +193,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     for combo in itertools.product(*(grid[k].items() for k in keys)):
         labels = {k: lbl for k, (lbl, _) in zip(keys, combo)}
         values = {k: v for k, (_, v) in zip(keys, combo)}
-        name = _plain_component(_cell_name(labels), f"{src}: cell {values}: folder name")
+        name = check_path_component(_cell_name(labels), f"{src}: cell {values}: folder name")
         if name in names:
             raise ConfigError(f"{src}: cells {names[name]} and {values} get the same directory name {name!r}")
         names[name] = values

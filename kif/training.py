@@ -129,7 +129,11 @@ class KifTrainer(Trainer):
             # The LM loss is already normalised over the accumulated batch when the model
             # takes num_items_in_batch; the regulariser must count once per optimizer step.
             scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-            loss = loss + (extra / self.current_gradient_accumulation_steps if scaled else extra)
+            term = extra / self.current_gradient_accumulation_steps if scaled else extra
+            loss = loss + term
+            for cb in self.callback_handler.callbacks if model.training else ():  # not in evaluation
+                if isinstance(cb, DivergenceGuard):  # the divergence stop checks what is optimised
+                    cb.add_extra(term)
         return (loss, outputs) if return_outputs else loss
 
 

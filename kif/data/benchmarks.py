@@ -34,6 +34,7 @@ import yaml
 from kif.data.loaders import LAYOUTS, Example, GroupBy, load_task_file, template_fields
 from kif.errors import ConfigError, DataError
 from kif.metrics import DEFAULT_NORMALIZATION, METRICS, NORMALIZATIONS, Metric
+from kif.names import check_path_component
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SUFFIXES = (".json.gz", ".json", ".jsonl.gz", ".jsonl")  # tried in this order
@@ -389,6 +390,7 @@ def load_benchmark_yaml(path: Path) -> Benchmark:
         key = f"tasks.{tname}"
         if not isinstance(tname, str):
             raise ConfigError(f"{p}: task name {tname!r} must be a string (quote it)")
+        check_path_component(tname, f"{p}: task name")  # it names tasks/NN_<task>/ and <task>.jsonl
         tasks[tname] = _task_spec(p, tname, _mapping(p, spec, key, TASK_KEYS, {"path", "metric"}))
     orders = doc.get("orders") or {}
     if not isinstance(orders, dict):

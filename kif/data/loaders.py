@@ -18,11 +18,11 @@ nor kif uses are named in one warning line, never dropped silently. A task's ``g
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
 import random
+import re
 import string
 import zlib
 from dataclasses import dataclass
@@ -33,6 +33,12 @@ from kif.errors import ConfigError, DataError
 
 LAYOUTS = ("auto", "flat", "superni")
 GZIP_MAGIC = b"\x1f\x8b"
+# Bounds on what a data file may cost: its text (after gunzip, inflated in bounded steps, so
+# a gzip bomb stops at the cap) and each item's prompt and answer. The built-in splits are
+# at most a few MB with items under 20 000 characters.
+MAX_TEXT_BYTES = 256 * 2**20
+MAX_ITEM_CHARS = 200_000
+MAX_TEMPLATE_WIDTH = 1000  # a prompt_template field's width or precision ({input:>9999999} costs GBs)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # one JSON item a line
 log = logging.getLogger("kif")
 
@@ -107,6 +113,8 @@ def template_fields(template: str) -> list[str]:
             raise ValueError("{output} is the answer: it cannot be part of the prompt")
         if spec and "{" in spec:
             raise ValueError(f"{{{name}:{spec}}}: nested fields are not supported")
+        if spec and any(int(n) > MAX_TEMPLATE_WIDTH for n in re.findall(r"\d+", spec)):
+            raise ValueError(f"{{{name}:{spec}}}: a width or precision above {MAX_TEMPLATE_WIDTH} is refused")
         names.append(name)
     if not names:
         raise ValueError("uses no field (e.g. {input})")
@@ -118,20 +126,51 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _read_text(p: Path) -> str:
-    """A file's text, gunzipped first when it starts with the gzip magic bytes (whatever its
-    suffix). Any failure is a one-line :class:`DataError` naming ``p``."""
+def _too_large(p: Path, limit: int) -> DataError:
+    return DataError(f"{p}: more than {limit / 2**20:g} MB of text (after gunzip); refused unread "
+                     "(split the data or sample it)")
+
+
+_GUNZIP_STEP = 16 * 2**20
+
+
+def _gunzip(p: Path, raw: bytes, limit: int) -> bytearray:
+    """Every gzip member of ``raw``, inflated in steps of at most 16 MiB up to ``limit``
+    bytes: a bomb stops at the cap, never holding more than the cap and one step."""
+    out = bytearray()
+    data = raw
     try:
+        while data:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not d.eof:
+                chunk = d.decompress(data, min(_GUNZIP_STEP, limit + 1 - len(out)))
+                data = d.unconsumed_tail
+                out += chunk
+                if len(out) > limit:
+                    raise _too_large(p, limit)
+                if not chunk and not data and not d.eof:  # no input left, no progress
+                    raise DataError(f"{p}: corrupt or truncated gzip (ends inside a member)")
+            data = d.unused_data.lstrip(b"\x00")  # a next member, or the zero padding gzip allows
+    except zlib.error as e:
+        raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
+    return out
+
+
+def _read_text(p: Path, limit: Optional[int] = None) -> str:
+    """A file's text, gunzipped first when it starts with the gzip magic bytes (whatever its
+    suffix), at most ``limit`` (default ``MAX_TEXT_BYTES``) bytes of it. Any failure is a
+    one-line :class:`DataError` naming ``p``."""
+    limit = MAX_TEXT_BYTES if limit is None else limit
+    try:
+        if p.stat().st_size > limit:
+            raise _too_large(p, limit)
         raw = p.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{p}: file not found") from None
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or _first_line(e)})") from None
     if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DataError(f"{p}: corrupt or truncated gzip ({_first_line(e)})") from None
+        raw = _gunzip(p, raw, limit)
     try:
         return raw.decode("utf-8-sig")  # -sig: tolerate a BOM written by some editors
     except UnicodeDecodeError as e:
@@ -159,13 +198,28 @@ def _looks_like_jsonl(text: str) -> bool:
     return True
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file (gzip or not). Any failure is a one-line :class:`DataError`
-    naming ``path``."""
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(p: Path, text: str, obj: Any) -> Any:
+    """JSON may spell a lone UTF-16 surrogate (``"\\ud800"``): not text, it fails wherever
+    the string is encoded. Checked only when the text has such an escape (pairs are fine)."""
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"{p}: a string holds a lone surrogate ({e.object[e.start:e.end]!a}, "
+                            "a UTF-16 half); not valid Unicode text") from None
+    return obj
+
+
+def read_json(path: str | Path, max_bytes: Optional[int] = None) -> Any:
+    """Parse a JSON file (gzip or not) of at most ``max_bytes`` of text. Any failure is a
+    one-line :class:`DataError` naming ``path``."""
     p = Path(path)
-    text = _read_text(p)
+    text = _read_text(p, max_bytes)
     try:
-        return json.loads(text)
+        return _refuse_lone_surrogates(p, text, json.loads(text))
     except json.JSONDecodeError as e:
         hint = ""
         if e.msg == "Extra data" and _looks_like_jsonl(text):
@@ -184,7 +238,7 @@ def read_jsonl(path: str | Path) -> list:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append(_refuse_lone_surrogates(p, line, json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: invalid JSON on line {n}{_json_problem(e)}") from None
         except RecursionError:
@@ -291,6 +345,10 @@ def _parse_items(p: Path, items: Any, label: str, where_fmt: str, prompt: _Promp
         group = group_by.key(p, where, item) if group_by is not None else None
         ignored.update(k for k in item if k not in known)
         check_unicode(p, where, text, *refs, str(ident))
+        longest = max(len(text), *map(len, refs))
+        if longest > MAX_ITEM_CHARS:
+            raise DataError(f"{p}: {where} has a prompt or answer of {longest} characters (more than "
+                            f"{MAX_ITEM_CHARS}); shorten it: the model reads at most data.max_input_length tokens")
         out.append(Example(str(ident), text, refs, group))
     if ignored:
         log.warning("%s: ignored field(s) %s (not in the prompt; a task's prompt_template can "

@@ -10,6 +10,7 @@ is trained once on the union of all tasks (k = 0) and evaluated once.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -152,8 +153,42 @@ class CLMethod:
                 p.copy_(saved[n])
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """Method state beyond the weights: (tensors, JSON-able dict)."""
+        """Method state beyond the weights: (tensors, JSON-able dict). ``STATE`` declares it."""
         return {}, {}
+
+    # What ``extra_state`` writes: entry -> the number of completed stages from which it is
+    # always there. An entry is a tensor's name up to its first '/' or '.' (``fisher/<param>``
+    # -> ``fisher``) or a key of the JSON part. Each class lists what its own ``extra_state``
+    # adds (subclasses and mixins inherit, see ``state_entries``).
+    STATE: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def state_entries(cls) -> dict[str, int]:
+        """``STATE`` merged over the class hierarchy."""
+        out: dict[str, int] = {}
+        for c in reversed(cls.__mro__):
+            out.update(vars(c).get("STATE", {}))
+        return out
+
+    @classmethod
+    def check_state(cls, tensors: dict, meta: dict, done: int, source: str) -> None:
+        """Refuse (ArtifactError) a checkpoint's method state that lacks an entry this method
+        writes after ``done`` stages (e.g. KIF's accumulated importance after task 1: read as
+        "no state yet" it would train task 2 from the wrong state), or that holds an entry
+        this method never writes (another method's state). ``tensors``: the checkpoint's
+        tensors (``method.*`` are the method's); ``meta``: its ``method`` record."""
+        names = [n[len("method."):] for n in tensors if n.startswith("method.")]
+        have = {re.split(r"[/.]", n, maxsplit=1)[0] for n in names} | set(meta)
+        declared = cls.state_entries()
+        foreign = sorted(have - set(declared))
+        if foreign:
+            raise ArtifactError(f"{source}: holds state {', '.join(map(repr, foreign[:3]))} that method "
+                                f"'{cls.name}' never writes (another method's checkpoint?); use --overwrite "
+                                "or another -o")
+        missing = sorted(e for e, since in declared.items() if done >= since and e not in have)
+        if missing:
+            raise ArtifactError(f"{source}: lacks the state {', '.join(map(repr, missing[:3]))} that method "
+                                f"'{cls.name}' writes after {done} stage(s); the run directory is damaged")
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         pass

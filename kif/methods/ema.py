@@ -51,6 +51,7 @@ def planned_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: flo
 
 @register
 class EMA(CLMethod):
+    STATE = {"ema": 1, "updates": 0}  # what extra_state writes (CLMethod.STATE)
     name = "ema"
     description = "one LoRA; an exponential moving average of the weights (updated every step) replaces them after each task"
 

@@ -48,6 +48,7 @@ def ewc_penalty(params: list[Tensor], fishers: list[Tensor], anchors: list[Tenso
 
 @register
 class EWC(CLMethod):
+    STATE = {"fisher": 1, "anchor": 1}  # what extra_state writes (CLMethod.STATE)
     name = "ewc"
     description = "one LoRA + elastic weight consolidation (online diagonal-Fisher penalty towards old weights)"
 

@@ -26,6 +26,7 @@ def adapter_name(k: int) -> str:
 
 @register
 class IncLoRA(CLMethod):
+    STATE = {"adapters": 0}  # what extra_state writes (CLMethod.STATE)
     name = "inclora"
     description = "a new LoRA per task; earlier LoRAs frozen; all adapters summed"
 

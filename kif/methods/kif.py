@@ -74,6 +74,7 @@ class KIFLoRAOptions(KIFOptions):
 
 @register
 class KIF(CLMethod):
+    STATE = {"fused_prev": 1, "accumulated": 1, "skipped_total": 0}  # extra_state (CLMethod.STATE)
     name = "kif"
     description = "KIF: matrix-level skill units, first-order importance, static fusion (eq. 15)"
     Options = KIFOptions

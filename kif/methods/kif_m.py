@@ -119,6 +119,7 @@ class KIFLoRAMOptions(KIFLoRAOptions, MemoryReplayOptions):
 
 class MemoryReplayMixin:
     """The replay stage of §5 on top of a KIF method (see the module docstring)."""
+    STATE = {"memory": 0}  # what extra_state adds (CLMethod.STATE)
 
     def __init__(self, ctx):
         super().__init__(ctx)

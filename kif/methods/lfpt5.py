@@ -117,6 +117,7 @@ class SinglePrompt(nn.Module):
 
 @register
 class LFPT5(CLMethod):
+    STATE = {"templates": 0, "label_sets": 0}  # what extra_state writes (CLMethod.STATE)
     name = "lfpt5"
     description = ("LFPT5: one soft prompt learns each task and to generate it; pseudo-samples of earlier "
                    "tasks are generated before each new one and trained on with it")

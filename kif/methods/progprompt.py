@@ -104,6 +104,7 @@ class ProgressivePrompts(nn.Module):
 
 @register
 class ProgPrompt(CLMethod):
+    STATE = {"previous": 0, "tasks": 0}  # what extra_state writes (CLMethod.STATE)
     name = "progprompt"
     description = "Progressive Prompts: a new soft prompt per task, prepended to the frozen earlier ones"
     Options = ProgPromptOptions

@@ -15,6 +15,7 @@ from .registry import register
 
 @register
 class Replay(CLMethod):
+    STATE = {"memory": 0}  # what extra_state writes (CLMethod.STATE)
     name = "replay"
     description = "one LoRA; a stored fraction of every finished task's real samples is mixed into later tasks"
 

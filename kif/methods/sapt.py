@@ -124,6 +124,7 @@ def max_pool(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @register
 class SAPT(IncLoRA):
+    STATE = {"selection": 0, "target": 1, "memory": 0, "targets": 0}  # extra_state (CLMethod.STATE)
     name = "sapt"
     description = ("SAPT: a LoRA per task combined by input attention over task keys (SALS); generated "
                    "pseudo-samples keep the attention right (ARM)")

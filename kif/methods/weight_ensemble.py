@@ -23,6 +23,7 @@ from .registry import register
 
 @register
 class WeightEnsemble(CLMethod):
+    STATE = {"fused": 1}  # what extra_state writes (CLMethod.STATE)
     name = "weight-ensemble"
     description = "one LoRA; after each task the weights are averaged with the previous model (eq. 14)"
 

@@ -34,7 +34,8 @@ from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
 from .tables import (comparison_rows, comparison_table, cost_rows, cost_table, fractions_table, has_importance,
-                     jsonable, load_run, matrix_table, results_file, sort_runs, top_fraction, unit_fractions)
+                     check_run_config, jsonable, load_run, matrix_table, results_file, sort_runs, top_fraction,
+                     unit_fractions)
 
 _OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
 _OWN_FILES = ("comparison.json", "aggregate.json", "unseen.json", "report.md", "report.html")
@@ -162,6 +163,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     for p in paths:  # all read and checked before anything is written
         check_utf8_path(p.resolve(), "run folder")
         check_scores(load_results(results_file(p)), str(results_file(p)))  # no inf, no 309-digit cell
+        check_run_config(p)  # the config values the report reads (seed, fractions)
     runs = sort_runs([load_run(p) for p in paths])
     final = Path(out_dir)
     with OutputLock(final, "report folder"):

@@ -75,17 +75,17 @@ def sort_key(run: dict) -> tuple:
 
 def sort_runs(runs: Sequence[dict]) -> list[dict]:
     """Deterministic order (benchmark, model, method, order, directory), unique run names."""
-    runs = sorted(runs, key=sort_key)
-    seen: dict[str, int] = {}
-    out = []
-    for r in runs:
-        r = dict(r)
-        base = r.get("run_name") or sanitize(Path(r.get("run_dir", "run")).name)
-        n = seen.get(base, 0) + 1
-        seen[base] = n
-        r["run_name"] = base if n == 1 else f"{base}-{n}"
-        out.append(r)
-    return out
+    runs = [dict(r) for r in sorted(runs, key=sort_key)]
+    bases = [r.get("run_name") or sanitize(Path(r.get("run_dir", "run")).name) for r in runs]
+    reserved, taken = set(bases), set()
+    for r, base in zip(runs, bases):
+        name, n = base, 1
+        while name in taken or (n > 1 and name in reserved):  # "x", "x-2", ... never another run's own name
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        r["run_name"] = name
+    return runs  # names unique, so a second call (comparison_rows) keeps them
 
 
 # ---- comparison table ----------------------------------------------------------------------
@@ -220,18 +220,76 @@ def has_importance(run_dir: str | Path) -> bool:
 
 
 def _load_scores(path: Path) -> dict[str, float]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ..io import load_tensors  # the run path's guarded loader: header size and entry caps
 
-    try:
-        d = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{path}: cannot read unit scores ({e})") from None
+    d = load_tensors(path)
     try:
         return {k: float(v.float().reshape(-1)[0]) if v.numel() == 1 else float(v.float().mean())
                 for k, v in d.items()}
     except (RuntimeError, IndexError) as e:
         raise ArtifactError(f"{path}: unexpected tensor in unit scores ({e})") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
+
+
+def check_run_config(run_dir: str | Path) -> None:
+    """The values of ``RUN_DIR/config.yaml`` that a report reads (``seed``, ``tasks``,
+    ``method_args.top_fraction`` / ``threshold``), checked before anything is written: a
+    hand-edited file with a list seed or an out-of-range fraction is a one-line
+    ArtifactError naming the file and the field. A run without config.yaml is fine (its
+    seed is unknown, its fractions the defaults)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ArtifactError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a kif config")
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        raise ArtifactError(f"{path}: unreadable ({e.__class__.__name__}); fix or remove it") from None
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        raise ArtifactError(f"{path}: expected a mapping, got {type(cfg).__name__}")
+
+    def bad(field: str, what: str) -> ArtifactError:
+        return ArtifactError(f"{path}: '{field}' must be {what}, got {_short_repr(_get(cfg, field))}")
+
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise bad("seed", "a whole number >= 0")
+    tasks = cfg.get("tasks")
+    if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+        raise bad("tasks", "a list of task names")
+    order = cfg.get("order")
+    if order is not None and (isinstance(order, bool) or not isinstance(order, (str, int))):
+        raise bad("order", "an order name")
+    args = cfg.get("method_args")
+    if args is None:
+        return
+    if not isinstance(args, dict):
+        raise bad("method_args", "a mapping")
+    frac = args.get("top_fraction")
+    if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float))
+                             or not 0 <= frac <= 1):
+        raise bad("method_args.top_fraction", "a number in [0, 1]")
+    rule = args.get("threshold")
+    if rule is not None and rule not in ("percentile", "rank"):
+        raise bad("method_args.threshold", "'percentile' or 'rank'")
+
+
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def _short_repr(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _method_arg(run_dir: str | Path, key: str):
