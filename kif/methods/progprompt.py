@@ -104,7 +104,7 @@ class ProgressivePrompts(nn.Module):
 
 @register
 class ProgPrompt(CLMethod):
-    STATE = {"previous": 0, "tasks": 0}  # what extra_state writes (CLMethod.STATE)
+    STATE = {"previous": 0, "tasks": 0, "lengths": 0}  # what extra_state writes (CLMethod.STATE)
     name = "progprompt"
     description = "Progressive Prompts: a new soft prompt per task, prepended to the frozen earlier ones"
     Options = ProgPromptOptions
@@ -154,9 +154,7 @@ class ProgPrompt(CLMethod):
 
     def load_extra_state(self, tensors, meta):
         self.source.previous = tensors["previous"].to(self.source.previous.device, torch.float32).clone()
-        # a checkpoint from before ``lengths`` was kept: every task had the base prompt_length
-        n = int(self.source.previous.shape[0])
-        self.lengths = list(meta.get("lengths") or [self.opts.prompt_length] * (n // self.opts.prompt_length))
+        self.lengths = list(meta["lengths"])  # declared in STATE, so a checkpoint without it was refused
 
     def save_adapter(self, dest: Path) -> None:
         atomic_save_tensors(dest / "prompts.safetensors", {"prompts": self.source.previous})
