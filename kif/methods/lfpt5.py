@@ -155,7 +155,8 @@ class LFPT5(CLMethod):
                                         max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
                                         gen_format=o.gen_format, balance=o.gen_balance, stats=info)
-            stats.setdefault("pseudo_fill", {})[task] = info["fill"]
+            if "fill" in info:
+                stats.setdefault("pseudo_fill", {})[task] = info["fill"]
             stats["pseudo_generated"] += info.get("generated", 0)
             stats["pseudo_well_formed"] += info.get("well_formed", 0)
             if o.gen_answers == "predicted":

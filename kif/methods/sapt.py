@@ -277,7 +277,7 @@ class SAPT(IncLoRA):
                                     gen_format=o.gen_format, balance=o.gen_balance, stats=info)
         self.memory.add(task, samples, select=False)
         return {"memory_added": len(samples), "pseudo_generated": info.get("generated", 0),
-                "pseudo_well_formed": info.get("well_formed", 0), "pseudo_fill": {task: info["fill"]},
+                "pseudo_well_formed": info.get("well_formed", 0), "pseudo_fill": {task: info.get("fill")},
                 "attention_target": [round(float(x), 6) for x in target]}
 
     # --- state --------------------------------------------------------------------------------------
