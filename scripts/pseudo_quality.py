@@ -6,7 +6,9 @@ training examples of its task:
   filter of kif.replay.generative let through, of everything the model wrote);
 - copies: a generated input equal to a real one (whitespace-normalised);
 - near-duplicates: Rouge-L F ≥ ``--near`` (0.8) against the closest real input;
-- label agreement: for a copy, whether the generated answer is the real one.
+- label agreement: for a copy, whether the generated answer is the real one;
+- the fill record of every memory (``pseudo_fill`` in results.json: requested, generated,
+  well-formed, distinct, kept, label counts).
 
     python scripts/pseudo_quality.py runs/lfpt5-quickstart            # a table
     python scripts/pseudo_quality.py runs/lfpt5-quickstart --json     # machine-readable
@@ -54,11 +56,14 @@ def quality(run: Path, near: float = 0.8) -> dict:
             s["near"] += int(best >= 100 * near)  # rouge_l is ×100
     results = json.loads((run / "results.json").read_text())
     gen = wf = 0
-    for st in results.get("per_task", []):
+    fill: dict = {}
+    for k, st in enumerate(results.get("per_task", [])):
         gen += st.get("pseudo_generated", 0)
         wf += st.get("pseudo_well_formed", 0)
+        for t, rec in st.get("pseudo_fill", {}).items():  # the generator's record of each memory it wrote
+            fill[f"{k + 1}:{t}"] = rec
     out.update({"generated": gen, "well_formed": wf, "well_formed_share": wf / gen if gen else None,
-                "near_threshold": near})
+                "near_threshold": near, "fill": fill})
     return out
 
 
@@ -77,6 +82,11 @@ def main(argv=None) -> int:
     print("task        kept  copies (same answer)  near-dup (Rouge-L >= %.2f)" % a.near)
     for t, s in q["tasks"].items():
         print(f"{t:<10} {s['samples']:>5}  {s['copies']:>6} ({s['copies_same_answer']})  {s['near']:>8}")
+    if q["fill"]:
+        print("fill (before task:task)  requested  generated  well-formed  distinct  kept  labels")
+        for key, r in q["fill"].items():
+            print(f"{key:<24} {r['requested']:>9}  {r['generated']:>9}  {r['well_formed']:>11}  {r['distinct']:>8}  "
+                  f"{r['kept']:>4}  {r['labels']}" + ("  EMPTY" if r["empty"] else ""))
     return 0
 
 

@@ -12,8 +12,9 @@ from kif.config import validate_config
 from kif.data import Example
 from kif.encoding import Encoder
 from kif.models import load_model
-from kif.replay.generative import (GenerativeOptions, closed_labels, cueless_prompt, examples_from_texts, gen_prompt,
-                                   generate_examples, generation_examples, generation_target, parse_example)
+from kif.replay.generative import (GenerativeOptions, balanced, closed_labels, cueless_prompt, examples_from_texts,
+                                   fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
+                                   parse_example, parse_tagged, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template
 from kif.training import train_task
 
@@ -178,10 +179,15 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
     assert m.opts.gen_weight == 0.25 and m.opts.gen_top_k == 20  # LAMOL's λ and top-k
     exs, _ = train(m, 0, REAL + REAL[:2])
     assert [ex.id for ex in exs[:6]] == ["s-0", "s-1", "s-2", "s-3", "s-0", "s-1"]
-    assert len(exs) == 6 + 2 and all(ex.prompt == "__gen_t1__" and "\nAnswer: " in ex.references[0] for ex in exs[6:])
+    assert m.opts.gen_format == "tagged"  # kif's default
+    assert len(exs) == 6 + 2 and all(ex.prompt == gen_prompt("t1", "tagged", TEMPLATE[0])
+                                     and ex.references[0].startswith("[t1] ") for ex in exs[6:])
     stats = consolidate(m, 0, tmp_path / "k1")
     kept = m.memory.task_examples("t1")
     assert stats["memory_added"] == len(kept) <= 3
+    fill = stats["pseudo_fill"]["t1"]  # the fill record in the task's results
+    assert (fill["requested"], fill["kept"], fill["format"]) == (3, len(kept), "tagged")
+    assert fill["generated"] == stats["pseudo_generated"] and fill["empty"] == (not kept)
     for ex in kept:  # a random tiny model rarely writes a well-formed sample; whatever it kept is one
         assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
         assert ex.references[0] in {"yes", "no"}
@@ -245,11 +251,147 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
         Example("pseudo-sst2-0", real[0].prompt, real[0].references),
         Example("pseudo-sst2-1", " ".join(words), ("whatever",)),
         Example("pseudo-sst2-2", "an input nobody wrote", ("Good",))])
+    rec = {"requested": 3, "generated": 10, "well_formed": 4, "distinct": 3, "kept": 3, "labels": {"Good": 3},
+           "empty": False}
     (tmp_path / "results.json").write_text(json.dumps({"per_task": [{}, {"pseudo_generated": 10,
-                                                                         "pseudo_well_formed": 4}]}))
+                                                                         "pseudo_well_formed": 4,
+                                                                         "pseudo_fill": {"sst2": rec}}]}))
     spec = importlib.util.spec_from_file_location("pq", REPO / "scripts" / "pseudo_quality.py")
     pq = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pq)
     q = pq.quality(tmp_path)
-    assert q["well_formed_share"] == 0.4
+    assert q["well_formed_share"] == 0.4 and q["fill"] == {"2:sst2": rec}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
+
+
+# ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
+
+def test_tagged_prompt_target_and_parser():
+    assert GenerativeOptions().gen_format == "tagged" and GenerativeOptions().gen_balance
+    assert gen_prompt("sst2", "tagged", TEMPLATE[0]) == (
+        "[sst2] Write a new input for this task.\nIs it good? Option: yes, no.\nText:")
+    assert gen_prompt("sst2", "tagged") == "[sst2] Write a new input for this task."
+    assert generation_target(REAL[1], *TEMPLATE, fmt="tagged", task="sst2") == "[sst2] dull and slow"  # no answer
+    gen = generation_examples("sst2", REAL[:2], 1.0, seed=0, fmt="tagged")[0]
+    assert (gen.prompt, gen.references) == (gen_prompt("sst2", "tagged", TEMPLATE[0]), ("[sst2] a fine film",))
+    p, s = TEMPLATE
+    assert parse_tagged(" [sst2]  great cast \n", "sst2", p, s) == "great cast"
+    assert parse_tagged("[sst2] great cast", "sst2", p, s, finished=False) is None  # cut at the token limit
+    assert parse_tagged("great cast", "sst2", p, s) is None  # no tag: e.g. a chat reply
+    assert parse_tagged("[copa] great cast", "sst2", p, s) is None  # another task's tag
+    assert parse_tagged("[sst2]   ", "sst2", p, s) is None  # empty input
+    assert parse_tagged("[sst2] great cast\nAnswer: yes", "sst2", p, s) is None  # the cue inside
+    assert parse_tagged("[sst2] Is it good? Option: yes, no.\nText: x", "sst2", p, s) is None  # the instruction
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_tagged_target_is_cut_to_fit_with_its_tag(model):
+    lm = load_model(model, "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 32)
+    long = Example("l", TEMPLATE[0] + "a very long review " * 5 + TEMPLATE[1], ("no",))
+    target = generation_target(long, *TEMPLATE, enc, fmt="tagged", task="sst2")
+    ids = enc.target_ids(target)
+    assert target.startswith("[sst2] a very long") and len(ids) <= 32 and ids[-1] == enc.eos_token_id
+    assert lm.tokenizer.decode(ids[:-1], skip_special_tokens=True).strip() == target  # whole: the encoder cut nothing
+
+
+def test_balanced_round_robin_over_labels():
+    c = [("a", "Good"), ("b", "Good"), ("c", "Good"), ("d", "Bad"), ("e", "Good"), ("f", "Meh")]
+    # round-robin Bad, Good, Meh (label order), then Good: b, c... -> kept in the candidates' order
+    assert balanced(c, 4, ["Bad", "Good", "Meh"]) == [("a", "Good"), ("b", "Good"), ("d", "Bad"), ("f", "Meh")]
+    assert balanced(c, 3, ["Bad", "Good", "Meh"]) == [("a", "Good"), ("d", "Bad"), ("f", "Meh")]
+    assert balanced(c, 10, ["Bad", "Good", "Meh"]) == c  # fewer than n: all of them
+    assert balanced(c, 2) == [("a", "Good"), ("d", "Bad")]  # no label order: first appearance
+    assert balanced([], 3, ["x"]) == []
+
+
+def test_tagged_examples_label_constraint_dedup_balance_and_fill():
+    """8 texts drawn per round: the parser, the label set, duplicates and balance, counted by hand."""
+    p, s = TEMPLATE
+    calls: list[list[str]] = []
+
+    def answer(prompts):  # "maybe" (outside the label set) for "odd", else yes/no by "good"
+        calls.append(prompts)
+        return ["maybe" if "odd" in q else (" yes" if "Text: good" in q else "no\n") for q in prompts]
+
+    round1 = [("[sst2] good one", True), ("[sst2] good  one", True),  # duplicate (whitespace)
+              ("[sst2] good two", True), ("[copa] good three", True), ("[sst2] odd", True),  # another tag; odd: no label
+              ("chatter", True), ("[sst2] bad one", False),  # no tag; not finished
+              ("[sst2] bad two", True)]
+    round2 = [("[sst2] good four", True), ("[sst2] good one", True), ("[sst2] bad three", True)]  # good one: again
+    info: dict = {}
+    out = tagged_examples_from_texts("sst2", [round1, round2], TEMPLATE, 4, answer, labels=["no", "yes"], stats=info)
+    # round 1: well-formed good one ×2, good two, bad two = 4 texts, 3 distinct (< 4: round 2 is read);
+    # round 2: all 3 well-formed, 2 new. Pool: good one, good two, bad two, good four, bad three;
+    # round-robin no, yes, no, yes: bad two, good one, bad three, good two, kept in the pool's order
+    assert [(ex.id, ex.prompt, ex.references[0]) for ex in out] == [
+        ("pseudo-sst2-0", p + "good one" + s, "yes"), ("pseudo-sst2-1", p + "good two" + s, "yes"),
+        ("pseudo-sst2-2", p + "bad two" + s, "no"), ("pseudo-sst2-3", p + "bad three" + s, "no")]
+    assert info == {"generated": 11, "well_formed": 7, "distinct": 5, "kept": 4}
+    # each distinct input answered once, in its round
+    assert calls == [[p + b + s for b in ("good one", "good two", "odd", "bad two")],
+                     [p + b + s for b in ("good four", "bad three")]]
+    assert fill_record(4, out, info, "tagged") == {
+        "format": "tagged", "requested": 4, "generated": 11, "well_formed": 7, "distinct": 5, "kept": 4,
+        "well_formed_rate": 0.6364, "labels": {"no": 2, "yes": 2}, "empty": False}
+    # without balance: the first 4 distinct of the pool (3 yes, 1 no)
+    out = tagged_examples_from_texts("sst2", iter([round1, round2]), TEMPLATE, 4, answer, labels=["no", "yes"],
+                                     balance=False)
+    assert [ex.prompt[len(p):-len(s)] for ex in out] == ["good one", "good two", "bad two", "good four"]
+    # the pool reaches n in round 1: round 2 is never drawn
+    drawn = []
+
+    def lazy():
+        for r in (round1, round2):
+            drawn.append(len(r))
+            yield r
+    assert len(tagged_examples_from_texts("sst2", lazy(), TEMPLATE, 2, answer, labels=["no", "yes"])) == 2
+    assert drawn == [8]
+    # free-form (no label set): any non-empty answer
+    out = tagged_examples_from_texts("sst2", [[("[sst2] odd", True)]], TEMPLATE, 2, answer)
+    assert [ex.references[0] for ex in out] == ["maybe"]
+
+
+def test_empty_memory_is_logged_and_recorded(caplog):
+    """Random tiny-llama weights never write the '[sst2]' tag: the memory stays empty, one warning line."""
+    lm = load_model("tiny-llama", "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 8)
+    info: dict = {}
+    with caplog.at_level("WARNING", logger="kif"):
+        out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 3, lm.eos_token_ids, labels={"yes", "no"}, seed=1,
+                                rounds=2, batch_size=6, gen_format="tagged", stats=info)
+    assert out == [] and info["fill"] == {"format": "tagged", "requested": 3, "generated": 12, "well_formed": 0,
+                                          "distinct": 0, "kept": 0, "well_formed_rate": 0.0, "labels": {},
+                                          "empty": True}
+    lines = [r.getMessage() for r in caplog.records if "stays empty" in r.getMessage()]
+    assert lines == ["generative replay: the memory of task sst2 stays empty (12 generated, 0 well-formed, "
+                     "gen_format tagged)"]
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_tagged_overfitted_model_writes_inputs_labelled_by_the_label_set(model):
+    """A tiny model trained hard on the tagged generation objective and the task itself writes the task's
+    inputs back; each answer is the label of highest log-probability under the task prompt."""
+    from kif.evaluation import label_scores
+
+    cfg = validate_config({"model": model, "lora": {"enabled": False},
+                           "train": {"epochs": 150, "batch_size": 8, "learning_rate": 3e-3, "precision": "fp32",
+                                     "group_by_length": False, "logging_steps": 50},
+                           "data": {"max_input_length": 64, "max_target_length": 48}})
+    torch.manual_seed(0)
+    lm = load_model(cfg.model, cfg.data.prompt_format)
+    for p in lm.model.parameters():
+        p.requires_grad_(True)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
+    train_task(lm.model, enc, REAL + generation_examples("sst2", REAL, 1.0, seed=0, fmt="tagged"), cfg.train, 0,
+               show_progress=False)
+    info: dict = {}
+    out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
+                            max_new_tokens=40, rounds=3, batch_size=8, gen_format="tagged", stats=info)
+    assert len(out) >= 2 and len({ex.prompt for ex in out}) == len(out)  # distinct
+    for ex in out:  # the task's own inputs, exact or near (top-k 20 sampling): most characters, in order
+        assert max(difflib.SequenceMatcher(None, ex.prompt, r.prompt).ratio() for r in REAL) > 0.8, ex.prompt
+    assert info["fill"]["well_formed_rate"] >= 0.8 and info["fill"]["kept"] == len(out)
+    scores = label_scores(lm.model, enc, [enc.prompt_ids(ex.prompt) for ex in out], ["no", "yes"])
+    assert [ex.references[0] for ex in out] == [["no", "yes"][j] for j in scores.argmax(-1).tolist()]
+    assert sum(info["fill"]["labels"].values()) == len(out)

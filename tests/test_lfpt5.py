@@ -16,8 +16,10 @@ from test_baselines import examples, make, train
 
 
 def _method(tmp_path, model="tiny-llama", **args):
+    """LFPT5 with the papers' generation format (``gen_format: lamol``; kif's default is ``tagged``)."""
     return make("lfpt5", tmp_path, model=model,
-                method_args={"prompt_length": 4, "memory_per_task": 2, "gen_max_tokens": 16, **args})
+                method_args={"prompt_length": 4, "memory_per_task": 2, "gen_max_tokens": 16, "gen_format": "lamol",
+                             **args})
 
 
 def test_trains_both_objectives_and_replays_what_it_generated(tmp_path, monkeypatch):

@@ -136,7 +136,8 @@ class MemoryReplayMixin:
         examples = super().train_examples(k, examples)
         if self._generative():  # LAMOL: learn to write the task's examples while learning it
             examples = list(examples) + generation_examples(self.ctx.tasks[k], self._current, self.opts.gen_weight,
-                                                            self.ctx.cfg.seed + k, encoder=self.ctx.encoder)
+                                                            self.ctx.cfg.seed + k, encoder=self.ctx.encoder,
+                                                            fmt=self.opts.gen_format)
         if self.opts.replay_mode == "mixed":  # the released code: D_k ∪ M_{<k}, one stage
             examples = list(examples) + self.memory.examples_before(k)
         return examples
@@ -165,7 +166,7 @@ class MemoryReplayMixin:
                                         labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                        stats=self._gen_stats)
+                                        gen_format=o.gen_format, balance=o.gen_balance, stats=self._gen_stats)
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
@@ -253,6 +254,8 @@ class MemoryReplayMixin:
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
                           "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})
+            if "fill" in self._gen_stats:
+                stats["pseudo_fill"] = {self.ctx.tasks[k]: self._gen_stats["fill"]}
             if self.opts.gen_answers == "predicted":
                 stats["pseudo_answers_predicted"] = self._gen_stats.get("answers_predicted", 0)
         if k == 0 or self.opts.replay_mode == "mixed":

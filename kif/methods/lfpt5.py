@@ -154,7 +154,10 @@ class LFPT5(CLMethod):
                                         ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
                                         seed=cfg.seed + 2000 + 100 * k + i, top_k=o.gen_top_k,
                                         max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers, stats=info)
+                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
+                                        gen_format=o.gen_format, balance=o.gen_balance, stats=info)
+            if "fill" in info:
+                stats.setdefault("pseudo_fill", {})[task] = info["fill"]
             stats["pseudo_generated"] += info.get("generated", 0)
             stats["pseudo_well_formed"] += info.get("well_formed", 0)
             if o.gen_answers == "predicted":
@@ -174,7 +177,8 @@ class LFPT5(CLMethod):
         if not examples or self.opts.gen_weight <= 0:
             return []
         return generation_examples(task, examples, self.opts.gen_weight, seed,
-                                   template=tuple(self.templates[task]), encoder=self.ctx.encoder)
+                                   template=tuple(self.templates[task]), encoder=self.ctx.encoder,
+                                   fmt=self.opts.gen_format)
 
     def train_examples(self, k: int, examples: list) -> list:
         task = self.ctx.tasks[k]

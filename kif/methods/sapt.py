@@ -222,7 +222,7 @@ class SAPT(IncLoRA):
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)
         gen = generation_examples(self.ctx.tasks[k], examples, self.opts.gen_weight, self.ctx.cfg.seed + k,
-                                  encoder=self.ctx.encoder)
+                                  encoder=self.ctx.encoder, fmt=self.opts.gen_format)
         return list(examples) + gen
 
     def before_task(self, k: int) -> None:
@@ -274,10 +274,11 @@ class SAPT(IncLoRA):
                                     self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
                                     labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                     top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                    batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers, stats=info)
+                                    batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
+                                    gen_format=o.gen_format, balance=o.gen_balance, stats=info)
         self.memory.add(task, samples, select=False)
         return {"memory_added": len(samples), "pseudo_generated": info.get("generated", 0),
-                "pseudo_well_formed": info.get("well_formed", 0),
+                "pseudo_well_formed": info.get("well_formed", 0), "pseudo_fill": {task: info.get("fill")},
                 "attention_target": [round(float(x), 6) for x in target]}
 
     # --- state --------------------------------------------------------------------------------------

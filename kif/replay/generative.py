@@ -38,9 +38,32 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    examples × 2 epochs, λ 0.25) wrote plausible reviews ("A world that has nothing to say.")
    but stopped before the cue, and 0 of 384 generated texts were well-formed. A text with
    several cues stays malformed.
+4. **Format** (``gen_format``). ``lamol`` (the papers': LAMOL, LFPT5; SAPT's generator is LAMOL's)
+   is 1-3 above: the model writes ``<input><cue> <answer>`` after ``__gen_<task>__``.
+   ``tagged`` (kif's default) splits the two jobs: the model writes only the input, the task's
+   own answer path labels it.
+   - The generation prompt (through the model's chat template, as every prompt) is task-tagged
+     and carries the task's instruction: ``[<task>] Write a new input for this task.\n<prefix>``
+     (``gen_prompt``); the target is ``[<task>] <input>`` (``generation_target``).
+   - The parser (``parse_tagged``) keeps a text only if it starts with the asked task's tag (a
+     chat reply, or another task's input in LFPT5's shared prompt, is refused), has a non-empty
+     input, contains neither the answer cue nor the instruction, and ended with the end token
+     within ``data.max_target_length`` tokens (the longest target it was trained on).
+   - The answer is the model's answer to the rebuilt prompt ``prefix + input + suffix`` — the
+     prompt evaluation asks: for a closed label set, the label of highest log-probability
+     (``kif.evaluation.label_scores``: constrained to the label strings, so never outside the
+     set); for a free-form task, its greedy answer (empty: malformed).
+   - Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are taken round-
+     robin over the labels in label order (``balanced``, ``gen_balance``), so the memory is as
+     balanced as the drawn samples allow.
+   Why: SmolLM2-135M-Instruct wrote SST-2-like inputs after a short training but almost never
+   the cue and the label (0 of 384 well-formed, ``docs/results/generative_replay/``): the input
+   is what it learns first, the label is what it learns the task for. Labelling with the task
+   path also makes a label the model's best guess, not a sample from top-k 20.
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 from pathlib import Path
@@ -51,9 +74,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import Example
 from ..encoding import Encoder
+from ..evaluation import generate, label_scores
 from ..torchutil import eval_mode
 from .pseudo import prompt_template
 
+log = logging.getLogger("kif")
 ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
 
 
@@ -78,13 +103,31 @@ class GenerativeOptions(BaseModel):
     gen_max_tokens: int = Field(256, gt=0, description="max new tokens of one generated example (input + answer)")
     gen_rounds: int = Field(4, gt=0, description="sampling rounds (2·n candidates each) before giving up on n")
     gen_answers: Literal["generated", "predicted"] = Field(
-        "generated", description="answers of generated inputs: the ones the model wrote after the cue (LAMOL), "
-        "or, for a text without a cue, the model's greedy prediction on its input (kif, small models)")
+        "generated", description="gen_format lamol: answers of generated inputs: the ones the model wrote after "
+        "the cue (LAMOL), or, for a text without a cue, the model's greedy prediction on its input (kif, small "
+        "models). gen_format tagged always answers with the model's task path")
+    gen_format: Literal["tagged", "lamol"] = Field(
+        "tagged", description="tagged (kif): the model writes '[task] <input>' from a task-tagged prompt, the "
+        "answer is its label-constrained answer to the rebuilt prompt; lamol (LAMOL/LFPT5): it writes "
+        "'<input><cue> <answer>' after __gen_<task>__")
+    gen_balance: bool = Field(True, description="keep the generated samples round-robin over the labels (kif)")
 
 
-def gen_prompt(task: str) -> str:
-    """The task-specific generation token (LAMOL's ``__gen__``, one per task as LFPT5)."""
-    return f"__gen_{task}__"
+GenFormat = Literal["tagged", "lamol"]
+
+
+def task_tag(task: str) -> str:
+    """What a ``tagged`` generation prompt and target start with."""
+    return f"[{task}]"
+
+
+def gen_prompt(task: str, fmt: GenFormat = "lamol", prefix: str = "") -> str:
+    """The generation prompt of ``task``: LAMOL's task token ``__gen_<task>__`` (one per task, as
+    LFPT5), or the ``tagged`` request with the task's instruction (``prefix``, the template's)."""
+    if fmt == "lamol":
+        return f"__gen_{task}__"
+    instruction = prefix.strip()
+    return f"{task_tag(task)} Write a new input for this task." + (f"\n{instruction}" if instruction else "")
 
 
 def body_of(prompt: str, prefix: str, suffix: str) -> str:
@@ -94,25 +137,31 @@ def body_of(prompt: str, prefix: str, suffix: str) -> str:
     return prompt[start:max(start, end)].strip()
 
 
-def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[Encoder] = None) -> str:
-    """``<input><cue> <answer>``: what the model learns to write after the generation token.
+def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[Encoder] = None, *,
+                      fmt: GenFormat = "lamol", task: str = "") -> str:
+    """What the model learns to write after the generation prompt: ``<input><cue> <answer>``
+    (``lamol``) or ``[<task>] <input>`` (``tagged``).
 
     With an ``encoder``, the input is cut (its head kept) so that the whole target fits in
     ``data.max_target_length`` tokens: the encoder truncates targets there, and a target cut
-    before its answer cue would teach the model to write examples without answers."""
-    body, tail = body_of(ex.prompt, prefix, suffix), f"{separator(suffix)}{ex.references[0].strip()}"
+    before its answer cue would teach the model to write examples without answers (a tagged
+    target cut there would teach it to stop without the end token)."""
+    body = body_of(ex.prompt, prefix, suffix)
+    head, tail = ((f"{task_tag(task)} ", "") if fmt == "tagged"
+                  else ("", f"{separator(suffix)}{ex.references[0].strip()}"))
     if encoder is not None:
         tok = encoder.tokenizer
-        budget = encoder.max_target_length - 2 - len(tok(tail, add_special_tokens=False)["input_ids"])
+        fixed = len(tok(head + tail, add_special_tokens=False)["input_ids"]) if head + tail else 0
+        budget = encoder.max_target_length - 2 - fixed
         ids = tok(body, add_special_tokens=False)["input_ids"]
         if len(ids) > budget:
             body = tok.decode(ids[:max(budget, 1)], skip_special_tokens=True).strip()
-    return f"{body}{tail}"
+    return f"{head}{body}{tail}"
 
 
 def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int, *,
-                        template: Optional[tuple[str, str]] = None, encoder: Optional[Encoder] = None
-                        ) -> list[Example]:
+                        template: Optional[tuple[str, str]] = None, encoder: Optional[Encoder] = None,
+                        fmt: GenFormat = "lamol") -> list[Example]:
     """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept).
     ``template``: the task's (prefix, suffix), by default ``prompt_template`` of ``examples``;
     ``encoder``: fit each target in ``data.max_target_length`` (``generation_target``)."""
@@ -121,8 +170,10 @@ def generation_examples(task: str, examples: Sequence[Example], weight: float, s
     prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
     n = min(len(examples), math.ceil(round(weight * len(examples), 9)))
     chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
-    return [Example(f"gen-{examples[i].id}", gen_prompt(task),
-                    (generation_target(examples[i], prefix, suffix, encoder),)) for i in chosen]
+    prompt = gen_prompt(task, fmt, prefix)
+    return [Example(f"gen-{examples[i].id}", prompt,
+                    (generation_target(examples[i], prefix, suffix, encoder, fmt=fmt, task=task),))
+            for i in chosen]
 
 
 def closed_labels(examples: Sequence[Example], max_labels: int = 32) -> Optional[set[str]]:
@@ -146,8 +197,10 @@ def parse_example(text: str, prefix: str, suffix: str, labels: Optional[set[str]
 
 @torch.no_grad()
 def sample_texts(model, encoder: Encoder, prompt: str, n: int, eos_ids: list[int], *, top_k: int,
-                 max_new_tokens: int, generator_seed: int, batch_size: int) -> list[str]:
-    """``n`` top-k continuations of ``prompt``; torch's RNG forked and seeded (global state untouched)."""
+                 max_new_tokens: int, generator_seed: int, batch_size: int,
+                 finished: Optional[list[bool]] = None) -> list[str]:
+    """``n`` top-k continuations of ``prompt``; torch's RNG forked and seeded (global state untouched).
+    ``finished`` (optional) gets, per text, whether it ended with an end token."""
     tok = encoder.tokenizer
     ids = encoder.prompt_ids(prompt)
     device = next(model.parameters()).device
@@ -165,8 +218,10 @@ def sample_texts(model, encoder: Encoder, prompt: str, n: int, eos_ids: list[int
             for row in new.tolist():
                 if encoder.is_seq2seq and row and row[0] == tok.pad_token_id:
                     row = row[1:]  # the decoder start token
-                cut = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
+                cut = next((j for j, t in enumerate(row) if t in eos_ids), None)
                 texts.append(tok.decode(row[:cut], skip_special_tokens=True))
+                if finished is not None:
+                    finished.append(cut is not None)
     return texts
 
 
@@ -222,33 +277,144 @@ def examples_from_texts(task: str, rounds: Iterable[Sequence[str]], template: tu
     return kept
 
 
+def parse_tagged(text: str, task: str, prefix: str, suffix: str, finished: bool = True) -> Optional[str]:
+    """The input of a ``tagged`` text ``[<task>] <input>``, or None when malformed: another tag or
+    none, an empty input, the answer cue or the instruction inside it, or no end token."""
+    text = text.strip()
+    tag = task_tag(task)
+    if not finished or not text.startswith(tag):
+        return None
+    body = text[len(tag):].strip()
+    instruction = prefix.strip()
+    if not body or answer_mark(suffix) in body or (instruction and instruction in body):
+        return None
+    return body
+
+
+def balanced(candidates: Sequence[tuple[str, str]], n: int, label_order: Optional[Sequence[str]] = None
+             ) -> list[tuple[str, str]]:
+    """``n`` of the (prompt, answer) ``candidates`` taken round-robin over the answers (in
+    ``label_order``, then first appearance), each answer's candidates in their order: the counts
+    are as equal as the candidates allow; the result keeps the candidates' order."""
+    groups: dict[str, list[int]] = {lab: [] for lab in (label_order or ())}
+    for i, (_, answer) in enumerate(candidates):
+        groups.setdefault(answer, []).append(i)
+    queues = [list(reversed(g)) for g in groups.values() if g]
+    chosen: list[int] = []
+    while len(chosen) < n and queues:
+        for q in queues:
+            if len(chosen) < n and q:
+                chosen.append(q.pop())
+        queues = [q for q in queues if q]
+    return [candidates[i] for i in sorted(chosen)]
+
+
+def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[tuple[str, bool]]], template: tuple[str, str],
+                               n: int, answer: Predict, *, labels: Optional[Sequence[str]] = None,
+                               balance: bool = True, stats: Optional[dict] = None) -> list[Example]:
+    """Up to ``n`` distinct examples (``pseudo-<task>-<i>``) from rounds of ``tagged`` (text, finished)
+    pairs; rounds are read until ``n`` distinct well-formed inputs are found (or none is left).
+
+    A text is well-formed when ``parse_tagged`` gives an input and ``answer`` (called once per round
+    on the new distinct inputs' prompts) gives a non-empty answer, inside ``labels`` when given.
+    Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
+    the labels with ``balance``, else the first ``n``. ``stats``: texts drawn, well-formed, distinct."""
+    prefix, suffix = template
+    pool: list[tuple[str, str]] = []
+    answered: dict[str, Optional[str]] = {}  # normalised input -> its answer (None: malformed)
+    drawn = well_formed = 0
+    for pairs in (rounds if n > 0 else ()):
+        drawn += len(pairs)
+        bodies = [parse_tagged(t, task, prefix, suffix, f) for t, f in pairs]
+        new = list(dict.fromkeys(" ".join(b.split()) for b in bodies if b and " ".join(b.split()) not in answered))
+        if new:
+            for body, a in zip(new, answer([prefix + b + suffix for b in new])):
+                a = a.strip()
+                ok = bool(a) and (labels is None or a in labels)
+                answered[body] = a if ok else None
+                if ok:
+                    pool.append((prefix + body + suffix, a))
+        well_formed += sum(1 for b in bodies if b and answered.get(" ".join(b.split())) is not None)
+        if len(pool) >= n:
+            break
+    kept = balanced(pool, n, labels) if balance else pool[:n]
+    if stats is not None:
+        stats.update({"generated": drawn, "well_formed": well_formed, "distinct": len(pool), "kept": len(kept)})
+    return [Example(f"pseudo-{task}-{i}", p, (a,)) for i, (p, a) in enumerate(kept)]
+
+
+def fill_record(requested: int, examples: Sequence[Example], info: dict, fmt: GenFormat) -> dict:
+    """The fill rate of one task's generated memory, for results.json: requested, drawn, well-
+    formed, distinct, kept, the kept samples' label counts, and ``empty`` when none was kept."""
+    labels: dict[str, int] = {}
+    for ex in examples:
+        labels[ex.references[0]] = labels.get(ex.references[0], 0) + 1
+    generated = info.get("generated", 0)
+    return {"format": fmt, "requested": requested, "generated": generated,
+            "well_formed": info.get("well_formed", 0), "distinct": info.get("distinct", info.get("well_formed", 0)),
+            "kept": len(examples), "well_formed_rate": round(info.get("well_formed", 0) / generated, 4)
+            if generated else None, "labels": dict(sorted(labels.items())), "empty": requested > 0 and not examples}
+
+
 def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, str], n: int, eos_ids: list[int],
                       *, labels: Optional[set[str]] = None, seed: int = 0, top_k: int = 20,
                       max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
                       gen_answers: Literal["generated", "predicted"] = "generated",
+                      gen_format: GenFormat = "lamol", balance: bool = True,
                       stats: Optional[dict] = None) -> list[Example]:
     """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
 
-    ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts);
-    ``gen_answers: predicted`` answers cue-less texts by the model's batched greedy prediction
-    (``kif.evaluation.generate``, at most ``data.max_target_length`` tokens: an answer's length in
-    training); ``stats`` (optional): see ``examples_from_texts``."""
+    ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts).
+    ``lamol``: ``gen_answers: predicted`` answers cue-less texts by the model's batched greedy
+    prediction (``kif.evaluation.generate``, at most ``data.max_target_length`` tokens: an answer's
+    length in training). ``tagged``: a text is at most ``min(max_new_tokens, data.max_target_length)``
+    tokens (the longest target trained on) and its answer is the label of highest log-probability
+    (``labels`` given) or the greedy answer. ``stats`` (optional): the counts and ``fill``, the
+    ``fill_record``. An empty memory (``n`` > 0, nothing kept) is logged, one line."""
     if gen_answers not in ("generated", "predicted"):
         raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
-
-    def sampled():  # a round is drawn only when the filter asks for it
-        for r in range(rounds):
-            yield sample_texts(model, encoder, gen_prompt(task), 2 * n, eos_ids, top_k=top_k,
-                               max_new_tokens=max_new_tokens, generator_seed=seed * 1000 + r, batch_size=batch_size)
-
+    if gen_format not in ("tagged", "lamol"):
+        raise ValueError(f"gen_format: {gen_format!r} is neither 'tagged' nor 'lamol'")
     def predict(prompts: list[str]) -> list[str]:
-        from ..evaluation import generate
-
         return generate(model, encoder, [encoder.prompt_ids(p) for p in prompts], eos_ids, batch_size,
                         encoder.max_target_length)
 
-    return examples_from_texts(task, sampled(), template, n, labels=labels,
-                               predict=predict if gen_answers == "predicted" else None, stats=stats)
+    info: dict = {}
+    if gen_format == "lamol":
+        def sampled():  # a round is drawn only when the filter asks for it
+            for r in range(rounds):
+                yield sample_texts(model, encoder, gen_prompt(task), 2 * n, eos_ids, top_k=top_k,
+                                   max_new_tokens=max_new_tokens, generator_seed=seed * 1000 + r,
+                                   batch_size=batch_size)
+
+        out = examples_from_texts(task, sampled(), template, n, labels=labels,
+                                  predict=predict if gen_answers == "predicted" else None, stats=info)
+    else:
+        order = sorted(labels) if labels is not None else None
+        prompt, limit = gen_prompt(task, "tagged", template[0]), min(max_new_tokens, encoder.max_target_length)
+
+        def tagged_rounds():
+            for r in range(rounds):
+                done: list[bool] = []
+                texts = sample_texts(model, encoder, prompt, 2 * n, eos_ids, top_k=top_k, max_new_tokens=limit,
+                                     generator_seed=seed * 1000 + r, batch_size=batch_size, finished=done)
+                yield list(zip(texts, done))
+
+        def answer(prompts: list[str]) -> list[str]:
+            if order is None:
+                return predict(prompts)
+            scores = label_scores(model, encoder, [encoder.prompt_ids(p) for p in prompts], order, batch_size)
+            return [order[j] for j in scores.argmax(-1).tolist()]
+
+        out = tagged_examples_from_texts(task, tagged_rounds(), template, n, answer, labels=order,
+                                         balance=balance, stats=info)
+    info["fill"] = fill_record(n, out, info, gen_format)
+    if info["fill"]["empty"]:
+        log.warning("generative replay: the memory of task %s stays empty (%d generated, %d well-formed, "
+                    "gen_format %s)", task, info["fill"]["generated"], info["fill"]["well_formed"], gen_format)
+    if stats is not None:
+        stats.update(info)
+    return out
 
 
 def save_pseudo(task_dir, examples: Sequence[Example]) -> None:
