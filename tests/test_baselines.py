@@ -357,14 +357,17 @@ def test_step_guard_post_hook_skips_non_finite_steps():
     p = torch.nn.Parameter(torch.zeros(2))
     calls = []
     guard = StepGuard([p], post_hook=lambda: calls.append(1))
+    state = type("State", (), {"global_step": 0})()  # the Trainer's, before the step is counted
     p.grad = torch.tensor([1.0, 2.0])
-    guard.on_pre_optimizer_step(None, None, None)
-    guard.on_optimizer_step(None, None, None)
+    guard.on_pre_optimizer_step(None, state, None)
+    guard.on_optimizer_step(None, state, None)
+    state.global_step = 1
     p.grad = torch.tensor([float("nan"), 0.0])
-    with pytest.warns(UserWarning):
-        guard.on_pre_optimizer_step(None, None, None)
-    guard.on_optimizer_step(None, None, None)
+    with pytest.warns(UserWarning, match="optimizer step 2"):
+        guard.on_pre_optimizer_step(None, state, None)
+    guard.on_optimizer_step(None, state, None)
     assert calls == [1] and guard.skipped == 1
+    assert [e["step"] for e in guard.skipped_batches] == [2]
 
 
 # ---- end to end (runner) ------------------------------------------------------------------------
