@@ -21,6 +21,14 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 
+def known_scheduler(v: str) -> str:
+    """A transformers learning-rate schedule name kif accepts (train.lr_scheduler and a
+    method's own stage schedule, e.g. KIF-M's replay_lr_scheduler)."""
+    if v not in SCHEDULERS:
+        raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)}")
+    return v
+
+
 def check_report_to(names: list[str]) -> list[str]:
     """``train.report_to``: integrations the Trainer knows and that are installed (checked at
     load, not when the first task starts training)."""
@@ -94,9 +102,7 @@ class TrainConfig(_Strict):
     @field_validator("lr_scheduler")
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)}")
-        return v
+        return known_scheduler(v)
 
     @field_validator("report_to")
     @classmethod

@@ -58,7 +58,7 @@ from typing import Literal, Optional
 import torch
 from pydantic import Field, field_validator
 
-from ..config import SCHEDULERS
+from ..config import known_scheduler
 from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, MemoryOptions, pseudo_samples
@@ -97,9 +97,7 @@ class MemoryReplayOptions(MemoryOptions, GenerativeOptions, MethodOptions):
     @field_validator("replay_lr_scheduler")
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)}")
-        return v
+        return known_scheduler(v)
 
     @field_validator("replay_warmup_steps")
     @classmethod
