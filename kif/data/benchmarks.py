@@ -410,8 +410,3 @@ def load_benchmark_yaml(path: Path) -> Benchmark:
         raise ConfigError(f"{p}: 'description' must be a string")
     return Benchmark(doc["name"], tasks, {str(k): list(v) for k, v in orders.items()}, description)
 
-
-# ---- held-out benchmarks (unseen-task evaluation, eval.unseen; kif.data.unseen) ----------------
-from kif.data.unseen import UNSEEN_BUILTINS  # noqa: E402 - it builds on the classes above
-
-BUILTINS.update(UNSEEN_BUILTINS)
