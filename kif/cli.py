@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from .errors import KifError, Stopped
 
@@ -287,10 +288,12 @@ def _stop(signum, frame):
 
 def _resend_swallowed_stop(unraisable) -> None:
     """A SIGTERM that lands inside a ``__del__`` (a library's object being collected) raises
-    Stopped where Python drops exceptions, and the run would go on: send it again, so it is
-    raised once that ``__del__`` returns."""
+    Stopped where Python drops exceptions, and the run would go on: send it again once this hook
+    has returned. Sent from here, its handler would run inside the hook, where Python drops it
+    too; a short-lived thread sends it after, and should it land in a ``__del__`` again, this
+    hook sends it once more."""
     if isinstance(unraisable.exc_value, Stopped):
-        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
     sys.__unraisablehook__(unraisable)
 

@@ -448,6 +448,30 @@ def test_sigterm_says_how_to_resume(tmp_path, data_dir):
     assert not [p for p in out.rglob(".*") if p.name != LOCK_NAME]  # no temporary file or folder
 
 
+def test_sigterm_swallowed_by_a_finaliser_still_stops_the_run(monkeypatch):
+    """A SIGTERM whose handler runs inside a library object's ``__del__`` is dropped by Python
+    (CI met it once in test_sigterm_says_how_to_resume); kif sends it again so the run stops."""
+    import argparse
+
+    from kif import cli
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # kif's handler raises Stopped here, where Python drops it
+
+    def command(args):
+        SignalledWhileCollected()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 0
+
+    parser = argparse.ArgumentParser()
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: argparse.Namespace(fn=command, output=None))
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert main([]) == 143
+
+
 # ---- output folders and paths --------------------------------------------------------------------
 
 def _dangling(tmp_path):
