@@ -2,8 +2,6 @@
 config's method name and ``method_args`` are checked before any method module (torch, 2+ s)
 is imported. A module dropped into ``kif/methods/`` with ``@register`` on its class is still
 found (imported when a name is not listed); a method outside the package is ``module:Class``."""
-from __future__ import annotations
-
 import importlib
 import pkgutil
 import sys
