@@ -1,6 +1,6 @@
 """Long Sequence order 1 with SmolLM2-135M-Instruct: seqlora and kiflora through the library.
 
-Each method runs as ``kif run`` would (``kif.config.validate_config`` + ``kif.runner.run``)
+Each method runs as ``kif run`` would (``kif.configure.validate_config`` + ``kif.runner.run``)
 with the Table I settings of ``configs/table1`` (LoRA r=8 q/v, lr 3e-4, batch 128 (the paper's
 LLaMA setting), 10 epochs,
 eval batch 64, up to 128 new tokens), up to 1000 train samples per task (all there are: cb
@@ -24,7 +24,7 @@ from pathlib import Path
 import _common as C
 import torch
 
-from kif.config import validate_config
+from kif.configure import validate_config
 from kif.data.benchmarks import LONG_SEQUENCE_ORDERS
 from kif.runner import run
 

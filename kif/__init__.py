@@ -6,7 +6,7 @@
 """
 __version__ = "0.1.0"
 
-_LAZY = {"run": "kif.runner", "load_config": "kif.config", "RunConfig": "kif.config",
+_LAZY = {"run": "kif.runner", "load_config": "kif.configure", "RunConfig": "kif.config",
          "KifError": "kif.errors", "load_model": "kif.models", "get_method": "kif.methods"}
 
 

@@ -13,7 +13,7 @@ from .errors import KifError, Stopped
 
 
 def _cmd_run(args) -> int:
-    from .config import load_config
+    from .configure import load_config
     from .dist import is_main
 
     cfg = load_config(args.config, args.set + ([f"eval.mode={args.eval_mode}"] if args.eval_mode else []))

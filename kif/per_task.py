@@ -25,6 +25,8 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
+from .config import TrainConfig
+from .data.benchmarks import LONG_SEQUENCE_ORDERS, SUPERNI_ORDERS
 from .errors import ConfigError
 
 SECTIONS = ("train", "method_args")
@@ -66,18 +68,16 @@ def task_config(cfg, k: int, task: str):
                                   "method_args": {**cfg.method_args, **over["method_args"]}})
 
 
-def check_values(cfg, source: str = "config") -> None:
+def check_values(cfg, method, source: str = "config") -> None:
     """At load: each per-task value has the form (list or map) and the type of the key it
-    replaces; the method is not a joint one; the sequence, when the config fixes it, fits."""
-    from .config import TrainConfig
-    from .methods import get_method
-
+    replaces; the method is not a joint one; the sequence, when the config fixes it, fits.
+    ``method``: what validation knows of ``cfg.method`` (``kif.methods.registry.Spec``:
+    its name, options and whether it is joint)."""
     entries = _entries(cfg)
     if not entries:
         return
-    cls = get_method(cfg.method)
-    if cls.joint:
-        raise ConfigError(f"{source}: per_task: method '{cls.name}' trains all tasks in one stage; "
+    if method.joint:
+        raise ConfigError(f"{source}: per_task: method '{method.name}' trains all tasks in one stage; "
                           "per-task values do not apply")
     base = {"train": cfg.train.model_dump(), "method_args": dict(cfg.method_args)}
     for section, key, spec in entries:
@@ -93,7 +93,7 @@ def check_values(cfg, source: str = "config") -> None:
         else:
             raise ConfigError(f"{source}: {where}: give a list (one value per task, in order) "
                               "or a map {task: value} (with an optional 'default')")
-        schema = TrainConfig if section == "train" else cls.Options
+        schema = TrainConfig if section == "train" else method.options
         for at, value in items:
             try:
                 schema.model_validate({**base[section], key: value})
@@ -112,8 +112,6 @@ def known_sequence(cfg) -> Optional[list[str]]:
     benchmark), or None when only the benchmark's data can tell."""
     if cfg.tasks:
         return list(cfg.tasks)
-    from .data.benchmarks import LONG_SEQUENCE_ORDERS, SUPERNI_ORDERS
-
     orders = {"long_sequence": LONG_SEQUENCE_ORDERS, "superni": SUPERNI_ORDERS}.get(cfg.benchmark, {})
     return orders[str(cfg.order)].split() if cfg.order is not None and str(cfg.order) in orders else None
 

@@ -22,7 +22,8 @@ import yaml
 from . import __version__
 from .checkpoint import (check_no_symlinks, discard_run, latest_checkpoint, load_checkpoint, save_checkpoint,
                          validate_checkpoint)
-from .config import RunConfig, config_changes, dump_config
+from .config import RunConfig
+from .configure import config_changes, dump_config
 from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels

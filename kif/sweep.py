@@ -39,7 +39,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import RunConfig, load_config, set_key, validate_config
+from .config import RunConfig
+from .configure import load_config, set_key, validate_config
 from .errors import ConfigError, KifError, OutputError
 from .io import atomic_write_json
 from .lock import check_utf8_path
@@ -260,7 +261,7 @@ def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool =
     from its validated checkpoint as ``kif run`` reads it. ``repair``: rewrite a finished cell's
     results.json that does not match its checkpoint (off for a dry run, which writes nothing)."""
     from .data import get_benchmark, resolve_sequence
-    from .config import config_changes
+    from .configure import config_changes
 
     benches = {}
     for cell in sweep.cells:

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import dump_config
+from .configure import dump_config
 from .errors import KifError
 from .lock import ensure_dir
 from .sweep import Cell, Sweep, _duration, _fmt, cell_status, remaining_seconds, write_state

@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from kif.config import load_config
+from kif.configure import load_config
 from kif.metrics import rouge_l
 from kif.runner import load_sequence_data
 

@@ -14,7 +14,7 @@ TINY_ARGS = {
 
 
 def tiny_config(**overrides):
-    from kif.config import validate_config
+    from kif.configure import validate_config
 
     raw = json.loads(json.dumps(TINY_ARGS))
     for k, v in overrides.items():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kif.config import validate_config
+from kif.configure import validate_config
 from kif.data import Example
 from kif.encoding import Encoder
 from kif.errors import ConfigError
@@ -377,7 +377,7 @@ E2E_SETS = ["tasks=[copa,sst2]", "data.train_samples=8", "data.test_samples=4", 
 
 
 def _e2e(method, model, tmp_path, data_dir):
-    from kif.config import load_config
+    from kif.configure import load_config
     from kif.runner import run
 
     cfg = load_config(None, [f"method={method}", f"model={model}", f"data_dir={data_dir}", *E2E_SETS])

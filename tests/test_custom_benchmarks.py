@@ -234,7 +234,7 @@ def test_json_lines_messages(tmp_path):
 # ---- a run config's benchmark path ----------------------------------------------------------
 
 def test_benchmark_path_is_relative_to_the_config(tmp_path, monkeypatch):
-    from kif.config import load_config
+    from kif.configure import load_config
     from kif.runner import _same_benchmark
 
     (tmp_path / "exp").mkdir()
@@ -267,7 +267,7 @@ def test_run_from_another_folder_records_groups_and_resumes(tmp_path, monkeypatc
     and the run resumes from another working directory."""
     import yaml
 
-    from kif.config import load_config
+    from kif.configure import load_config
     from kif.runner import run
 
     (tmp_path / "exp").mkdir()

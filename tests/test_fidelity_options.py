@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kif.config import method_options, validate_config
+from kif.configure import method_options, validate_config
 from kif.core import lora_pairs, orthogonal_regularizer
 from kif.errors import ConfigError
 from kif.methods import kif as kif_module

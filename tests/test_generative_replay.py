@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kif.config import validate_config
+from kif.configure import validate_config
 from kif.data import Example
 from kif.encoding import Encoder
+from kif.methods.options import GenerativeOptions
 from kif.models import load_model
-from kif.replay.generative import (GenerativeOptions, balanced, closed_labels, cueless_prompt, examples_from_texts,
+from kif.replay.generative import (balanced, closed_labels, cueless_prompt, examples_from_texts,
                                    fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
                                    parse_example, parse_tagged, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template

@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend
 
 from kif.attention import backend_names, sdpa_backends
 from kif.cli import main
-from kif.config import validate_config
+from kif.configure import validate_config
 from kif.data.loaders import Example
 from kif.encoding import Encoder
 from kif.errors import ConfigError, KifError
@@ -258,7 +258,7 @@ def test_non_finite_loss_keeps_the_learning_rate_advice(tiny):
 def test_runs_from_before_the_new_keys_stay_resumable():
     """A stored config written before hub_kernels / train.attention_backend existed equals the
     same config now, while the new keys keep their defaults; setting one is a change."""
-    from kif.config import config_changes, config_record
+    from kif.configure import config_changes, config_record
 
     cfg = tiny_config()
     stored = config_record(cfg)

@@ -282,7 +282,7 @@ def _table1_run(method, tmp_path, *extra):
     leave no replay stage to check."""
     from pathlib import Path
 
-    from kif.config import load_config
+    from kif.configure import load_config
     from kif.runner import run
 
     path = Path(__file__).resolve().parents[1] / "configs" / "table1" / f"{method}.yaml"

@@ -74,7 +74,7 @@ def test_checkpointing_run_gives_identical_results_and_adapters(tmp_path):
 
 
 def test_a_run_recorded_before_the_key_existed_resumes_without_a_config_change():
-    from kif.config import config_changes, config_record
+    from kif.configure import config_changes, config_record
 
     cfg = tiny_config()
     old = json.loads(json.dumps(config_record(cfg)))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from kif.config import load_config, validate_config
+from kif.configure import load_config, validate_config
 from kif.errors import ConfigError
 from kif.models import load_model
 from kif.encoding import Encoder

@@ -224,7 +224,7 @@ def test_child_environment(tmp_path, monkeypatch):
     assert seen["cmd"][1:] == ["-m", "kif.cli", "run", str(tmp_path / "c1.yaml"), "-o", str(tmp_path / "out" / "c1"),
                                "-q", "--accept-config-change"]
     assert seen["stdout"] == str(tmp_path / "out" / "c1" / "run.log")
-    from kif.config import config_record, load_config
+    from kif.configure import config_record, load_config
 
     assert config_record(load_config(tmp_path / "c1.yaml")) == config_record(cell.config)
 

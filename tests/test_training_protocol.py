@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kif.config import TrainConfig, validate_config
+from kif.config import TrainConfig
+from kif.configure import validate_config
 from kif.data import Example
 from kif.encoding import Encoder, TrainCollator
 from kif.errors import ConfigError
@@ -292,7 +293,7 @@ def _is_sweep(path) -> bool:
 def test_paper_and_table1_configs_use_the_harness_protocol():
     from pathlib import Path
 
-    from kif.config import load_config
+    from kif.configure import load_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     paths = sorted((root / "paper").glob("*.yaml")) + sorted((root / "table1").glob("*.yaml"))
@@ -348,7 +349,7 @@ def test_every_config_claiming_the_table1_protocol_has_its_training_block():
     with Table I's KIFLoRA)."""
     from pathlib import Path
 
-    from kif.config import load_config
+    from kif.configure import load_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     reference = load_config(root / "table1" / "kiflora.yaml").train
@@ -371,7 +372,7 @@ def test_table4_ablates_kiflora():
     the same ablation on KIF is an extra, named so."""
     from pathlib import Path
 
-    from kif.config import load_config
+    from kif.configure import load_config
 
     root = Path(__file__).resolve().parents[1] / "configs" / "ablations"
     rows = {p.stem: load_config(p) for p in root.glob("table4_*.yaml")}

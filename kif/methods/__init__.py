@@ -1,10 +1,10 @@
 """Continual-learning methods behind one interface (``CLMethod``).
 
-The names below load on first use: config loading imports ``kif.methods.registry`` to check
-``method_args`` keys, and importing ``base`` here would import torch (2+ s) with it."""
+The names below load on first use: config loading imports ``kif.methods.options`` and
+``kif.methods.registry`` (no torch), and importing ``base`` here would import torch (2+ s)."""
 from importlib import import_module
 
-_HOMES = {"CLMethod": "base", "MethodOptions": "base", "RunContext": "base",
+_HOMES = {"CLMethod": "base", "MethodOptions": "options", "RunContext": "base",
           "all_methods": "registry", "get_method": "registry", "register": "registry"}
 __all__ = list(_HOMES)
 

@@ -16,17 +16,13 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
-from ..config import RunConfig, method_options
+from ..config import RunConfig
 from ..encoding import Encoder
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_dir
-
-
-class MethodOptions(BaseModel):
-    """Base of each method's ``method_args`` schema (unknown keys are errors)."""
-    model_config = ConfigDict(extra="forbid")
+from ..per_task import task_config
+from .options import MethodOptions, parse_options
 
 
 @dataclass
@@ -41,25 +37,23 @@ class RunContext:
 class CLMethod:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # kif.methods.options (no torch there)
     joint: ClassVar[bool] = False  # True: one training stage on all tasks' data at once
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
-        self.opts = method_options(ctx.cfg)
+        self.opts = parse_options(self.Options, ctx.cfg.method_args, self.name)
         self.model = self.setup_model(ctx.lm.model)
 
     # --- per-task options (kif.per_task) ---------------------------------------------
     def task_config(self, k: int) -> RunConfig:
         """The run config as task k sees it: its ``per_task`` values applied."""
-        from ..per_task import task_config
-
         return task_config(self.ctx.cfg, k, self.ctx.tasks[k]) if k < len(self.ctx.tasks) else self.ctx.cfg
 
     def task_opts(self, k: int):
         """Task k's ``method_args`` (its ``per_task`` values applied), validated like ``self.opts``."""
         cfg = self.task_config(k)
-        return self.opts if cfg is self.ctx.cfg else method_options(cfg)
+        return self.opts if cfg is self.ctx.cfg else parse_options(self.Options, cfg.method_args, self.name)
 
     # --- model -----------------------------------------------------------------
     def setup_model(self, base):

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from pydantic import Field, field_validator, model_validator
 
 from ..dist import world_size
-from .base import CLMethod, MethodOptions, pack, unpack
+from .base import CLMethod, pack, unpack
+from .options import EMAOptions
 from .registry import register
 
 
@@ -55,25 +55,7 @@ class EMA(CLMethod):
     name = "ema"
     description = "one LoRA; an exponential moving average of the weights (updated every step) replaces them after each task"
 
-    class Options(MethodOptions):
-        decay: Optional[float] = Field(None, ge=0, le=1, description="a fixed EMA decay d per optimizer step; "
-                                       "replaces half_life (kif's earlier key; d = 0.999 was its default)")
-        half_life: Optional[float] = Field(
-            0.55, gt=0, description="the pre-task average weighs ½ after this fraction of each task's optimizer "
-            "steps: d = 0.5^(1/(half_life·steps)); 0.55 = d 0.999 at the paper's T5 regime (1,250 steps a task)")
-
-        @field_validator("half_life")  # runs only when half_life is given
-        @classmethod
-        def _one_of(cls, v, info):
-            if v is not None and info.data.get("decay") is not None:
-                raise ValueError("set decay (per step) or half_life (per task), not both")
-            return v
-
-        @model_validator(mode="after")
-        def _decay_replaces_half_life(self):
-            if self.decay is not None:
-                self.half_life = None
-            return self
+    Options = EMAOptions
 
     def __init__(self, ctx):
         super().__init__(ctx)

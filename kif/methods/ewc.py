@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from ..encoding import TrainCollator
 from ..torchutil import eval_mode, stack_terms
-from .base import CLMethod, MethodOptions, pack, unpack
+from .base import CLMethod, pack, unpack
+from .options import EWCOptions
 from .registry import register
 
 
@@ -52,11 +52,7 @@ class EWC(CLMethod):
     name = "ewc"
     description = "one LoRA + elastic weight consolidation (online diagonal-Fisher penalty towards old weights)"
 
-    class Options(MethodOptions):
-        lambda_: float = Field(5000.0, ge=0, description="penalty weight λ in λ/2·Σ F(θ−θ*)²")
-        fisher_samples: int = Field(64, gt=0, description="training examples of the task used for the Fisher")
-        fisher_batch_size: int = Field(1, gt=0, description="examples per gradient (1: per-example Fisher)")
-        gamma: float = Field(1.0, ge=0, le=1, description="online decay of the old Fisher: F = γ·F_old + F_new")
+    Options = EWCOptions
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -12,64 +12,19 @@ Artifacts per task dir: ``adapter_trained/`` (f_k), ``adapter/`` (f̂_k, saved b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 
 from ..core import (ImportanceTracker, SkillUnits, accumulate_importance, fuse, lora_pairs,
                     orthogonal_regularizer)
-from ..errors import ArtifactError
+from ..dist import is_main
+from ..errors import ArtifactError, ConfigError
 from ..faults import fault_point
 from ..io import atomic_save_tensors
-from .base import CLMethod, MethodOptions, pack, unpack
+from ..training import tensorboard_writer
+from .base import CLMethod, pack, unpack
+from .options import KIFLoRAOptions, KIFOptions
 from .registry import register
-
-
-class KIFOptions(MethodOptions):
-    """Every choice of KIF. Sources: the paper, the authors' released code (TaSL repository),
-    or kif where both are silent; kif/core docstrings and docs/method.md say which is which."""
-    units: Literal["matrix", "lora_rank1"] = Field("matrix", description="skill unit granularity (§2)")
-    sensitivity: Literal["first", "second", "grad"] = Field("first", description="eq. 8 / eq. 9 / |grad| ablation")
-    smoothing: Literal["ema", "mean", "single_step"] = Field(
-        "ema", description="eq. 10-12 (ema; true); single_step: I_t of one step, no EMA/uncertainty (the "
-        "authors' Table IV ablations); mean: mean I_t over the task (false)")
-    single_step_index: int = Field(1, ge=-1, description="smoothing single_step: the counted step kept "
-                                   "(0-based; 1 = the authors' first counted step; -1 = the last)")
-    single_step_timing: Literal["after_step", "before_step"] = Field(
-        "after_step", description="smoothing single_step: read w after optimizer.step() (w_{t+1}, g_t; the "
-        "authors' code) or before it (w_t, g_t; kif's earlier reading)")
-    alpha1: float = Field(0.85, ge=0, lt=1)
-    alpha2: float = Field(0.85, ge=0, lt=1)
-    beta: float = Field(0.7, ge=0, le=1, description="eq. 13 weight of past importance")
-    fusion: Literal["static", "adaptive"] = "static"
-    top_fraction: float = Field(0.2, ge=0, le=1, description="eq. 15: share of units that count as important")
-    threshold: Literal["percentile", "rank"] = Field(
-        "percentile", description="the top-fraction rule: score > np.percentile(scores, 100(1-f)) (the authors' "
-        "code) or exactly ceil(f·U) by rank (kif's earlier rule); neither marks a lowest/zero-score unit")
-    gamma: float = Field(0.7, ge=0, le=1, description="eq. 15 weight of the past for task-shared units "
-                         "(paper: unstated; the authors' code: 0.7)")
-    temperature: float = Field(0.15, gt=0, description="eq. 16-17 τ (paper 0.15; the authors' script 0.25)")
-    ortho_weight: float = Field(0.0, ge=0, description="weight of the orthogonal regulariser eq. 5")
-    ortho_norm: Literal["squared", "frobenius"] = Field(
-        "frobenius", description="eq. 5 terms: Frobenius norm, unsquared (the authors' code and AdaLoRA's, for "
-        "which the weight 0.1 was tuned) or squared (eq. 5 as printed)")
-    ortho_reduction: Literal["mean", "sum"] = Field(
-        "mean", description="combine the per-matrix eq. 5 terms by their mean (the authors' code, AdaLoRA) or sum")
-
-    @field_validator("smoothing", mode="before")
-    @classmethod
-    def _bool_smoothing(cls, v):
-        """The key was a bool before single_step existed: true = ema, false = mean."""
-        return ("ema" if v else "mean") if isinstance(v, bool) else v
-
-
-class KIFLoRAOptions(KIFOptions):
-    units: Literal["matrix", "lora_rank1"] = "lora_rank1"
-    sensitivity: Literal["first", "second", "grad"] = "second"
-    fusion: Literal["static", "adaptive"] = "adaptive"
-    ortho_weight: float = Field(0.1, ge=0, description="eq. 5 weight (paper: unstated; the authors' code 0.1, "
-                                "with the unsquared norm and the mean over matrices)")
 
 
 @register
@@ -84,7 +39,6 @@ class KIF(CLMethod):
         o = self.opts
         params = self.trainable()
         if o.units == "lora_rank1" and not ctx.cfg.lora.enabled:
-            from ..errors import ConfigError
             raise ConfigError("method_args.units: lora_rank1 units need lora.enabled: true")
         self.units = SkillUnits.lora_rank1(params) if o.units == "lora_rank1" else SkillUnits.matrix_level(params)
         self.tracker = ImportanceTracker(params, o.sensitivity, o.smoothing, o.alpha1, o.alpha2,
@@ -140,12 +94,8 @@ class KIF(CLMethod):
 
     def _log_histograms(self, task_dir: Path, current, accumulated, w) -> None:
         """With train.report_to: [tensorboard], unit-score histograms next to the loss curves."""
-        from ..dist import is_main
-
         if "tensorboard" not in self.ctx.cfg.train.report_to or not is_main():
             return
-        from ..training import tensorboard_writer
-
         writer = tensorboard_writer(self.ctx.out_dir / "logs" / task_dir.name)
         writer.add_histogram("importance/current", current)
         writer.add_histogram("importance/accumulated", accumulated)

@@ -26,31 +26,17 @@ each with a learnable key; every input picks the N prompts whose keys are neares
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
-from .base import CLMethod, MethodOptions
+from .base import CLMethod
+from .options import L2POptions
 from .registry import register
-
-
-class L2POptions(MethodOptions):
-    pool_size: int = Field(10, gt=0, description="M, prompts in the pool (official L2P: 10)")
-    prompt_length: int = Field(5, gt=0, description="L_p, tokens per prompt (official L2P: 5)")
-    top_k: int = Field(5, gt=0, description="N, prompts selected per input (official L2P: 5)")
-    key_loss_weight: float = Field(0.1, ge=0, description="λ of the surrogate loss (pull_constraint_coeff 0.1)")
-    query: Literal["mean", "last"] = Field("mean", description="pooling of the frozen model's last hidden states")
-
-    @model_validator(mode="after")
-    def _top_k_fits(self):
-        if self.top_k > self.pool_size:
-            raise ValueError(f"top_k ({self.top_k}) must not exceed pool_size ({self.pool_size})")
-        return self
 
 
 def pool_query(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:

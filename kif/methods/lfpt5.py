@@ -57,27 +57,20 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
-from ..replay import MemoryOptions
-from ..replay.generative import (GenerativeOptions, closed_labels, generate_examples, generation_examples,
+from ..replay import memory_size
+from ..replay.generative import (closed_labels, generate_examples, generation_examples,
                                  save_pseudo)
 from ..replay.pseudo import prompt_template
 from ..data import Example
 from ..encoding import IGNORE
 from ..torchutil import eval_mode
-from .base import CLMethod, MethodOptions
+from .base import CLMethod
+from .options import LFPT5Options
 from .registry import register
-
-
-class LFPT5Options(MemoryOptions, GenerativeOptions, MethodOptions):
-    prompt_length: int = Field(300, gt=0, description="soft-prompt tokens (LFPT5's --prompt_number 300)")
-    kd_weight: float = Field(0.01, ge=0, description="weight of the KL label-consistency term on the pseudo-"
-                             "samples, KL(teacher ‖ student) summed over answer tokens (LFPT5's --kd_lamda 0.01); "
-                             "0: off")
 
 
 def answer_kl(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, seq2seq: bool) -> Tensor:
@@ -167,8 +160,6 @@ class LFPT5(CLMethod):
         return out, stats
 
     def _size(self, n: int) -> int:
-        from ..replay import memory_size
-
         o = self.opts
         return memory_size(n, o.memory_fraction, o.memory_per_task, o.min_per_task)
 

@@ -30,13 +30,13 @@ task k's options (``task_opts``), so the loss of task k uses task k's λ1 and λ
 """
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional
+from typing import Iterable, Optional
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from .inclora import IncLoRA, adapter_name
+from .options import OLoRAOptions
 from .registry import register
 
 
@@ -67,13 +67,7 @@ class OLoRA(IncLoRA):
     name = "olora"
     description = "O-LoRA: a new LoRA per task, trained orthogonal to the frozen earlier LoRAs (all summed)"
 
-    class Options(IncLoRA.Options):
-        lambda_1: float = Field(0.5, ge=0, description="weight of the orthogonality loss (O-LoRA scripts: "
-                                 "0.5; Long Sequence: 0.5, 5 from task 10, per_task)")
-        lambda_2: float = Field(0.0, ge=0, description="weight of the L2 norm of the new LoRA (O-LoRA "
-                                 "scripts: 0; Long Sequence: 0 / 0.1 / 0.3 per task, per_task)")
-        orth_norm: Literal["l1", "squared"] = Field(
-            "l1", description="l1: sum |A_old·A_newᵀ| (authors' code); squared: sum of squares (paper)")
+    Options = OLoRAOptions
 
     def __init__(self, ctx):
         self._pairs: list[tuple[Tensor, Tensor]] = []

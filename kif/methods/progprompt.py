@@ -35,25 +35,15 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, ResidualMLP, trainable_state, vocab_init
-from .base import CLMethod, MethodOptions
+from .base import CLMethod
+from .options import ProgPromptOptions
 from .registry import register
-
-
-class ProgPromptOptions(MethodOptions):
-    prompt_length: int = Field(10, gt=0, description="soft-prompt tokens per task (authors' README: 10)")
-    residual_mlp: bool = Field(False, description="train each prompt through P' = MLP(P) + P (their ResMLP)")
-    mlp_bottleneck: int = Field(800, gt=0, description="the residual MLP's hidden size (their default 800)")
-    inference: Literal["all", "task_id"] = Field(
-        "all", description="prompts used at inference: all learned so far (the authors' T5 code), or task_id: "
-        "an input of task i gets [P_i; ...; P_1], the prompts up to its own task")
 
 
 class ProgressivePrompts(nn.Module):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..replay import Memory, MemoryOptions
-from .base import CLMethod, MethodOptions
+from ..replay import Memory
+from .base import CLMethod
+from .options import ReplayOptions
 from .registry import register
 
 
@@ -19,12 +20,11 @@ class Replay(CLMethod):
     name = "replay"
     description = "one LoRA; a stored fraction of every finished task's real samples is mixed into later tasks"
 
-    class Options(MemoryOptions, MethodOptions):
-        pass
+    Options = ReplayOptions
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.memory = self.opts.memory(ctx.cfg.seed)
+        self.memory = Memory.from_options(self.opts, ctx.cfg.seed)
         self._current: list = []
 
     def train_examples(self, k: int, examples: list) -> list:

@@ -56,34 +56,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from ..encoding import pad
 from ..errors import ConfigError
 from ..io import atomic_save_dir, atomic_save_tensors
-from ..replay import Memory, MemoryOptions
-from ..replay.generative import GenerativeOptions, closed_labels, generate_examples, generation_examples
+from ..replay import Memory
+from ..replay.generative import closed_labels, generate_examples, generation_examples
 from ..replay.pseudo import prompt_template
-from .base import MethodOptions
 from .inclora import IncLoRA, adapter_name
+from .options import SAPTOptions
 from .registry import register
 
 IGNORE = -100
-
-
-class SAPTOptions(MemoryOptions, GenerativeOptions, MethodOptions):
-    trans_hidden_dim: int = Field(100, gt=0, description="hidden size of the query MLP (SAPT run_llama.py: 100)")
-    temperature: Optional[float] = Field(None, gt=0, description="attention temperature τ; null: √d "
-                                         "(SAPT attn_temperature 1)")
-    kl_weight: float = Field(2.0, ge=0, description="ARM replay weight (SAPT kl_ratio: 2 in its Long Sequence "
-                             "LLaMA script)")
-    reflection_target: Literal["attention", "onehot"] = Field(
-        "attention", description="ARM target of an earlier task: its mean attention weights after it was learned "
-        "(SAPT's code), or its own block (one-hot)")
-    target_samples: int = Field(200, gt=0, description="task inputs averaged into its ARM target")
 
 
 class Selection(nn.Module):
@@ -138,7 +126,7 @@ class SAPT(IncLoRA):
         self.selection.to(self.model.get_input_embeddings().weight.device)
         self.model.add_module("sapt_selection", self.selection)  # a submodule: the Trainer optimises it
         self.model.kif_input_routed = True  # kif.evaluation: no shared-prefix KV cache
-        self.memory: Memory = o.memory(ctx.cfg.seed)
+        self.memory: Memory = Memory.from_options(o, ctx.cfg.seed)
         self.targets: list[torch.Tensor] = []  # task k's ARM target over keys 0..k
         self._weights: Optional[torch.Tensor] = None
         self._labels: Optional[torch.Tensor] = None
@@ -204,8 +192,6 @@ class SAPT(IncLoRA):
 
     def attention(self, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
         """[n, K] attention weights of prompts (as evaluation encodes them)."""
-        from ..encoding import pad
-
         enc = self.ctx.encoder
         device = self.model.get_input_embeddings().weight.device
         out = []
@@ -238,7 +224,6 @@ class SAPT(IncLoRA):
             if not exs or i >= len(self.targets):
                 continue
             ids = [self.ctx.encoder.prompt_ids(ex.prompt) for ex in exs]
-            from ..encoding import pad
             device = self.model.get_input_embeddings().weight.device
             pooled = self.pooled(pad(ids, self.ctx.encoder.tokenizer.pad_token_id).to(device),
                                  pad([[1] * len(x) for x in ids], 0).to(device))

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from pydantic import Field
 
 from ..core.fusion import weight_ensemble
-from .base import CLMethod, MethodOptions, pack, unpack
+from .base import CLMethod, pack, unpack
+from .options import WeightEnsembleOptions
 from .registry import register
 
 
@@ -27,8 +27,7 @@ class WeightEnsemble(CLMethod):
     name = "weight-ensemble"
     description = "one LoRA; after each task the weights are averaged with the previous model (eq. 14)"
 
-    class Options(MethodOptions):
-        lambda_: float = Field(0.5, ge=0, le=1, description="weight λ of the previous fused model in eq. 14")
+    Options = WeightEnsembleOptions
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -1,6 +1,6 @@
 """What replay-based methods share: the episodic memory of finished tasks and the
 model-generated pseudo-samples that can stand in for it (``replay`` and ``kif-m`` use it)."""
-from .memory import Memory, MemoryOptions, memory_size
+from .memory import Memory, memory_size
 from .pseudo import prompt_template, pseudo_samples
 
-__all__ = ["Memory", "MemoryOptions", "memory_size", "prompt_template", "pseudo_samples"]
+__all__ = ["Memory", "memory_size", "prompt_template", "pseudo_samples"]

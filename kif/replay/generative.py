@@ -70,7 +70,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import Example
 from ..encoding import Encoder
@@ -91,26 +90,6 @@ def answer_mark(suffix: str) -> str:
 
 def separator(suffix: str) -> str:
     return (suffix if suffix.strip() else f" {ANSWER_MARK}") + " "
-
-
-class GenerativeOptions(BaseModel):
-    """``method_args`` of the generative component (composed into a method's Options)."""
-    model_config = ConfigDict(extra="forbid")
-
-    gen_weight: float = Field(0.25, ge=0, le=1, description="share of generation examples mixed into a task's "
-                              "data (LAMOL's λ = 0.25)")
-    gen_top_k: int = Field(20, gt=0, description="top-k sampling of generated examples (LAMOL: 20)")
-    gen_max_tokens: int = Field(256, gt=0, description="max new tokens of one generated example (input + answer)")
-    gen_rounds: int = Field(4, gt=0, description="sampling rounds (2·n candidates each) before giving up on n")
-    gen_answers: Literal["generated", "predicted"] = Field(
-        "generated", description="gen_format lamol: answers of generated inputs: the ones the model wrote after "
-        "the cue (LAMOL), or, for a text without a cue, the model's greedy prediction on its input (kif, small "
-        "models). gen_format tagged always answers with the model's task path")
-    gen_format: Literal["tagged", "lamol"] = Field(
-        "tagged", description="tagged (kif): the model writes '[task] <input>' from a task-tagged prompt, the "
-        "answer is its label-constrained answer to the rebuilt prompt; lamol (LAMOL/LFPT5): it writes "
-        "'<input><cue> <answer>' after __gen_<task>__")
-    gen_balance: bool = Field(True, description="keep the generated samples round-robin over the labels (kif)")
 
 
 GenFormat = Literal["tagged", "lamol"]

@@ -15,26 +15,9 @@ from __future__ import annotations
 import random
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ..data import Example
 from ..errors import ArtifactError
 from ..torchutil import fraction_count
-
-
-class MemoryOptions(BaseModel):
-    """The memory's ``method_args``, shared by every method that keeps one (composed into
-    the method's own Options by inheritance; the defaults live here and nowhere else)."""
-    model_config = ConfigDict(extra="forbid")
-
-    memory_fraction: float = Field(0.02, ge=0, le=1, description="fraction of each task's training set kept "
-                                   "(paper: 2 %)")
-    memory_per_task: Optional[int] = Field(None, ge=0, description="fixed samples per task; overrides "
-                                           "memory_fraction")
-    min_per_task: int = Field(1, ge=0, description="at least this many samples per task")
-
-    def memory(self, seed: int) -> "Memory":
-        return Memory(self.memory_fraction, self.memory_per_task, self.min_per_task, seed=seed)
 
 
 def memory_size(n: int, fraction: float, per_task: Optional[int], min_per_task: int) -> int:
@@ -59,6 +42,11 @@ class Memory:
         self.fraction, self.per_task, self.min_per_task, self.seed = fraction, per_task, min_per_task, seed
         self._tasks: list[str] = []  # insertion order = task order
         self._examples: dict[str, list[Example]] = {}
+
+    @classmethod
+    def from_options(cls, opts, seed: int) -> "Memory":
+        """From a method's options with the memory's keys (``kif.methods.options.MemoryOptions``)."""
+        return cls(opts.memory_fraction, opts.memory_per_task, opts.min_per_task, seed=seed)
 
     # --- filling -------------------------------------------------------------------
     def size_for(self, n: int) -> int:
