@@ -43,13 +43,6 @@ from typing import Sequence
 from kif.errors import ConfigError
 
 METRICS = ("accuracy", "rougeL", "f1", "set_match")
-METRIC_HELP = {
-    "accuracy": "exact match after normalisation, best over the references",
-    "rougeL": "Rouge-L F-measure (rouge_score, Porter stemmer), best over the references",
-    "f1": "token F1 (SQuAD) after normalisation, best over the references",
-    "set_match": "exact match of the sets of delimiter-separated items (order, repeats and "
-                 "spaces ignored), best over the references",
-}
 NORMALIZATIONS = {
     "harness": "lowercase, punctuation and extra whitespace removed, articles and the whole "
                "generation kept (O-LoRA/SAPT compute_metrics.py)",

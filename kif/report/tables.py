@@ -15,7 +15,6 @@ from typing import Any, Sequence
 from ..errors import ArtifactError
 from ..results import load_results
 
-KIF_METHODS = ("kif", "kiflora", "kif-m", "kiflora-m")
 DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
 
 _TASK_DIR = re.compile(r"^(\d+)_(.+)$")
