@@ -86,7 +86,7 @@ def _cmd_benchmarks(args) -> int:
         print("\n".join(describe_benchmark(get_benchmark(name, args.data_dir))))
     if args.benchmarks:
         return 0
-    from .data.pull import describe_lookup
+    from .data.locations import describe_lookup
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data dir: {data_dir}")

@@ -8,7 +8,7 @@ connection, in the same pull or the next one; the content is checked against the
 manifest's hash before the split is written, atomically, as ``.json.gz`` in the shared
 layout. A split already there and verified is not downloaded again.
 
-Where kif looks for data (``data_dir_candidates``; ``kif benchmarks`` shows it): config
+Where kif looks for data (``kif.data.locations``; ``kif benchmarks`` shows it): config
 ``data_dir`` (or ``--data-dir``), ``$KIF_DATA``, the pull location (``$KIF_DATA_HOME``,
 default ``$KIF_CACHE/data``, i.e. ``~/.cache/kif/data``), ``../shared/benchmarks``.
 """
@@ -37,11 +37,12 @@ from kif.data.manifest import (
     select,
     stored_file,
 )
-from kif.errors import DataError
+from kif.data.locations import default_pull_dir
+from kif.errors import DataError, OutputError
+from kif.lock import OutputLock
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"  # a data host, not a package index
 BASE_URL_ENV = "KIF_DATA_BASE_URL"
-PULL_DIR_ENV = "KIF_DATA_HOME"
 DOWNLOADS = ".kif-download"  # upstream files while a pull runs (and .part files to resume)
 CHUNK = 1 << 16
 TIMEOUT_S = 60  # one socket read (or connect) waiting longer than this fails the attempt
@@ -53,60 +54,6 @@ SIZE_MARGIN = 1.25
 STALL_WINDOW_S = 60  # fewer than STALL_MIN_BYTES in a window: the connection is stalled (retried)
 STALL_MIN_BYTES = 4096
 DEADLINE_S = 2 * 3600  # the whole pull; past it, what was fetched is kept for the next pull
-
-
-def default_pull_dir() -> Path:
-    """Where ``kif data pull`` puts data: ``$KIF_DATA_HOME``, else ``$KIF_CACHE/data``
-    (``~/.cache/kif/data``; ``$KIF_CACHE`` also holds the converted models)."""
-    if os.environ.get(PULL_DIR_ENV):
-        return Path(os.environ[PULL_DIR_ENV]).expanduser()
-    return Path(os.environ.get("KIF_CACHE") or Path.home() / ".cache" / "kif").expanduser() / "data"
-
-
-# ---- where kif looks for data -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DataDirCandidate:
-    """One step of the lookup: ``path`` None when not set; a folder the user named
-    (``required``) must exist, the others are skipped when absent."""
-
-    source: str
-    label: str
-    path: Optional[Path]
-    required: bool = False
-
-
-def data_dir_candidates(explicit: str | Path | None = None) -> list[DataDirCandidate]:
-    from kif.data.benchmarks import DEFAULT_DATA_DIR  # late: that module imports this one lazily
-
-    env = os.environ.get("KIF_DATA")
-    shared_here = (Path.cwd() / ".." / "shared" / "benchmarks").resolve()
-    out = [
-        DataDirCandidate("data_dir", "config data_dir / --data-dir",
-                         Path(explicit).expanduser() if explicit is not None else None, True),
-        DataDirCandidate("KIF_DATA", "$KIF_DATA", Path(env).expanduser() if env else None, True),
-        DataDirCandidate("pull", "kif data pull location ($KIF_DATA_HOME, default ~/.cache/kif/data)",
-                         default_pull_dir()),
-        DataDirCandidate("shared", "../shared/benchmarks", shared_here),
-    ]
-    if DEFAULT_DATA_DIR.resolve() != shared_here:
-        out.append(DataDirCandidate("shared", "../shared/benchmarks next to the kif repository",
-                                    DEFAULT_DATA_DIR.resolve()))
-    return out
-
-
-def describe_lookup(explicit: str | Path | None = None) -> list[str]:
-    """The lookup order as ``kif benchmarks`` prints it, marking the folder used."""
-    cands = data_dir_candidates(explicit)
-    used = next((c for c in cands if c.path is not None and c.path.is_dir()), None)
-    lines = ["data lookup (first found is used):"]
-    for i, c in enumerate(cands, 1):
-        if c.path is None:
-            state = "not set"
-        else:
-            state = str(c.path) + ("  <- used" if c is used else "" if c.path.is_dir() else "  (absent)")
-        lines.append(f"  {i}. {c.label}: {state}")
-    return lines
 
 
 # ---- downloading ----------------------------------------------------------------------------
@@ -308,9 +255,6 @@ def pull(benchmarks: Iterable[str] | str | None = None, dest: str | Path | None 
     chosen = select(entries if entries is not None else load_manifest(), benchmarks)
     if dest.exists() and not dest.is_dir():
         raise DataError(f"{dest}: not a folder (--dir names where the data goes)")
-    from kif.errors import OutputError
-    from kif.lock import OutputLock
-
     try:
         with OutputLock(dest, "data folder"):  # a second pull into it fails at once, naming the first
             return _pull_locked(chosen, dest, base, progress, retries)

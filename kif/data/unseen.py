@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kif.data.benchmarks import Benchmark, TaskSpec, _builtin_dir, get_benchmark
+from kif.data.benchmarks import Benchmark, TaskSpec, builtin_dir, get_benchmark
 from kif.data.loaders import Example, sample
 from kif.errors import ConfigError, DataError
+from kif.results import UnseenScores
 
 # Table III's categories: Dialog, Information Extraction, Question Answering,
 # Summarisation, Sentiment Analysis (the README's list; NOTES.json records the same).
@@ -49,7 +50,7 @@ class HeldOutTaskSpec(TaskSpec):
 
 def superni_unseen(data_dir: Path) -> Benchmark:
     """``superni_unseen/<task>/test.json.gz`` in the SuperNI layout, scored by Rouge-L."""
-    root = _builtin_dir(data_dir, "superni_unseen")
+    root = builtin_dir(data_dir, "superni_unseen")
     folders = {}
     for d in sorted(root.iterdir()):
         m = _TASK_DIR.match(d.name)
@@ -137,7 +138,5 @@ def restrict_categories(categories: Optional[dict[str, list[str]]], tasks: list[
 
 def empty_record(unseen: UnseenSet):
     """The results record of ``unseen`` before any evaluation (``kif.results.UnseenScores``)."""
-    from kif.results import UnseenScores
-
     return UnseenScores(benchmark=unseen.benchmark, tasks=unseen.tasks, categories=unseen.categories,
                         metrics=unseen.metric_names, n_test={t: len(unseen.test[t]) for t in unseen.tasks})
