@@ -38,7 +38,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from kif.errors import ConfigError
 
@@ -285,7 +285,53 @@ def backward_transfer(a: Matrix, k: int | None = None) -> float | None:
     return _mean(diffs)
 
 
-def cl_metrics(a: Matrix, k: int | None = None) -> dict[str, float | None]:
-    """``{"AP", "FWT", "BWT"}`` (eqs. 18-20) over the first ``k`` tasks (default: all rows)."""
-    return {"AP": average_performance(a, k), "FWT": forward_transfer(a, k),
-            "BWT": backward_transfer(a, k)}
+def _joint_mean(row: Sequence[float | None]) -> float | None:
+    """AP of a joint run: its one row is "after all tasks", so AP is the mean of that row."""
+    values = [v for v in row if v is not None]
+    return fmean(values) if values else None
+
+
+@dataclass(frozen=True)
+class CLMetric:
+    """A continual-learning metric of a score matrix (docs/method.md §7): ``of(a, k)`` over its
+    first k rows; ``of_joint(row)`` for a joint run's one row (None: not defined there, e.g. a
+    transfer). Adding one here adds it to the results record's checks, logs and the report;
+    :class:`kif.results.Results` declares its field."""
+
+    name: str
+    help: str
+    of: Callable[[Matrix, int | None], float | None]
+    of_joint: Callable[[Sequence[float | None]], float | None] | None = None
+    higher_is_better: bool = True
+    digits: int = 2
+
+    def format(self, value) -> str:
+        """Display form: ``digits`` decimals; "-" for None (or anything not a number)."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return f"{value:.{self.digits}f}" if number else "-"
+
+
+CL_METRICS = (
+    CLMetric("AP", "average performance, eq. (18): mean score on every task after the last", average_performance,
+             _joint_mean),
+    CLMetric("FWT", "forward transfer, eq. (19): mean score on each task just before training on it",
+             forward_transfer),
+    CLMetric("BWT", "backward transfer, eq. (20): mean change on each task since it was learned "
+             "(negative = forgetting)", backward_transfer),
+)
+CL_NAMES = tuple(m.name for m in CL_METRICS)
+
+
+def cl_line(values) -> str:
+    """``AP=61.67 FWT=35.50 BWT=-40.00`` for a log line, from a results dict or record."""
+    get = values.get if isinstance(values, Mapping) else lambda name: getattr(values, name, None)
+    return " ".join(f"{m.name}={m.format(get(m.name))}" for m in CL_METRICS)
+
+
+def cl_metrics(a: Matrix, k: int | None = None, joint: bool = False) -> dict[str, float | None]:
+    """Every :data:`CL_METRICS` (eqs. 18-20) over the first ``k`` rows (default: all); for a
+    ``joint`` run, of its last row."""
+    if joint:
+        row = a[-1] if a else []
+        return {m.name: m.of_joint(row) if m.of_joint else None for m in CL_METRICS}
+    return {m.name: m.of(a, k) for m in CL_METRICS}
