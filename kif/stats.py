@@ -126,6 +126,28 @@ def sequence_paired(by_sequence: Mapping[object, Sequence[float]], level: float 
     return {**out, "pairs": sum(len(v) for v in by_sequence.values()), "unit_means": means}
 
 
+def mean_over_units(by_unit: Mapping[object, Mapping[object, float | None]]) -> dict:
+    """The mean over units (task orders) of each unit's mean over its replicates (seeds), as the
+    paper averages over orders; its sd is over the replicates run in every unit, of each one's
+    mean over the units (n = those replicates). ``by_unit`` maps unit -> {replicate: value};
+    a None value leaves its unit's mean (then the mean) or its replicate's mean out."""
+    per_unit = [summarize(list(v.values()))["mean"] for v in by_unit.values()]
+    common = set.intersection(*(set(v) for v in by_unit.values()))
+    per_replicate = [None if any(v[r] is None for v in by_unit.values()) else fmean(v[r] for v in by_unit.values())
+                     for r in common]
+    spread = summarize(per_replicate)
+    return {"mean": None if any(m is None for m in per_unit) else fmean(per_unit), "sd": spread["sd"], "n": spread["n"]}
+
+
+def mirror(interval: dict) -> dict:
+    """B − A from A − B: the same interval, negated (0.0 − x: no "-0.00")."""
+    neg = lambda x: None if x is None else 0.0 - x  # noqa: E731
+    out = {**interval, "mean": neg(interval["mean"]), "low": neg(interval.get("high")), "high": neg(interval.get("low"))}
+    if "unit_means" in interval:
+        out["unit_means"] = {k: neg(v) for k, v in interval["unit_means"].items()}
+    return out
+
+
 # ---- a family of comparisons -----------------------------------------------------------------------
 
 

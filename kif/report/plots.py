@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import KifError
-from .tables import _natural, is_joint, load_importance, parse_unit, row_labels, row_positions
+from .importance import load_importance, natural_key, parse_unit
+from .tables import is_joint, row_labels, row_positions
 
 DPI = 100
 
@@ -218,6 +219,39 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+# ---- task 1 over seeds (kif.report.aggregate) ------------------------------------------------------
+
+def plot_seed_trajectories(order: tuple, bands: dict, path: str | Path, title: str | None = None) -> Path:
+    """Score of task 1 after each task: one line per method (mean over seeds) with a min-max band."""
+    matplotlib, _, _ = _mpl()
+    k = len(order)
+    fig = _new_figure((max(8.0, round(4.5 + 0.55 * k, 2)), 4.8))
+    ax = fig.subplots()
+    cycle = matplotlib.colormaps["tab10"]
+    for i, (label, b) in enumerate(bands.items()):
+        color = cycle(i % 10)
+        if b["joint"]:
+            ax.errorbar(b["x"], b["mean"], yerr=[[m - lo for m, lo in zip(b["mean"], b["min"])],
+                                                 [hi - m for m, hi in zip(b["mean"], b["max"])]],
+                        fmt="D", color=color, capsize=4, label=f"{label} (joint)")
+            continue
+        ax.plot(b["x"], b["mean"], marker="osD^v<>p*h"[i % 10], linestyle=("-", "--", "-.", ":")[i % 4],
+                color=color, linewidth=2, markersize=6, label=f"{label} (n={max(b['n'])})")
+        ax.fill_between(b["x"], b["min"], b["max"], color=color, alpha=0.15, linewidth=0)
+    first = 0 if any(0 in b["x"] for b in bands.values()) else 1  # no zero-shot column without zero-shot scores
+    labels = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(order)]
+    ax.set_xticks(list(range(first, k + 1)), labels[first:],
+                  rotation=0 if k <= 4 else 30, ha="right" if k > 4 else "center", fontsize=8)
+    ax.set_xlim(first - 0.3, k + 0.3)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("after task j")
+    ax.set_ylabel(f"score on task 1 ({_short(order[0], 24)})")
+    ax.set_title(title or "Task 1 along the sequence: mean over seeds, band = min-max", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
+    return _save(fig, path)
+
+
 # ---- unit importance (paper Figures 6-7) ---------------------------------------------------------------
 
 def importance_figsize(n_tasks: int) -> tuple[float, float]:
@@ -243,7 +277,7 @@ def plot_importance(run_dir: str | Path, path: str | Path, title: str | None = N
             data[:, c] = (col - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(col), 0.0, np.nan)
 
     parsed = [parse_unit(n) for n in units]
-    modules = sorted({p["module"] for p in parsed}, key=_natural)
+    modules = sorted({p["module"] for p in parsed}, key=natural_key)
     groups: list[tuple[str, int, int]] = []  # (label, first row, last row)
     for r, p in enumerate(parsed):
         stack = {"encoder": "enc ", "decoder": "dec "}.get(p["stack"], "")
