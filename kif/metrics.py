@@ -41,6 +41,7 @@ from statistics import fmean
 from typing import Callable, Mapping, Sequence
 
 from kif.errors import ConfigError
+from kif.stats import mean_or_none, summarize
 
 METRICS = ("accuracy", "rougeL", "f1", "set_match")
 NORMALIZATIONS = {
@@ -255,23 +256,17 @@ def _get(a: Matrix, j: int, i: int) -> float | None:
     return row[i] if i < len(row) else None
 
 
-def _mean(values: list[float | None]) -> float | None:
-    if not values or any(v is None for v in values):
-        return None
-    return fmean(values)
-
-
 def average_performance(a: Matrix, k: int | None = None) -> float | None:
     """AP, eq. (18): mean over i < k of a[k-1][i] (scores after the k-th task)."""
     k = _k(a, k)
-    return _mean([_get(a, k - 1, i) for i in range(k)]) if k else None
+    return mean_or_none([_get(a, k - 1, i) for i in range(k)]) if k else None
 
 
 def forward_transfer(a: Matrix, k: int | None = None) -> float | None:
     """FWT, eq. (19): mean over i = 1..k-1 of a[i-1][i], the score on each task just
     before training on it. None when k < 2."""
     k = _k(a, k)
-    return _mean([_get(a, i - 1, i) for i in range(1, k)])
+    return mean_or_none([_get(a, i - 1, i) for i in range(1, k)])
 
 
 def backward_transfer(a: Matrix, k: int | None = None) -> float | None:
@@ -282,21 +277,14 @@ def backward_transfer(a: Matrix, k: int | None = None) -> float | None:
     for i in range(k - 1):
         last, learned = _get(a, k - 1, i), _get(a, i, i)
         diffs.append(None if last is None or learned is None else last - learned)
-    return _mean(diffs)
-
-
-def _joint_mean(row: Sequence[float | None]) -> float | None:
-    """AP of a joint run: its one row is "after all tasks", so AP is the mean of that row."""
-    values = [v for v in row if v is not None]
-    return fmean(values) if values else None
+    return mean_or_none(diffs)
 
 
 @dataclass(frozen=True)
 class CLMetric:
     """A continual-learning metric of a score matrix (docs/method.md §7): ``of(a, k)`` over its
-    first k rows; ``of_joint(row)`` for a joint run's one row (None: not defined there, e.g. a
-    transfer). Adding one here adds it to the results record's checks, logs and the report;
-    :class:`kif.results.Results` declares its field."""
+    first k rows, ``of_joint(row)`` of a joint run's one row (None: not defined there). Adding one
+    adds it to the checks, logs and report; :class:`kif.results.Results` declares its field."""
 
     name: str
     help: str
@@ -312,8 +300,9 @@ class CLMetric:
 
 
 CL_METRICS = (
+    # a joint run's one row is after all tasks: AP is its mean (tasks not evaluated left out)
     CLMetric("AP", "average performance, eq. (18): mean score on every task after the last", average_performance,
-             _joint_mean),
+             lambda row: summarize(row)["mean"]),
     CLMetric("FWT", "forward transfer, eq. (19): mean score on each task just before training on it",
              forward_transfer),
     CLMetric("BWT", "backward transfer, eq. (20): mean change on each task since it was learned "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from statistics import fmean
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +25,7 @@ from .errors import ArtifactError, validation_message
 from .io import atomic_write_json
 from .metrics import CL_NAMES, cl_metrics
 from .names import check_path_component
+from .stats import summarize
 
 SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (same layout)
 
@@ -46,8 +46,8 @@ class UnseenPoint(BaseModel):
 
     @classmethod
     def of(cls, per_task: dict[str, Optional[float]], categories: dict[str, list[str]]) -> "UnseenPoint":
-        cats = {c: _mean([per_task[t] for t in ts if per_task.get(t) is not None]) for c, ts in categories.items()}
-        mean = _mean([v for v in cats.values() if v is not None])
+        cats = {c: summarize([per_task.get(t) for t in ts])["mean"] for c, ts in categories.items()}
+        mean = summarize(list(cats.values()))["mean"]
         return cls(per_task=dict(per_task), per_category={c: _round(v) for c, v in cats.items()}, mean=_round(mean))
 
 
@@ -132,8 +132,7 @@ class Results(BaseModel):
             w = st.get("mean_weight_on_past")
             if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
                 raise ValueError(f"'per_task[{i}].mean_weight_on_past' must be a finite number")
-        for name in CL_NAMES:
-            v = getattr(self, name)
+        for name, v in ((n, getattr(self, n)) for n in CL_NAMES):
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"'{name}' must be a finite number or null")
         return self
@@ -201,10 +200,6 @@ def task_dir_name(k: int, task: str) -> str:
     plain path component when its benchmark was read; checked again here, because a name
     that escaped would write outside the run folder."""
     return f"{k + 1:02d}_{check_path_component(task, 'task name')}"
-
-
-def _mean(values: list[float]) -> Optional[float]:
-    return fmean(values) if values else None
 
 
 def _round(x: Optional[float]) -> Optional[float]:

@@ -95,6 +95,11 @@ def t_pvalue(mean: float, sd: float, n: int) -> float | None:
 # ---- intervals -------------------------------------------------------------------------------------
 
 
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean, or None when there is no value or one is missing (a score not evaluated)."""
+    return None if not values or any(v is None for v in values) else fmean(values)
+
+
 def summarize(values: Sequence[float | None]) -> dict:
     """Mean, sample standard deviation (n − 1; None for n < 2) and n; None entries (a metric
     a run does not have, e.g. FWT of a joint run) are left out."""
@@ -128,9 +133,8 @@ def sequence_paired(by_sequence: Mapping[object, Sequence[float]], level: float 
 
 def mean_over_units(by_unit: Mapping[object, Mapping[object, float | None]]) -> dict:
     """The mean over units (task orders) of each unit's mean over its replicates (seeds), as the
-    paper averages over orders; its sd is over the replicates run in every unit, of each one's
-    mean over the units (n = those replicates). ``by_unit`` maps unit -> {replicate: value};
-    a None value leaves its unit's mean (then the mean) or its replicate's mean out."""
+    paper averages over orders, with the sd (and n) of the replicates run in every unit, of each
+    one's mean over the units. ``by_unit``: unit -> {replicate: value, None where missing}."""
     per_unit = [summarize(list(v.values()))["mean"] for v in by_unit.values()]
     common = set.intersection(*(set(v) for v in by_unit.values()))
     per_replicate = [None if any(v[r] is None for v in by_unit.values()) else fmean(v[r] for v in by_unit.values())

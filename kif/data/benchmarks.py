@@ -141,15 +141,26 @@ class Benchmark:
         return name
 
 
-def builtin_dir(data_dir: Path, folder: str) -> Path:
+def _builtin_dir(data_dir: Path, folder: str) -> Path:
     root = Path(data_dir) / folder
     if not root.is_dir():
         raise DataError(f"{root}: benchmark folder not found; set KIF_DATA or data_dir")
     return root
 
 
+def superni_folders(data_dir: Path, folder: str) -> tuple[Path, dict[str, Path]]:
+    """``data_dir/folder`` and its task folders by short id (``task1572_...`` -> ``task1572``)."""
+    root = _builtin_dir(data_dir, folder)
+    folders: dict[str, Path] = {}
+    for d in sorted(root.iterdir()):
+        m = _SUPERNI_DIR.match(d.name)
+        if d.is_dir() and m:
+            folders.setdefault(m.group(1), d)
+    return root, folders
+
+
 def long_sequence(data_dir: Path) -> Benchmark:
-    root = builtin_dir(data_dir, "long_sequence")
+    root = _builtin_dir(data_dir, "long_sequence")
     names = LONG_SEQUENCE_ORDERS["1"].split()
     names += sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in names)
     return Benchmark(
@@ -160,12 +171,7 @@ def long_sequence(data_dir: Path) -> Benchmark:
 
 def superni(data_dir: Path) -> Benchmark:
     """Tasks are named by short id (``task1572``); folders carry the full name."""
-    root = builtin_dir(data_dir, "superni")
-    folders = {}
-    for d in sorted(root.iterdir()):
-        m = _SUPERNI_DIR.match(d.name)
-        if d.is_dir() and m:
-            folders.setdefault(m.group(1), d)
+    root, folders = superni_folders(data_dir, "superni")
     # Known tasks without a folder still get a spec, so the error comes when loading.
     names = SUPERNI_ORDERS["1"].split()
     names += sorted(n for n in folders if n not in names)

@@ -1,8 +1,5 @@
-"""Where kif looks for benchmark data, first found first: config ``data_dir`` (or
-``--data-dir``), ``$KIF_DATA``, where ``kif data pull`` puts data (``$KIF_DATA_HOME``, default
-``$KIF_CACHE/data``, i.e. ``~/.cache/kif/data``), ``../shared/benchmarks``. ``kif benchmarks``
-prints the lookup (:func:`describe_lookup`). Below both :mod:`kif.data.benchmarks` (which
-reads the data) and :mod:`kif.data.pull` (which writes it there)."""
+"""Where kif looks for benchmark data (``kif benchmarks`` prints it): below both
+:mod:`kif.data.benchmarks`, which reads the data, and :mod:`kif.data.pull`, which puts it there."""
 from __future__ import annotations
 
 import os
@@ -12,9 +9,8 @@ from typing import Optional
 
 from kif.errors import DataError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Last-resort data location: the benchmarks folder next to the repository.
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
 PULL_DIR_ENV = "KIF_DATA_HOME"
 
 

@@ -14,6 +14,7 @@ default ``$KIF_CACHE/data``, i.e. ``~/.cache/kif/data``), ``../shared/benchmarks
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import http.client
 import json
@@ -26,6 +27,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
 
 from kif.data.loaders import read_json
 from kif.data.manifest import (
@@ -64,8 +68,6 @@ def source_url(base_url: str, source: dict) -> str:
 
 def check_base_url(base_url: str) -> str:
     """``base_url`` when it is an http(s) URL with a host; else a one-line DataError."""
-    from urllib.parse import urlsplit
-
     where = f"--base-url / ${BASE_URL_ENV} {base_url!r}"
     try:
         parts = urlsplit(base_url)
@@ -110,8 +112,6 @@ class _TooLarge(Exception):
 
 
 def _disk_full(e: OSError) -> bool:
-    import errno
-
     return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -125,8 +125,6 @@ def download(url: str, target: Path, *, retries: int = 3, progress: bool = True,
     ``TIMEOUT_S``, a connection delivering under ``STALL_MIN_BYTES`` per ``STALL_WINDOW_S``
     is dropped (and resumed), and past ``deadline`` (``time.monotonic()``) the pull stops,
     keeping the ``.part`` for the next one."""
-    from tqdm.auto import tqdm
-
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     fetched, last = 0, None
@@ -263,8 +261,6 @@ def pull(benchmarks: Iterable[str] | str | None = None, dest: str | Path | None 
 
 
 def _pull_locked(chosen: list[Entry], dest: Path, base: str, progress: bool, retries: int) -> PullReport:
-    from tqdm.auto import tqdm
-
     deadline = time.monotonic() + DEADLINE_S
     report = PullReport(dest)
     todo: dict[str, list[tuple[Entry, Optional[Path]]]] = {}  # url -> splits built from it

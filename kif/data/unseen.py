@@ -12,12 +12,11 @@ named by short id (``task360``), as in ``superni``; the folder names work too.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kif.data.benchmarks import Benchmark, TaskSpec, builtin_dir, get_benchmark
+from kif.data.benchmarks import Benchmark, TaskSpec, get_benchmark, superni_folders
 from kif.data.loaders import Example, sample
 from kif.errors import ConfigError, DataError
 from kif.results import UnseenScores
@@ -33,7 +32,6 @@ SUPERNI_UNSEEN_CATEGORIES = {
 }
 # Categories a built-in held-out benchmark brings with it (a config may still give its own).
 BUILTIN_CATEGORIES = {"superni_unseen": SUPERNI_UNSEEN_CATEGORIES}
-_TASK_DIR = re.compile(r"^(task\d+)(_.*)?$")
 
 
 class HeldOutTaskSpec(TaskSpec):
@@ -50,12 +48,7 @@ class HeldOutTaskSpec(TaskSpec):
 
 def superni_unseen(data_dir: Path) -> Benchmark:
     """``superni_unseen/<task>/test.json.gz`` in the SuperNI layout, scored by Rouge-L."""
-    root = builtin_dir(data_dir, "superni_unseen")
-    folders = {}
-    for d in sorted(root.iterdir()):
-        m = _TASK_DIR.match(d.name)
-        if d.is_dir() and m:
-            folders.setdefault(m.group(1), d)
+    root, folders = superni_folders(data_dir, "superni_unseen")
     names = [t for ts in SUPERNI_UNSEEN_CATEGORIES.values() for t in ts]
     # a known task without a folder still gets a spec: the error comes when it is read
     tasks = {n: HeldOutTaskSpec(n, folders.get(n, root / n), "rougeL", "superni") for n in names}

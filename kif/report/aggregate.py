@@ -18,9 +18,9 @@ from typing import Sequence, Union
 
 from ..metrics import CL_METRICS, CL_NAMES
 from ..stats import holm, mean_over_units, mirror, sequence_paired, summarize
-from .grouping import Arm, Grouping, Pair, group_runs, paired_by_order, reference_arms, sample_names
+from .grouping import Arm, Grouping, group_runs, paired_by_order, reference_arms, sample_names
 from .plots import plot_seed_trajectories
-from .tables import is_joint, paired_table, seed_table, summary_table
+from .tables import is_joint, paired_table, seed_table, summary_table, task_series
 
 REFERENCES = ("seqlora", "kiflora")
 RANK_BY = CL_METRICS[0]  # the summary's order: best AP first
@@ -50,7 +50,7 @@ def seed_rows(runs: Runs) -> list[dict]:
     return rows
 
 
-def paired_diffs(pairs: Sequence[Pair], metric: str) -> list[float]:
+def paired_diffs(pairs: Sequence[tuple[dict, dict]], metric: str) -> list[float]:
     """a − b of ``metric`` over the pairs where both runs have it."""
     return [a[metric] - b[metric] for a, b in pairs if a.get(metric) is not None and b.get(metric) is not None]
 
@@ -121,25 +121,13 @@ def _summary(g: Grouping, rows: Sequence[dict], paired: Sequence[dict], refs: di
     return sorted(out, key=lambda r: (r[RANK_BY.name]["mean"] is None, sign * (r[RANK_BY.name]["mean"] or 0.0)))
 
 
-def _task1_series(run: dict) -> dict[int, float]:
-    """x (0 = zero-shot, j = after task j) -> score of the sequence's first task."""
-    out = {}
-    if run.get("zero_shot") is not None and run["zero_shot"][0] is not None:
-        out[0] = float(run["zero_shot"][0])
-    positions = [len(run["tasks"])] if is_joint(run) else range(1, len(run["matrix"]) + 1)
-    for x, row in zip(positions, run["matrix"]):
-        if row[0] is not None:
-            out[x] = float(row[0])
-    return out
-
-
 def trajectory_bands(runs: Runs) -> dict:
     """Per order: ``{arm label: {"x": [...], "mean": [...], "min": [...], "max": [...], "n": [...]}}``
     of the first task's score over the seeds that evaluated it (eval.mode minimal leaves gaps)."""
     g, out = _grouped(runs), {}
     for arm, orders in g.runs.items():
         for order, seeds in orders.items():
-            series = [_task1_series(r) for r in seeds.values()]
+            series = [{x: float(v) for x, v in task_series(r, 0) if v is not None} for r in seeds.values()]
             xs = sorted(set().union(*series))
             vals = [[s[x] for s in series if x in s] for x in xs]
             out.setdefault(order, {})[g.labels[arm]] = {
@@ -147,8 +135,6 @@ def trajectory_bands(runs: Runs) -> dict:
                 "max": [max(v) for v in vals], "n": [len(v) for v in vals], "joint": is_joint(next(iter(seeds.values())))}
     return out
 
-
-# ---- the report section ------------------------------------------------------------------------
 
 def add_seed_section(doc, runs: Sequence[dict], out: Path) -> dict | None:
     """Append "Over seeds" to a ``kif.report.build._Doc`` and draw its figures into ``out``;

@@ -8,22 +8,17 @@ keys that differ.
 """
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence, Union
-
-import yaml
 
 from ..errors import KifError
 from ..methods.registry import get_method
-from .tables import is_joint
+from .tables import is_joint, run_config
 
 SAMPLE_KEYS = {"seed", "order", "tasks", "data_dir"}  # what varies between the samples of one arm
 Order = tuple  # the task sequence, (task, ...)
 Sample = Union[int, tuple]  # the seed, or ("run", name) for a run without a known seed (it pairs with nothing)
-Pair = tuple  # (run of an arm, run of the reference) on one order and seed
 
 
 @dataclass(frozen=True)
@@ -63,30 +58,9 @@ def is_complete(run: dict) -> bool:
     return is_joint(run) or run.get("tasks_completed", len(run["matrix"])) >= len(run["tasks"])
 
 
-def _config(run: dict) -> dict:
-    """The run's config.yaml as a dict ({} when absent or unreadable)."""
-    path = Path(run.get("run_dir") or "") / "config.yaml"
-    if not run.get("run_dir") or not path.is_file():
-        return {}
-    stat = path.stat()
-    return copy.deepcopy(_read_config(str(path), stat.st_mtime_ns, stat.st_size))
-
-
-@functools.lru_cache(maxsize=1024)
-def _read_config(path: str, mtime_ns: int, size: int) -> dict:
-    # A report groups the same runs several times (seed, paired, summary and trajectory
-    # sections); parse each config.yaml once. The key includes mtime and size so that a
-    # rewritten file is read again.
-    try:
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except Exception:  # a report never fails on an odd config.yaml; the run then has no seed
-        cfg = None
-    return cfg if isinstance(cfg, dict) else {}
-
-
 def run_seed(run: dict, config: dict | None = None):
     """The run's seed: results.json's ``seed`` if it has one, else config.yaml's (None if neither)."""
-    return run["seed"] if run.get("seed") is not None else (_config(run) if config is None else config).get("seed")
+    return run["seed"] if run.get("seed") is not None else (run_config(run.get("run_dir")) if config is None else config).get("seed")
 
 
 def _flat(d, prefix: str = "") -> dict:
@@ -116,7 +90,7 @@ def group_runs(runs: Sequence[dict]) -> Grouping:
         if is_complete(r):
             by_method.setdefault((r.get("benchmark"), r.get("model"), r.get("method")), []).append(r)
     for key, rs in by_method.items():
-        configs = [_config(r) for r in rs]
+        configs = [run_config(r.get("run_dir")) for r in rs]
         flats = [{k: v for k, v in _flat(c).items() if k.split(".")[0] not in SAMPLE_KEYS} for c in configs]
         varying = sorted(k for k in set().union(*flats) if len({repr(f.get(k)) for f in flats}) > 1)
         for r, c, f in zip(rs, configs, flats):
@@ -188,7 +162,7 @@ def reference_arms(g: Grouping, references: Sequence[str]) -> dict[tuple, Arm | 
     return {(where, m): reference_arm(g, m, where) for where in {a.where for a in g.runs} for m in references}
 
 
-def paired_by_order(g: Grouping, arm: Arm, ref: Arm) -> dict[Order, list[Pair]]:
+def paired_by_order(g: Grouping, arm: Arm, ref: Arm) -> dict[Order, list[tuple[dict, dict]]]:
     """{order: [(run of ``arm``, run of ``ref``) for each seed both finished on it]}; orders
     without a pair are left out (a run without a known seed pairs with nothing)."""
     theirs = g.runs[ref]

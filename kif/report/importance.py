@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..core.fusion import top_fraction_mask
 from ..errors import ArtifactError
 from ..io import load_tensors  # the run path's guarded loader: header size and entry caps
+from .tables import run_config
 
 DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
 
@@ -43,12 +43,8 @@ def _load_scores(path: Path) -> dict[str, float]:
 
 def _method_arg(run_dir: str | Path, key: str):
     """``method_args.<key>`` of the run's config.yaml, or None (absent or unreadable)."""
-    path = Path(run_dir) / "config.yaml"
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        return ((cfg or {}).get("method_args") or {}).get(key)
-    except Exception:  # a report never fails on an odd config
-        return None
+    args = run_config(run_dir).get("method_args")
+    return args.get(key) if isinstance(args, dict) else None
 
 
 def top_fraction(run_dir: str | Path) -> float:

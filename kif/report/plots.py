@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ..errors import KifError
 from .importance import load_importance, natural_key, parse_unit
-from .tables import is_joint, row_labels, row_positions
+from .tables import is_joint, row_labels, task_series
 
 DPI = 100
 
@@ -133,14 +133,23 @@ def _run_label(run: dict, runs: Sequence[dict]) -> str:
 
 
 def _trajectory(run: dict, i: int) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    if run.get("zero_shot") is not None:
-        xs.append(0)
-        ys.append(_nan(run["zero_shot"][i]))
-    for x, row in zip(row_positions(run), run["matrix"]):
-        xs.append(x)
-        ys.append(_nan(row[i]))
-    return xs, ys
+    points = task_series(run, i)
+    return [x for x, _ in points], [_nan(v) for _, v in points]
+
+
+def _task1_frame(ax, tasks: Sequence[str], title: str, first: int = 0) -> None:
+    """Axes, title and legend of a "task 1 along the sequence" panel; x from ``first`` (0 = zero-shot)."""
+    k = len(tasks)
+    labels = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(tasks)]
+    ax.set_xticks(list(range(first, k + 1)), labels[first:], rotation=0 if k <= 4 else 30,
+                  ha="right" if k > 4 else "center", fontsize=8)
+    ax.set_xlim(first - 0.3, k + 0.3)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("after task j")
+    ax.set_ylabel(f"score on task 1 ({_short(tasks[0], 24)})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
 
 
 def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
@@ -162,8 +171,6 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
     nrows = math.ceil(n / TRAJ_COLS)
     top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 3.2 * nrows])
     xt = list(range(k + 1))
-    xl = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(tasks)]
-    rot = 0 if k <= 4 else 30
 
     ax = top.subplots()
     cycle = matplotlib.colormaps["tab10"]
@@ -178,14 +185,7 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
                 color=cycle(r_i % 10), label=label, alpha=0.9)
         if joint and run["matrix"]:
             ax.axhline(ys[-1], color=cycle(r_i % 10), linestyle=":", linewidth=1.2)
-    ax.set_xticks(xt, xl, rotation=rot, ha="right" if rot else "center", fontsize=8)
-    ax.set_xlim(-0.3, k + 0.3)
-    ax.set_ylim(-3, 103)
-    ax.set_xlabel("after task j")
-    ax.set_ylabel(f"score on task 1 ({_short(tasks[0], 24)})")
-    ax.set_title(f"Task 1 ({_short(tasks[0], 30)}) along the sequence", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
+    _task1_frame(ax, tasks, f"Task 1 ({_short(tasks[0], 30)}) along the sequence")
 
     ncols = min(n, TRAJ_COLS)
     axes = bottom.subplots(nrows, ncols, squeeze=False, sharey=True)
@@ -239,16 +239,7 @@ def plot_seed_trajectories(order: tuple, bands: dict, path: str | Path, title: s
                 color=color, linewidth=2, markersize=6, label=f"{label} (n={max(b['n'])})")
         ax.fill_between(b["x"], b["min"], b["max"], color=color, alpha=0.15, linewidth=0)
     first = 0 if any(0 in b["x"] for b in bands.values()) else 1  # no zero-shot column without zero-shot scores
-    labels = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(order)]
-    ax.set_xticks(list(range(first, k + 1)), labels[first:],
-                  rotation=0 if k <= 4 else 30, ha="right" if k > 4 else "center", fontsize=8)
-    ax.set_xlim(first - 0.3, k + 0.3)
-    ax.set_ylim(-3, 103)
-    ax.set_xlabel("after task j")
-    ax.set_ylabel(f"score on task 1 ({_short(order[0], 24)})")
-    ax.set_title(title or "Task 1 along the sequence: mean over seeds, band = min-max", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
+    _task1_frame(ax, order, title or "Task 1 along the sequence: mean over seeds, band = min-max", first)
     return _save(fig, path)
 
 

@@ -6,10 +6,12 @@ All numbers are the values of ``results.json`` (or plain means of them); roundin
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from pathlib import Path
-from statistics import fmean, median
+from statistics import median
 from typing import Any, Sequence
 
 import yaml
@@ -17,6 +19,7 @@ import yaml
 from ..errors import ArtifactError
 from ..metrics import CL_NAMES
 from ..results import load_results
+from ..stats import mean_or_none
 
 
 
@@ -61,6 +64,13 @@ def row_positions(run: dict) -> list[int]:
     return [len(run["tasks"])] if is_joint(run) else list(range(1, len(run["matrix"]) + 1))
 
 
+def task_series(run: dict, i: int) -> list[tuple[int, "float | None"]]:
+    """Task i's score at each point of the run: (0, zero-shot) when there is one, then
+    (:func:`row_positions`, score) per matrix row."""
+    zero_shot = [(0, run["zero_shot"][i])] if run.get("zero_shot") is not None else []
+    return zero_shot + [(x, row[i]) for x, row in zip(row_positions(run), run["matrix"])]
+
+
 def row_labels(run: dict) -> list[str]:
     if is_joint(run):
         return ["joint (all tasks)"]
@@ -96,10 +106,6 @@ COLUMNS = [  # (key, header)
 ]
 
 
-def _mb(b) -> float | None:
-    return None if b is None else b / 1e6
-
-
 def run_row(run: dict) -> dict:
     """One comparison row: the run's metrics exactly as in results.json."""
     k = len(run["tasks"])
@@ -109,13 +115,9 @@ def run_row(run: dict) -> dict:
         "model": run.get("model"), "benchmark": run.get("benchmark"), "order": run.get("order"),
         "completed": f"{done}/{k}", "complete": done >= k or is_joint(run),
         **{m: run.get(m) for m in CL_NAMES},
-        "adapter_mb": _mb(run.get("adapter_bytes")),
+        "adapter_mb": None if run.get("adapter_bytes") is None else run["adapter_bytes"] / 1e6,
         "wall_s": (run.get("timings") or {}).get("total"), "n_runs": 1,
     }
-
-
-def _mean_or_none(values: list) -> float | None:
-    return None if not values or any(v is None for v in values) else fmean(values)
 
 
 def comparison_rows(runs: Sequence[dict]) -> list[dict]:
@@ -141,8 +143,8 @@ def comparison_rows(runs: Sequence[dict]) -> list[dict]:
                 "order": "mean of " + ", ".join(sorted(by_order)), "complete": True,
                 "completed": grp[0]["completed"], "n_runs": sum(len(v) for v in by_order.values())}
         for key in (*CL_NAMES, "adapter_mb", "wall_s"):
-            per_order = [_mean_or_none([r[key] for r in rs]) for rs in by_order.values()]
-            mean[key] = _mean_or_none(per_order)
+            per_order = [mean_or_none([r[key] for r in rs]) for rs in by_order.values()]
+            mean[key] = mean_or_none(per_order)
         rows.append(mean)
     return rows
 
@@ -161,13 +163,9 @@ def fmt(x, digits: int = 2) -> str:
 
 
 def comparison_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = [h for _, h in COLUMNS]
-    body = []
-    for r in rows:
-        cells = [fmt(r.get(k)) if k not in ("run", "order", "completed") else ("-" if r.get(k) is None else str(r[k]))
-                 for k, _ in COLUMNS]
-        body.append(cells)
-    return header, body
+    body = [[fmt(r.get(k)) if k not in ("run", "order", "completed") else ("-" if r.get(k) is None else str(r[k]))
+             for k, _ in COLUMNS] for r in rows]
+    return [h for _, h in COLUMNS], body
 
 
 def cost_rows(runs: Sequence[dict]) -> list[dict]:
@@ -201,6 +199,28 @@ def matrix_table(run: dict) -> tuple[list[str], list[list[str]]]:
     for label, row in zip(row_labels(run), run["matrix"]):
         body.append([label] + [fmt(v) for v in row])
     return header, body
+
+
+def run_config(run_dir: str | Path | None) -> dict:
+    """The run's config.yaml as a dict ({} when absent or unreadable: a report never fails on
+    an odd config.yaml; :func:`check_run_config` checks the values a report reads)."""
+    path = Path(run_dir or "") / "config.yaml"
+    if not run_dir or not path.is_file():
+        return {}
+    stat = path.stat()
+    return copy.deepcopy(_read_config(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_config(path: str, mtime_ns: int, size: int) -> dict:
+    # A report reads a run's config several times (seed, paired, summary and trajectory
+    # sections, importance); parse each config.yaml once. The key includes mtime and size so
+    # that a rewritten file is read again.
+    try:
+        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # an odd config.yaml: the run then has no seed, its fractions the defaults
+        cfg = None
+    return cfg if isinstance(cfg, dict) else {}
 
 
 MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
