@@ -19,6 +19,7 @@ from pathlib import Path
 from .dist import is_main
 from .errors import ArtifactError, OutputError
 from .io import atomic_save_dir, atomic_save_tensors, load_tensors
+from .metrics import CL_NAMES
 
 DIRNAME = "checkpoints"
 # what kif writes in a run directory (``--overwrite`` removes exactly these)
@@ -149,7 +150,7 @@ def check_scores(results, source: str) -> None:
         for i, v in enumerate(row or []):
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 100):
                 raise ArtifactError(f"{source}: '{name}[{i}]' must be a score from 0 to 100 (or null), got {v!r}")
-    for name in ("AP", "FWT", "BWT"):
+    for name in CL_NAMES:
         v = get(name)
         if v is not None and not -100 <= v <= 100:
             raise ArtifactError(f"{source}: '{name}' must be between -100 and 100, got {v!r}")

@@ -10,6 +10,7 @@ import sys
 import threading
 
 from .errors import KifError, Stopped
+from .metrics import cl_line
 
 
 def _cmd_run(args) -> int:
@@ -25,12 +26,8 @@ def _cmd_run(args) -> int:
     res = run(cfg, out, overwrite=args.overwrite, show_progress=not args.quiet,
               accept_config_change=args.accept_config_change)
     if is_main():
-        print(f"{out}/results.json  AP={_f(res['AP'])} FWT={_f(res['FWT'])} BWT={_f(res['BWT'])}")
+        print(f"{out}/results.json  {cl_line(res)}")
     return 0
-
-
-def _f(x):
-    return "-" if x is None else f"{x:.2f}"
 
 
 def _cmd_sweep(args) -> int:
@@ -74,7 +71,7 @@ def _cmd_rescore(args) -> int:
     res = rescore_run(args.run_dir, args.metric, args.normalization, args.delimiter, args.per_example)
     path = write_rescored(res, args.output or default_output(args.run_dir, args.metric, args.normalization,
                                                                 args.per_example))
-    print(f"{path}  AP={_f(res.AP)} FWT={_f(res.FWT)} BWT={_f(res.BWT)}")
+    print(f"{path}  {cl_line(res)}")
     return 0
 
 
@@ -86,7 +83,7 @@ def _cmd_benchmarks(args) -> int:
         print("\n".join(describe_benchmark(get_benchmark(name, args.data_dir))))
     if args.benchmarks:
         return 0
-    from .data.pull import describe_lookup
+    from .data.locations import describe_lookup
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data dir: {data_dir}")

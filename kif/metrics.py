@@ -38,18 +38,12 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from kif.errors import ConfigError
+from kif.stats import mean_or_none, summarize
 
 METRICS = ("accuracy", "rougeL", "f1", "set_match")
-METRIC_HELP = {
-    "accuracy": "exact match after normalisation, best over the references",
-    "rougeL": "Rouge-L F-measure (rouge_score, Porter stemmer), best over the references",
-    "f1": "token F1 (SQuAD) after normalisation, best over the references",
-    "set_match": "exact match of the sets of delimiter-separated items (order, repeats and "
-                 "spaces ignored), best over the references",
-}
 NORMALIZATIONS = {
     "harness": "lowercase, punctuation and extra whitespace removed, articles and the whole "
                "generation kept (O-LoRA/SAPT compute_metrics.py)",
@@ -262,23 +256,17 @@ def _get(a: Matrix, j: int, i: int) -> float | None:
     return row[i] if i < len(row) else None
 
 
-def _mean(values: list[float | None]) -> float | None:
-    if not values or any(v is None for v in values):
-        return None
-    return fmean(values)
-
-
 def average_performance(a: Matrix, k: int | None = None) -> float | None:
     """AP, eq. (18): mean over i < k of a[k-1][i] (scores after the k-th task)."""
     k = _k(a, k)
-    return _mean([_get(a, k - 1, i) for i in range(k)]) if k else None
+    return mean_or_none([_get(a, k - 1, i) for i in range(k)]) if k else None
 
 
 def forward_transfer(a: Matrix, k: int | None = None) -> float | None:
     """FWT, eq. (19): mean over i = 1..k-1 of a[i-1][i], the score on each task just
     before training on it. None when k < 2."""
     k = _k(a, k)
-    return _mean([_get(a, i - 1, i) for i in range(1, k)])
+    return mean_or_none([_get(a, i - 1, i) for i in range(1, k)])
 
 
 def backward_transfer(a: Matrix, k: int | None = None) -> float | None:
@@ -289,10 +277,50 @@ def backward_transfer(a: Matrix, k: int | None = None) -> float | None:
     for i in range(k - 1):
         last, learned = _get(a, k - 1, i), _get(a, i, i)
         diffs.append(None if last is None or learned is None else last - learned)
-    return _mean(diffs)
+    return mean_or_none(diffs)
 
 
-def cl_metrics(a: Matrix, k: int | None = None) -> dict[str, float | None]:
-    """``{"AP", "FWT", "BWT"}`` (eqs. 18-20) over the first ``k`` tasks (default: all rows)."""
-    return {"AP": average_performance(a, k), "FWT": forward_transfer(a, k),
-            "BWT": backward_transfer(a, k)}
+@dataclass(frozen=True)
+class CLMetric:
+    """A continual-learning metric of a score matrix (docs/method.md §7): ``of(a, k)`` over its
+    first k rows, ``of_joint(row)`` of a joint run's one row (None: not defined there). Adding one
+    adds it to the checks, logs and report; :class:`kif.results.Results` declares its field."""
+
+    name: str
+    help: str
+    of: Callable[[Matrix, int | None], float | None]
+    of_joint: Callable[[Sequence[float | None]], float | None] | None = None
+    higher_is_better: bool = True
+    digits: int = 2
+
+    def format(self, value) -> str:
+        """Display form: ``digits`` decimals; "-" for None (or anything not a number)."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return f"{value:.{self.digits}f}" if number else "-"
+
+
+CL_METRICS = (
+    # a joint run's one row is after all tasks: AP is its mean (tasks not evaluated left out)
+    CLMetric("AP", "average performance, eq. (18): mean score on every task after the last", average_performance,
+             lambda row: summarize(row)["mean"]),
+    CLMetric("FWT", "forward transfer, eq. (19): mean score on each task just before training on it",
+             forward_transfer),
+    CLMetric("BWT", "backward transfer, eq. (20): mean change on each task since it was learned "
+             "(negative = forgetting)", backward_transfer),
+)
+CL_NAMES = tuple(m.name for m in CL_METRICS)
+
+
+def cl_line(values) -> str:
+    """``AP=61.67 FWT=35.50 BWT=-40.00`` for a log line, from a results dict or record."""
+    get = values.get if isinstance(values, Mapping) else lambda name: getattr(values, name, None)
+    return " ".join(f"{m.name}={m.format(get(m.name))}" for m in CL_METRICS)
+
+
+def cl_metrics(a: Matrix, k: int | None = None, joint: bool = False) -> dict[str, float | None]:
+    """Every :data:`CL_METRICS` (eqs. 18-20) over the first ``k`` rows (default: all); for a
+    ``joint`` run, of its last row."""
+    if joint:
+        row = a[-1] if a else []
+        return {m.name: m.of_joint(row) if m.of_joint else None for m in CL_METRICS}
+    return {m.name: m.of(a, k) for m in CL_METRICS}

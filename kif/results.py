@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from statistics import fmean
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ArtifactError, validation_message
 from .io import atomic_write_json
-from .metrics import cl_metrics
+from .metrics import CL_NAMES, cl_metrics
 from .names import check_path_component
+from .stats import summarize
 
 SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (same layout)
 
@@ -46,8 +46,8 @@ class UnseenPoint(BaseModel):
 
     @classmethod
     def of(cls, per_task: dict[str, Optional[float]], categories: dict[str, list[str]]) -> "UnseenPoint":
-        cats = {c: _mean([per_task[t] for t in ts if per_task.get(t) is not None]) for c, ts in categories.items()}
-        mean = _mean([v for v in cats.values() if v is not None])
+        cats = {c: summarize([per_task.get(t) for t in ts])["mean"] for c, ts in categories.items()}
+        mean = summarize(list(cats.values()))["mean"]
         return cls(per_task=dict(per_task), per_category={c: _round(v) for c, v in cats.items()}, mean=_round(mean))
 
 
@@ -92,7 +92,7 @@ class Results(BaseModel):
     n_test: dict[str, int] = Field(default_factory=dict)
     zero_shot: Optional[Row] = None
     matrix: list[Row]
-    AP: Optional[float] = None
+    AP: Optional[float] = None  # one field per kif.metrics.CL_METRICS (a test checks them)
     FWT: Optional[float] = None
     BWT: Optional[float] = None
     tasks_completed: int = Field(0, ge=0)
@@ -132,7 +132,7 @@ class Results(BaseModel):
             w = st.get("mean_weight_on_past")
             if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
                 raise ValueError(f"'per_task[{i}].mean_weight_on_past' must be a finite number")
-        for name, v in [("AP", self.AP), ("FWT", self.FWT), ("BWT", self.BWT)]:
+        for name, v in ((n, getattr(self, n)) for n in CL_NAMES):
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"'{name}' must be a finite number or null")
         return self
@@ -148,14 +148,11 @@ class Results(BaseModel):
         self.update_metrics()
 
     def update_metrics(self) -> None:
-        """AP/FWT/BWT (eq. 18-20) from the matrix as it stands (unrounded scores)."""
-        if self.joint:  # one row after all tasks: AP over them, no transfer measures
-            row = self.matrix[-1] if self.matrix else []
-            self.AP, self.FWT, self.BWT = _mean([v for v in row if v is not None]), None, None
-            return
-        m = cl_metrics(self.matrix)
-        self.AP, self.FWT, self.BWT = m["AP"], m["FWT"], m["BWT"]
-        if self.matrix_ranked is not None and all(v == "accuracy" for v in self.metrics.values()):
+        """AP/FWT/BWT (eq. 18-20) from the matrix as it stands (unrounded scores); a joint run's
+        one row is after all tasks: AP over them, no transfer measures."""
+        for name, v in cl_metrics(self.matrix, joint=self.joint).items():
+            setattr(self, name, v)
+        if not self.joint and self.matrix_ranked is not None and all(v == "accuracy" for v in self.metrics.values()):
             self.ranked_metrics = cl_metrics(self.matrix_ranked)
 
     # --- files ------------------------------------------------------------------------------
@@ -203,10 +200,6 @@ def task_dir_name(k: int, task: str) -> str:
     plain path component when its benchmark was read; checked again here, because a name
     that escaped would write outside the run folder."""
     return f"{k + 1:02d}_{check_path_component(task, 'task name')}"
-
-
-def _mean(values: list[float]) -> Optional[float]:
-    return fmean(values) if values else None
 
 
 def _round(x: Optional[float]) -> Optional[float]:

@@ -38,7 +38,7 @@ from .guards import check_finite_state
 from .io import atomic_write_text, dir_bytes
 from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
-from .metrics import describe_normalization
+from .metrics import cl_line, describe_normalization
 from .models import check_target_modules, load_model, model_path
 from .models.hub_kernels import kernel_record
 from .results import Results, UnseenPoint, task_dir_name
@@ -308,8 +308,8 @@ def log_stage(state: RunState, k: int, stats: dict, row) -> None:
     loss = _fmt(stats.get("loss"))
     if "regularizer_loss" in stats:  # e.g. eq. 5: show what the task itself reached
         loss += f" (task {_fmt(stats.get('task_loss'))} + reg {_fmt(stats['regularizer_loss'])})"
-    log.info("task %d/%d %s: loss %s | %s | AP %s BWT %s", k + 1, len(state.stages), state.stages[k][0],
-             loss, _fmt_row(state.data.tasks, row), _fmt(state.results.AP), _fmt(state.results.BWT))
+    log.info("task %d/%d %s: loss %s | %s | %s", k + 1, len(state.stages), state.stages[k][0],
+             loss, _fmt_row(state.data.tasks, row), cl_line(state.results))
 
 
 # ---- unseen tasks (eval.unseen, Table III) ------------------------------------------------------------

@@ -95,6 +95,11 @@ def t_pvalue(mean: float, sd: float, n: int) -> float | None:
 # ---- intervals -------------------------------------------------------------------------------------
 
 
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean, or None when there is no value or one is missing (a score not evaluated)."""
+    return None if not values or any(v is None for v in values) else fmean(values)
+
+
 def summarize(values: Sequence[float | None]) -> dict:
     """Mean, sample standard deviation (n − 1; None for n < 2) and n; None entries (a metric
     a run does not have, e.g. FWT of a joint run) are left out."""
@@ -124,6 +129,27 @@ def sequence_paired(by_sequence: Mapping[object, Sequence[float]], level: float 
     means = {k: fmean(v) for k, v in by_sequence.items() if len(v)}
     out = t_interval(list(means.values()), level)
     return {**out, "pairs": sum(len(v) for v in by_sequence.values()), "unit_means": means}
+
+
+def mean_over_units(by_unit: Mapping[object, Mapping[object, float | None]]) -> dict:
+    """The mean over units (task orders) of each unit's mean over its replicates (seeds), as the
+    paper averages over orders, with the sd (and n) of the replicates run in every unit, of each
+    one's mean over the units. ``by_unit``: unit -> {replicate: value, None where missing}."""
+    per_unit = [summarize(list(v.values()))["mean"] for v in by_unit.values()]
+    common = set.intersection(*(set(v) for v in by_unit.values()))
+    per_replicate = [None if any(v[r] is None for v in by_unit.values()) else fmean(v[r] for v in by_unit.values())
+                     for r in common]
+    spread = summarize(per_replicate)
+    return {"mean": None if any(m is None for m in per_unit) else fmean(per_unit), "sd": spread["sd"], "n": spread["n"]}
+
+
+def mirror(interval: dict) -> dict:
+    """B − A from A − B: the same interval, negated (0.0 − x: no "-0.00")."""
+    neg = lambda x: None if x is None else 0.0 - x  # noqa: E731
+    out = {**interval, "mean": neg(interval["mean"]), "low": neg(interval.get("high")), "high": neg(interval.get("low"))}
+    if "unit_means" in interval:
+        out["unit_means"] = {k: neg(v) for k, v in interval["unit_means"].items()}
+    return out
 
 
 # ---- a family of comparisons -----------------------------------------------------------------------

@@ -44,6 +44,7 @@ from .configure import load_config, set_key, validate_config
 from .errors import ConfigError, KifError, OutputError
 from .io import atomic_write_json
 from .lock import check_utf8_path
+from .metrics import CL_NAMES, cl_line
 from .names import check_path_component
 
 log = logging.getLogger("kif")
@@ -344,7 +345,7 @@ def _record(results: Any) -> tuple[str, dict, float | None]:
     total = timings.get("total") if isinstance(timings, dict) else None
     plausible = isinstance(total, (int, float)) and not isinstance(total, bool) and 0 < total < 1e10
     return (("finished" if results.get("finished") is True else "partial"),
-            {k: results.get(k) for k in ("AP", "FWT", "BWT")},
+            {k: results.get(k) for k in CL_NAMES},
             float(total) if plausible else None)
 
 
@@ -470,10 +471,5 @@ def _run_in_process(sweep: Sweep, run_fn: Callable | None, show_progress: bool, 
         cell.status, cell.metrics, run_seconds = _record(results)
         cell.run_seconds = run_seconds or cell.seconds
         write_state(sweep)
-        log.info("sweep: cell %s %s in %s  AP=%s FWT=%s BWT=%s", cell.name, cell.status, _duration(cell.seconds),
-                 *(_fmt(v) for v in cell.metrics.values()))
+        log.info("sweep: cell %s %s in %s  %s", cell.name, cell.status, _duration(cell.seconds), cl_line(cell.metrics))
     log.info("sweep: all %d cells finished; %s", n, sweep.out / "sweep.json")
-
-
-def _fmt(v) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"

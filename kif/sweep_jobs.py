@@ -37,7 +37,8 @@ from pathlib import Path
 from .configure import dump_config
 from .errors import KifError
 from .lock import ensure_dir
-from .sweep import Cell, Sweep, _duration, _fmt, cell_status, remaining_seconds, write_state
+from .metrics import cl_line
+from .sweep import Cell, Sweep, _duration, cell_status, remaining_seconds, write_state
 
 log = logging.getLogger("kif")
 
@@ -245,7 +246,7 @@ class _Progress:
         if ended is not None:
             m = ended.metrics
             note = (f"sweep: cell {ended.name} {ended.status} in {_duration(ended.seconds or 0)}"
-                    + (f"  AP={_fmt(m.get('AP'))} FWT={_fmt(m.get('FWT'))} BWT={_fmt(m.get('BWT'))}"
+                    + (f"  {cl_line(m)}"
                        if ended.status == "finished" else f": {m.get('error', '')}"))
             self._emit(note, permanent=True)
         self._emit(line, permanent=not self.tty)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kif.data.benchmarks import DEFAULT_DATA_DIR
+from kif.data.locations import DEFAULT_DATA_DIR
 from kif.data.manifest import MANIFEST_PATH, build_manifest, manifest_text
 from kif.errors import KifError
 from kif.io import atomic_write_text

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_claims import KIF, KIFLORA, _arm  # noqa: E402
 
 from kif.errors import KifError  # noqa: E402
-from kif.report.aggregate import group_runs, paired_by_order, paired_diffs, sequence_diff  # noqa: E402
+from kif.report.aggregate import paired_diffs, sequence_diff  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
+from kif.report.grouping import Grouping, group_runs, paired_by_order  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
 from kif.stats import holm, sequence_paired, t_interval, t_quantile  # noqa: E402
 
@@ -67,7 +68,7 @@ def compute_table(folders: list[str]) -> list[str]:
     return out
 
 
-def method_table(g: dict) -> list[str]:
+def method_table(g: Grouping) -> list[str]:
     out = ["| method | runs | AP | FWT | BWT | BWT per order (1 / 2 / 3) | right after learning (tasks 2-3) "
            "| AP of its runs (min - max) | task 1 on order 1, after tasks 1 / 2 / 3 |", "|---|---|---|---|---|---|---|---|---|"]
     for spec in METHODS:
@@ -76,7 +77,7 @@ def method_table(g: dict) -> list[str]:
             out.append(f"| {spec} | 0 | {why} |  |  |  |  |  |  |")
             continue
         # orders as the cell folders name them (*_o1_*, *_o2_*, *_o3_*): results.json has the task list only
-        orders = dict(sorted(g["arms"][arm].items(), key=lambda kv: min(r["run_name"] for r in kv[1].values())))
+        orders = dict(sorted(g.runs[arm].items(), key=lambda kv: min(r["run_name"] for r in kv[1].values())))
         runs = [r for seeds in orders.values() for r in seeds.values()]
 
         def over_orders(metric):
@@ -97,7 +98,7 @@ def method_table(g: dict) -> list[str]:
     return out
 
 
-def comparison_table(g: dict) -> list[str]:
+def comparison_table(g: Grouping) -> list[str]:
     rows = []
     for a_spec, b_spec, metric in COMPARISONS:
         (a, _), (b, _) = _arm(g, a_spec), _arm(g, b_spec)
@@ -120,15 +121,15 @@ def comparison_table(g: dict) -> list[str]:
     return out
 
 
-def spread(g: dict) -> list[str]:
+def spread(g: Grouping) -> list[str]:
     """The 95 % half-widths of the paired AP differences with SeqLoRA (order as the unit), the t
     quantile behind them, and KIFLoRA's BWT itself over orders."""
     (ref, _) = _arm(g, "seqlora")
-    diffs = [sequence_diff(g, a, ref, "AP") for a in g["arms"] if a != ref]
+    diffs = [sequence_diff(g, a, ref, "AP") for a in g.runs if a != ref]
     halves = [d["half"] for d in diffs if d["half"] is not None]
     df = max(d["n"] for d in diffs) - 1
     (k, _) = _arm(g, KIFLORA)
-    bwt = sequence_paired({o: [r["BWT"] for r in s.values()] for o, s in g["arms"][k].items()})
+    bwt = sequence_paired({o: [r["BWT"] for r in s.values()] for o, s in g.runs[k].items()})
     return ["| what | value |", "|---|---|",
             f"| half-width of ΔAP vs seqlora [95 %], order as unit, over the methods (min - max) "
             f"| {u1(min(halves))} - {u1(max(halves))} |",

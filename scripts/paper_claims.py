@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kif.errors import KifError  # noqa: E402
-from kif.report.aggregate import group_runs, reference_arm, sequence_diff  # noqa: E402
+from kif.report.aggregate import sequence_diff  # noqa: E402
 from kif.report.build import find_runs  # noqa: E402
+from kif.report.grouping import Grouping, group_runs, reference_arm  # noqa: E402
 from kif.report.tables import load_run  # noqa: E402
 from kif.stats import holm, holm_word, interval_word, sequence_paired  # noqa: E402
 
@@ -40,12 +41,12 @@ CLAIMS = (
 )
 
 
-def _arm(g: dict, spec: str):
+def _arm(g: Grouping, spec: str):
     """(arm, why not): the arm ``spec`` names, "method" (its reference arm) or "method
     key=value" (the one arm of that method whose config key ``key``, or ``….key``, has that
     value), or (None, "no runs" / "ambiguous arm")."""
     method, _, setting = spec.partition(" ")
-    mine = [a for a in g["arms"] if a[2] == method]
+    mine = [a for a in g.runs if a.method == method]
     if not mine:
         return None, "no runs"
     if not setting:
@@ -53,7 +54,7 @@ def _arm(g: dict, spec: str):
         return (ref, None) if ref is not None else (None, "ambiguous arm")
     key, _, want = setting.partition("=")
     found = [a for a in mine if any((k == key or k.endswith("." + key)) and str(v) == want
-                                    for k, v in g["arm_config"][a].items())]
+                                    for k, v in g.config[a].items())]
     if len(found) == 1:
         return found[0], None
     return None, "ambiguous arm" if found else "no runs"
@@ -70,8 +71,8 @@ def _verdict(ci: dict) -> str:
 
 def claims(runs: list[dict]) -> list[dict]:
     g = group_runs(runs)
-    arms = g["arms"]
-    if len({a[:2] for a in arms}) > 1:
+    arms = g.runs
+    if len({a.where for a in arms}) > 1:
         raise KifError("runs of several benchmarks or models: give the claims one of them at a time")
     out = []
     for a_spec, b_spec, metric, relation in CLAIMS:
@@ -90,7 +91,7 @@ def claims(runs: list[dict]) -> list[dict]:
         r["holm"] = holm_word(p, r["diff"]["mean"], 0.05, WORDS["above"], WORDS["below"])
     k, _ = _arm(g, KIFLORA)
     if k is not None:
-        by_order = {g["order_labels"][o]: [r["BWT"] for r in seeds.values() if r.get("BWT") is not None]
+        by_order = {g.order_labels[o]: [r["BWT"] for r in seeds.values() if r.get("BWT") is not None]
                     for o, seeds in arms[k].items()}
         ci = sequence_paired(by_order) if any(by_order.values()) else None
         out.append({"claim": f"{KIFLORA} BWT near 0 (value, not a difference)",

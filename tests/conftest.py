@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-from kif.data.benchmarks import resolve_data_dir  # noqa: E402
+from kif.data.locations import resolve_data_dir  # noqa: E402
 from kif.errors import DataError  # noqa: E402
 
 FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "benchmarks"

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from kif.errors import KifError
-from kif.report.aggregate import (_ci, _is_default, group_runs, has_seeds, paired_rows, reference_arm, seed_rows, summary_rows,
-                                  summary_table, t_cdf, t_interval, t_quantile, trajectory_bands)
+from kif.report.aggregate import paired_rows, seed_rows, summary_rows, trajectory_bands
+from kif.report.grouping import group_runs, is_default as _is_default, reference_arm
+from kif.report.tables import ci as _ci, summary_table
+from kif.stats import t_cdf, t_interval, t_quantile
 
 TASKS = ["cb", "copa", "sst2"]
 
@@ -163,7 +165,7 @@ def test_summary_reference_is_the_default_arm_and_mirrors_without_negative_zero(
             dirs.append(write_run(tmp_path, f"{name}-{seed}", run(method, "1", seed, ap, bwt=bwt), cfg))
     runs = [load_run(d) for d in dirs]
     g = group_runs(runs)
-    assert g["arm_labels"][reference_arm(g, "kiflora")] == "kiflora [method_args.fusion=adaptive]"
+    assert g.labels[reference_arm(g, "kiflora")] == "kiflora [method_args.fusion=adaptive]"
     rows = {r["arm"]: r for r in summary_rows(runs)}
     static = rows["kiflora [method_args.fusion=static]"]
     assert static["vs"]["kiflora"]["AP"]["mean"] == pytest.approx(2.0)  # 50 − 47, 50 − 49
@@ -197,7 +199,7 @@ def test_pairs_only_where_both_finished_and_seeds_match():
     # order 1: 1, 2 -> 1.5; order 2: 2, 4 -> 3
     assert (kl["pairs"], kl["AP"]["n"]) == (4, 2) and kl["AP"]["mean"] == pytest.approx((1.5 + 3) / 2)
     g = group_runs(runs)
-    assert ("kiflora-1-s3", "unfinished") in g["skipped"]
+    assert ("kiflora-1-s3", "unfinished") in g.skipped
 
 
 def test_unbalanced_seeds_mean_over_orders():
@@ -213,14 +215,14 @@ def test_missing_metric_and_one_seed():
             run("mtl", "1", 2, 74.0, FWT=None, BWT=None, joint=True)]
     r = row(seed_rows(runs), "mtl", "1")
     assert r["AP"]["mean"] == 72.0 and r["FWT"] == {"mean": None, "sd": None, "n": 0}
-    assert not has_seeds(runs[:1]) and has_seeds(runs)
+    assert not group_runs(runs[:1]).has_seeds() and group_runs(runs).has_seeds()
 
 
 def test_duplicate_seed_is_kept_once():
     runs = [run("seqlora", "1", 1, 40.0), run("seqlora", "1", 1, 60.0, run_name="copy"), run("seqlora", "1", 2, 42.0)]
     r = row(seed_rows(runs), "seqlora", "1")
     assert r["AP"]["mean"] == 41.0 and r["AP"]["n"] == 2
-    assert group_runs(runs)["skipped"][0][0] == "copy"
+    assert group_runs(runs).skipped[0][0] == "copy"
 
 
 def test_task1_band_over_seeds():

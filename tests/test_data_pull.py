@@ -21,7 +21,7 @@ import pytest
 
 import kif.data.manifest as manifest_mod
 from kif.cli import main
-from kif.data.benchmarks import DEFAULT_DATA_DIR, resolve_data_dir
+from kif.data.locations import DEFAULT_DATA_DIR, resolve_data_dir
 from kif.data.loaders import load_task_file, read_json
 from kif.data.manifest import (
     build_manifest,

@@ -3,8 +3,8 @@ import pytest
 from kif.data.benchmarks import label_set
 from kif.errors import ConfigError
 from kif.metrics import (
-    METRICS, NORMALIZATIONS, Metric, answer_set, answer_text, average_performance,
-    backward_transfer, canonical_answer, cl_metrics, clean_prediction, describe_normalization,
+    CL_METRICS, METRICS, NORMALIZATIONS, Metric, answer_set, answer_text, average_performance,
+    backward_transfer, canonical_answer, cl_line, cl_metrics, clean_prediction, describe_normalization,
     exact_match, forward_transfer, joint_score, normalize_answer, rouge_l, score_each,
     score_task, set_match, token_f1,
 )
@@ -217,6 +217,21 @@ def test_cl_metrics_none_entries():
     assert average_performance(a) is None and backward_transfer(a) is None
     assert average_performance([[1.0]]) == 1.0
     assert average_performance([[1.0, 2.0], [3.0]]) is None  # short row = not evaluated
+
+
+def test_cl_metrics_registry_joint_runs_and_log_line():
+    """One registry: the results record has a field per metric; a joint run's one row gives AP
+    (its mean, gaps left out) and no transfer; the log line formats each metric or "-"."""
+    from kif.results import Results
+
+    assert [m.name for m in CL_METRICS] == ["AP", "FWT", "BWT"]
+    assert all(m.name in Results.model_fields and m.help for m in CL_METRICS)
+    assert cl_metrics([[80.0, None, 60.0]], joint=True) == {"AP": 70.0, "FWT": None, "BWT": None}
+    assert cl_metrics([], joint=True) == {"AP": None, "FWT": None, "BWT": None}
+    assert cl_line({"AP": 185 / 3, "FWT": None, "BWT": -12.5}) == "AP=61.67 FWT=- BWT=-12.50"
+    res = Results(method="seqlora", model="m", tasks=["a", "b", "c"], matrix=A)
+    res.update_metrics()
+    assert cl_line(res) == "AP=61.67 FWT=20.00 BWT=-12.50" and cl_line({"AP": True}) == "AP=- FWT=- BWT=-"
 
 
 def test_lower_strip_only_lowercases_and_trims():

@@ -19,7 +19,8 @@ from kif.metrics import cl_metrics  # noqa: E402
 from kif.report import (DPI, build_report, comparison_rows, importance_figsize, load_run,  # noqa: E402
                         matrix_figsize, plot_importance, plot_matrix, plot_trajectories,
                         trajectory_figsize, unit_fractions)
-from kif.report.tables import cost_rows, cost_table, parse_unit, unit_sort_key  # noqa: E402
+from kif.report.importance import parse_unit, unit_sort_key  # noqa: E402
+from kif.report.tables import cost_rows, cost_table  # noqa: E402
 
 TASKS = ["cb", "copa", "sst2"]
 UNITS = [f"model.layers.{l}.self_attn.{m}.lora#{r}" for l in range(2) for m in ("q_proj", "v_proj")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kif.stats import holm, holm_word, interval_word, sequence_paired, t_interval, t_pvalue
+from kif.stats import holm, holm_word, interval_word, mean_over_units, mirror, sequence_paired, t_interval, t_pvalue
 
 T2, T5 = 4.302653, 2.570582  # t(0.975, 2), t(0.975, 5)
 
@@ -58,6 +58,24 @@ def test_each_sequence_weighs_the_same_and_empty_ones_are_left_out():
     one = sequence_paired({"a": [1.0, 3.0]})  # one sequence: one unit, no interval
     assert (one["mean"], one["n"], one["half"], one["p"]) == (2.0, 1, None, None)
     assert interval_word(one) == "one unit: no interval"
+
+
+def test_mean_over_units_by_hand():
+    # orders 1: 40, 42, 44 (mean 42) and 2: 50, 50, 56 (mean 52) -> 47; per seed 45, 46, 50 -> sd √7
+    m = mean_over_units({"1": {1: 40.0, 2: 42.0, 3: 44.0}, "2": {1: 50.0, 2: 50.0, 3: 56.0}})
+    assert m["mean"] == 47.0 and m["sd"] == pytest.approx(math.sqrt(7)) and m["n"] == 3
+    # seed 1 on both orders only: unit means 41 and 53, one replicate in common -> no sd
+    assert mean_over_units({"1": {1: 40.0, 2: 42.0}, "2": {1: 50.0, 3: 56.0}}) == {"mean": 47.0, "sd": None, "n": 1}
+    # a None leaves its seed out of its order's mean and out of the spread
+    assert mean_over_units({"1": {1: None, 2: 42.0}, "2": {1: 50.0, 2: 50.0}}) == {"mean": 46.0, "sd": None, "n": 1}
+    assert mean_over_units({"1": {1: None}, "2": {1: 50.0}})["mean"] is None  # an order without a value
+
+
+def test_mirror_negates_the_interval_without_negative_zero():
+    back = mirror({"mean": 3.0, "low": -1.0, "high": 7.0, "half": 4.0, "n": 2, "unit_means": {"a": 0.0, "b": 6.0}})
+    assert (back["mean"], back["low"], back["high"], back["half"], back["n"]) == (-3.0, -7.0, 1.0, 4.0, 2)
+    assert back["unit_means"] == {"a": 0.0, "b": -6.0} and math.copysign(1.0, back["unit_means"]["a"]) == 1.0
+    assert mirror({"mean": None, "half": None})["low"] is None
 
 
 def test_t_pvalue_closed_forms():

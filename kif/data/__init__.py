@@ -1,15 +1,14 @@
 """Benchmark data: task files -> Examples, benchmarks and their task orders."""
 from kif.data.benchmarks import (
     BUILTINS,
-    DEFAULT_DATA_DIR,
     Benchmark,
     TaskSpec,
     get_benchmark,
     label_set,
     list_benchmarks,
-    resolve_data_dir,
     resolve_sequence,
 )
+from kif.data.locations import DEFAULT_DATA_DIR, resolve_data_dir
 from kif.data.loaders import SUPERNI_TEMPLATE, Example, load_task_file, read_json, sample
 from kif.data.unseen import UNSEEN_BUILTINS
 

@@ -31,6 +31,7 @@ from typing import Optional
 
 import yaml
 
+from kif.data.locations import resolve_data_dir
 from kif.data.loaders import LAYOUTS, Example, GroupBy, load_task_file, template_fields
 from kif.errors import ConfigError, DataError
 from kif.metrics import DEFAULT_NORMALIZATION, METRICS, NORMALIZATIONS, Metric
@@ -40,10 +41,6 @@ SPLITS = ("train", "dev", "test")
 SPLIT_SUFFIXES = (".json.gz", ".json", ".jsonl.gz", ".jsonl")  # tried in this order
 TASK_KEYS = {"path", "metric", "layout", "delimiter", "group_by", "prompt_template", "classification",
              "normalization"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Last-resort data location: the benchmarks folder next to the repository.
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
-
 LONG_SEQUENCE_ORDERS = {
     "1": "mnli cb wic copa qqp boolq rte imdb yelp amazon sst2 dbpedia agnews multirc yahoo",
     "2": "multirc boolq wic mnli cb copa qqp rte imdb sst2 dbpedia agnews yelp amazon yahoo",
@@ -59,26 +56,6 @@ SUPERNI_ORDERS = {
          "task1729 task181 task511 task002 task1290 task875",
 }
 _SUPERNI_DIR = re.compile(r"^(task\d+)(_.*)?$")
-
-
-def resolve_data_dir(explicit: str | Path | None = None) -> Path:
-    """Benchmark data folder, the first found of: ``explicit`` (config ``data_dir``),
-    ``$KIF_DATA``, where ``kif data pull`` puts data (``$KIF_DATA_HOME``, default
-    ``~/.cache/kif/data``), ``../shared/benchmarks`` from the current directory, then next
-    to the repository (``kif.data.pull.data_dir_candidates``). A folder the user named
-    must exist."""
-    from kif.data.pull import data_dir_candidates  # late: kif.data.pull imports this package
-
-    candidates = data_dir_candidates(explicit)
-    for c in candidates:
-        if c.path is not None and c.path.is_dir():
-            return c.path
-        if c.path is not None and c.required:
-            raise DataError(f"{c.path}: data directory not found (from {c.source}); "
-                            "set KIF_DATA or data_dir")
-    tried = ", ".join(str(c.path) for c in candidates if c.path is not None)
-    raise DataError(f"no benchmark data directory (looked in {tried}); "
-                    "run 'kif data pull', or set KIF_DATA or pass data_dir")
 
 
 @dataclass
@@ -171,6 +148,17 @@ def _builtin_dir(data_dir: Path, folder: str) -> Path:
     return root
 
 
+def superni_folders(data_dir: Path, folder: str) -> tuple[Path, dict[str, Path]]:
+    """``data_dir/folder`` and its task folders by short id (``task1572_...`` -> ``task1572``)."""
+    root = _builtin_dir(data_dir, folder)
+    folders: dict[str, Path] = {}
+    for d in sorted(root.iterdir()):
+        m = _SUPERNI_DIR.match(d.name)
+        if d.is_dir() and m:
+            folders.setdefault(m.group(1), d)
+    return root, folders
+
+
 def long_sequence(data_dir: Path) -> Benchmark:
     root = _builtin_dir(data_dir, "long_sequence")
     names = LONG_SEQUENCE_ORDERS["1"].split()
@@ -183,12 +171,7 @@ def long_sequence(data_dir: Path) -> Benchmark:
 
 def superni(data_dir: Path) -> Benchmark:
     """Tasks are named by short id (``task1572``); folders carry the full name."""
-    root = _builtin_dir(data_dir, "superni")
-    folders = {}
-    for d in sorted(root.iterdir()):
-        m = _SUPERNI_DIR.match(d.name)
-        if d.is_dir() and m:
-            folders.setdefault(m.group(1), d)
+    root, folders = superni_folders(data_dir, "superni")
     # Known tasks without a folder still get a spec, so the error comes when loading.
     names = SUPERNI_ORDERS["1"].split()
     names += sorted(n for n in folders if n not in names)

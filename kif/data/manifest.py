@@ -31,7 +31,6 @@ from kif.errors import DataError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 FORMAT = 1
-BENCHMARKS = ("long_sequence", "superni", "superni_unseen")
 SPLITS = ("train", "dev", "test")
 STORED_SUFFIXES = (".json.gz", ".json")  # how a split may be stored (pull writes .json.gz)
 DOC_FILES = {"README.md", "NOTES.json"}  # documentation beside the data: neither data nor extra

@@ -8,12 +8,13 @@ connection, in the same pull or the next one; the content is checked against the
 manifest's hash before the split is written, atomically, as ``.json.gz`` in the shared
 layout. A split already there and verified is not downloaded again.
 
-Where kif looks for data (``data_dir_candidates``; ``kif benchmarks`` shows it): config
+Where kif looks for data (``kif.data.locations``; ``kif benchmarks`` shows it): config
 ``data_dir`` (or ``--data-dir``), ``$KIF_DATA``, the pull location (``$KIF_DATA_HOME``,
 default ``$KIF_CACHE/data``, i.e. ``~/.cache/kif/data``), ``../shared/benchmarks``.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import http.client
 import json
@@ -26,6 +27,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
 
 from kif.data.loaders import read_json
 from kif.data.manifest import (
@@ -37,11 +41,12 @@ from kif.data.manifest import (
     select,
     stored_file,
 )
-from kif.errors import DataError
+from kif.data.locations import default_pull_dir
+from kif.errors import DataError, OutputError
+from kif.lock import OutputLock
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"  # a data host, not a package index
 BASE_URL_ENV = "KIF_DATA_BASE_URL"
-PULL_DIR_ENV = "KIF_DATA_HOME"
 DOWNLOADS = ".kif-download"  # upstream files while a pull runs (and .part files to resume)
 CHUNK = 1 << 16
 TIMEOUT_S = 60  # one socket read (or connect) waiting longer than this fails the attempt
@@ -55,60 +60,6 @@ STALL_MIN_BYTES = 4096
 DEADLINE_S = 2 * 3600  # the whole pull; past it, what was fetched is kept for the next pull
 
 
-def default_pull_dir() -> Path:
-    """Where ``kif data pull`` puts data: ``$KIF_DATA_HOME``, else ``$KIF_CACHE/data``
-    (``~/.cache/kif/data``; ``$KIF_CACHE`` also holds the converted models)."""
-    if os.environ.get(PULL_DIR_ENV):
-        return Path(os.environ[PULL_DIR_ENV]).expanduser()
-    return Path(os.environ.get("KIF_CACHE") or Path.home() / ".cache" / "kif").expanduser() / "data"
-
-
-# ---- where kif looks for data -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DataDirCandidate:
-    """One step of the lookup: ``path`` None when not set; a folder the user named
-    (``required``) must exist, the others are skipped when absent."""
-
-    source: str
-    label: str
-    path: Optional[Path]
-    required: bool = False
-
-
-def data_dir_candidates(explicit: str | Path | None = None) -> list[DataDirCandidate]:
-    from kif.data.benchmarks import DEFAULT_DATA_DIR  # late: that module imports this one lazily
-
-    env = os.environ.get("KIF_DATA")
-    shared_here = (Path.cwd() / ".." / "shared" / "benchmarks").resolve()
-    out = [
-        DataDirCandidate("data_dir", "config data_dir / --data-dir",
-                         Path(explicit).expanduser() if explicit is not None else None, True),
-        DataDirCandidate("KIF_DATA", "$KIF_DATA", Path(env).expanduser() if env else None, True),
-        DataDirCandidate("pull", "kif data pull location ($KIF_DATA_HOME, default ~/.cache/kif/data)",
-                         default_pull_dir()),
-        DataDirCandidate("shared", "../shared/benchmarks", shared_here),
-    ]
-    if DEFAULT_DATA_DIR.resolve() != shared_here:
-        out.append(DataDirCandidate("shared", "../shared/benchmarks next to the kif repository",
-                                    DEFAULT_DATA_DIR.resolve()))
-    return out
-
-
-def describe_lookup(explicit: str | Path | None = None) -> list[str]:
-    """The lookup order as ``kif benchmarks`` prints it, marking the folder used."""
-    cands = data_dir_candidates(explicit)
-    used = next((c for c in cands if c.path is not None and c.path.is_dir()), None)
-    lines = ["data lookup (first found is used):"]
-    for i, c in enumerate(cands, 1):
-        if c.path is None:
-            state = "not set"
-        else:
-            state = str(c.path) + ("  <- used" if c is used else "" if c.path.is_dir() else "  (absent)")
-        lines.append(f"  {i}. {c.label}: {state}")
-    return lines
-
-
 # ---- downloading ----------------------------------------------------------------------------
 
 def source_url(base_url: str, source: dict) -> str:
@@ -117,8 +68,6 @@ def source_url(base_url: str, source: dict) -> str:
 
 def check_base_url(base_url: str) -> str:
     """``base_url`` when it is an http(s) URL with a host; else a one-line DataError."""
-    from urllib.parse import urlsplit
-
     where = f"--base-url / ${BASE_URL_ENV} {base_url!r}"
     try:
         parts = urlsplit(base_url)
@@ -163,8 +112,6 @@ class _TooLarge(Exception):
 
 
 def _disk_full(e: OSError) -> bool:
-    import errno
-
     return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -178,8 +125,6 @@ def download(url: str, target: Path, *, retries: int = 3, progress: bool = True,
     ``TIMEOUT_S``, a connection delivering under ``STALL_MIN_BYTES`` per ``STALL_WINDOW_S``
     is dropped (and resumed), and past ``deadline`` (``time.monotonic()``) the pull stops,
     keeping the ``.part`` for the next one."""
-    from tqdm.auto import tqdm
-
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     fetched, last = 0, None
@@ -308,9 +253,6 @@ def pull(benchmarks: Iterable[str] | str | None = None, dest: str | Path | None 
     chosen = select(entries if entries is not None else load_manifest(), benchmarks)
     if dest.exists() and not dest.is_dir():
         raise DataError(f"{dest}: not a folder (--dir names where the data goes)")
-    from kif.errors import OutputError
-    from kif.lock import OutputLock
-
     try:
         with OutputLock(dest, "data folder"):  # a second pull into it fails at once, naming the first
             return _pull_locked(chosen, dest, base, progress, retries)
@@ -319,8 +261,6 @@ def pull(benchmarks: Iterable[str] | str | None = None, dest: str | Path | None 
 
 
 def _pull_locked(chosen: list[Entry], dest: Path, base: str, progress: bool, retries: int) -> PullReport:
-    from tqdm.auto import tqdm
-
     deadline = time.monotonic() + DEADLINE_S
     report = PullReport(dest)
     todo: dict[str, list[tuple[Entry, Optional[Path]]]] = {}  # url -> splits built from it

@@ -12,14 +12,14 @@ named by short id (``task360``), as in ``superni``; the folder names work too.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kif.data.benchmarks import Benchmark, TaskSpec, _builtin_dir, get_benchmark
+from kif.data.benchmarks import Benchmark, TaskSpec, get_benchmark, superni_folders
 from kif.data.loaders import Example, sample
 from kif.errors import ConfigError, DataError
+from kif.results import UnseenScores
 
 # Table III's categories: Dialog, Information Extraction, Question Answering,
 # Summarisation, Sentiment Analysis (the README's list; NOTES.json records the same).
@@ -32,7 +32,6 @@ SUPERNI_UNSEEN_CATEGORIES = {
 }
 # Categories a built-in held-out benchmark brings with it (a config may still give its own).
 BUILTIN_CATEGORIES = {"superni_unseen": SUPERNI_UNSEEN_CATEGORIES}
-_TASK_DIR = re.compile(r"^(task\d+)(_.*)?$")
 
 
 class HeldOutTaskSpec(TaskSpec):
@@ -49,12 +48,7 @@ class HeldOutTaskSpec(TaskSpec):
 
 def superni_unseen(data_dir: Path) -> Benchmark:
     """``superni_unseen/<task>/test.json.gz`` in the SuperNI layout, scored by Rouge-L."""
-    root = _builtin_dir(data_dir, "superni_unseen")
-    folders = {}
-    for d in sorted(root.iterdir()):
-        m = _TASK_DIR.match(d.name)
-        if d.is_dir() and m:
-            folders.setdefault(m.group(1), d)
+    root, folders = superni_folders(data_dir, "superni_unseen")
     names = [t for ts in SUPERNI_UNSEEN_CATEGORIES.values() for t in ts]
     # a known task without a folder still gets a spec: the error comes when it is read
     tasks = {n: HeldOutTaskSpec(n, folders.get(n, root / n), "rougeL", "superni") for n in names}
@@ -137,7 +131,5 @@ def restrict_categories(categories: Optional[dict[str, list[str]]], tasks: list[
 
 def empty_record(unseen: UnseenSet):
     """The results record of ``unseen`` before any evaluation (``kif.results.UnseenScores``)."""
-    from kif.results import UnseenScores
-
     return UnseenScores(benchmark=unseen.benchmark, tasks=unseen.tasks, categories=unseen.categories,
                         metrics=unseen.metric_names, n_test={t: len(unseen.test[t]) for t in unseen.tasks})

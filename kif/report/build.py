@@ -33,9 +33,9 @@ from ..results import load_results
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
-from .tables import (comparison_rows, comparison_table, cost_rows, cost_table, fractions_table, has_importance,
-                     check_run_config, jsonable, load_run, matrix_table, results_file, sort_runs, top_fraction,
-                     unit_fractions)
+from .importance import has_importance, top_fraction, unit_fractions
+from .tables import (comparison_rows, comparison_table, cost_rows, cost_table, fractions_table, check_run_config,
+                     jsonable, load_run, matrix_table, results_file, sort_runs)
 
 _OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
 _OWN_FILES = ("comparison.json", "aggregate.json", "unseen.json", "report.md", "report.html")

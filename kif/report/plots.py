@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import KifError
-from .tables import _natural, is_joint, load_importance, parse_unit, row_labels, row_positions
+from .importance import load_importance, natural_key, parse_unit
+from .tables import is_joint, row_labels, task_series
 
 DPI = 100
 
@@ -132,14 +133,23 @@ def _run_label(run: dict, runs: Sequence[dict]) -> str:
 
 
 def _trajectory(run: dict, i: int) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    if run.get("zero_shot") is not None:
-        xs.append(0)
-        ys.append(_nan(run["zero_shot"][i]))
-    for x, row in zip(row_positions(run), run["matrix"]):
-        xs.append(x)
-        ys.append(_nan(row[i]))
-    return xs, ys
+    points = task_series(run, i)
+    return [x for x, _ in points], [_nan(v) for _, v in points]
+
+
+def _task1_frame(ax, tasks: Sequence[str], title: str, first: int = 0) -> None:
+    """Axes, title and legend of a "task 1 along the sequence" panel; x from ``first`` (0 = zero-shot)."""
+    k = len(tasks)
+    labels = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(tasks)]
+    ax.set_xticks(list(range(first, k + 1)), labels[first:], rotation=0 if k <= 4 else 30,
+                  ha="right" if k > 4 else "center", fontsize=8)
+    ax.set_xlim(first - 0.3, k + 0.3)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("after task j")
+    ax.set_ylabel(f"score on task 1 ({_short(tasks[0], 24)})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
 
 
 def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
@@ -161,8 +171,6 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
     nrows = math.ceil(n / TRAJ_COLS)
     top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 3.2 * nrows])
     xt = list(range(k + 1))
-    xl = ["zero-shot"] + [f"{j + 1}: {_short(t, 14)}" for j, t in enumerate(tasks)]
-    rot = 0 if k <= 4 else 30
 
     ax = top.subplots()
     cycle = matplotlib.colormaps["tab10"]
@@ -177,14 +185,7 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
                 color=cycle(r_i % 10), label=label, alpha=0.9)
         if joint and run["matrix"]:
             ax.axhline(ys[-1], color=cycle(r_i % 10), linestyle=":", linewidth=1.2)
-    ax.set_xticks(xt, xl, rotation=rot, ha="right" if rot else "center", fontsize=8)
-    ax.set_xlim(-0.3, k + 0.3)
-    ax.set_ylim(-3, 103)
-    ax.set_xlabel("after task j")
-    ax.set_ylabel(f"score on task 1 ({_short(tasks[0], 24)})")
-    ax.set_title(f"Task 1 ({_short(tasks[0], 30)}) along the sequence", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="method", title_fontsize=8)
+    _task1_frame(ax, tasks, f"Task 1 ({_short(tasks[0], 30)}) along the sequence")
 
     ncols = min(n, TRAJ_COLS)
     axes = bottom.subplots(nrows, ncols, squeeze=False, sharey=True)
@@ -218,6 +219,30 @@ def plot_trajectories(runs: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+# ---- task 1 over seeds (kif.report.aggregate) ------------------------------------------------------
+
+def plot_seed_trajectories(order: tuple, bands: dict, path: str | Path, title: str | None = None) -> Path:
+    """Score of task 1 after each task: one line per method (mean over seeds) with a min-max band."""
+    matplotlib, _, _ = _mpl()
+    k = len(order)
+    fig = _new_figure((max(8.0, round(4.5 + 0.55 * k, 2)), 4.8))
+    ax = fig.subplots()
+    cycle = matplotlib.colormaps["tab10"]
+    for i, (label, b) in enumerate(bands.items()):
+        color = cycle(i % 10)
+        if b["joint"]:
+            ax.errorbar(b["x"], b["mean"], yerr=[[m - lo for m, lo in zip(b["mean"], b["min"])],
+                                                 [hi - m for m, hi in zip(b["mean"], b["max"])]],
+                        fmt="D", color=color, capsize=4, label=f"{label} (joint)")
+            continue
+        ax.plot(b["x"], b["mean"], marker="osD^v<>p*h"[i % 10], linestyle=("-", "--", "-.", ":")[i % 4],
+                color=color, linewidth=2, markersize=6, label=f"{label} (n={max(b['n'])})")
+        ax.fill_between(b["x"], b["min"], b["max"], color=color, alpha=0.15, linewidth=0)
+    first = 0 if any(0 in b["x"] for b in bands.values()) else 1  # no zero-shot column without zero-shot scores
+    _task1_frame(ax, order, title or "Task 1 along the sequence: mean over seeds, band = min-max", first)
+    return _save(fig, path)
+
+
 # ---- unit importance (paper Figures 6-7) ---------------------------------------------------------------
 
 def importance_figsize(n_tasks: int) -> tuple[float, float]:
@@ -243,7 +268,7 @@ def plot_importance(run_dir: str | Path, path: str | Path, title: str | None = N
             data[:, c] = (col - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(col), 0.0, np.nan)
 
     parsed = [parse_unit(n) for n in units]
-    modules = sorted({p["module"] for p in parsed}, key=_natural)
+    modules = sorted({p["module"] for p in parsed}, key=natural_key)
     groups: list[tuple[str, int, int]] = []  # (label, first row, last row)
     for r, p in enumerate(parsed):
         stack = {"encoder": "enc ", "decoder": "dec "}.get(p["stack"], "")

@@ -6,19 +6,21 @@ All numbers are the values of ``results.json`` (or plain means of them); roundin
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from pathlib import Path
-from statistics import fmean, median
+from statistics import median
 from typing import Any, Sequence
 
+import yaml
+
 from ..errors import ArtifactError
+from ..metrics import CL_NAMES
 from ..results import load_results
+from ..stats import mean_or_none
 
-KIF_METHODS = ("kif", "kiflora", "kif-m", "kiflora-m")
-DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
-
-_TASK_DIR = re.compile(r"^(\d+)_(.+)$")
 
 
 # ---- runs --------------------------------------------------------------------------------
@@ -62,6 +64,13 @@ def row_positions(run: dict) -> list[int]:
     return [len(run["tasks"])] if is_joint(run) else list(range(1, len(run["matrix"]) + 1))
 
 
+def task_series(run: dict, i: int) -> list[tuple[int, "float | None"]]:
+    """Task i's score at each point of the run: (0, zero-shot) when there is one, then
+    (:func:`row_positions`, score) per matrix row."""
+    zero_shot = [(0, run["zero_shot"][i])] if run.get("zero_shot") is not None else []
+    return zero_shot + [(x, row[i]) for x, row in zip(row_positions(run), run["matrix"])]
+
+
 def row_labels(run: dict) -> list[str]:
     if is_joint(run):
         return ["joint (all tasks)"]
@@ -92,13 +101,9 @@ def sort_runs(runs: Sequence[dict]) -> list[dict]:
 
 COLUMNS = [  # (key, header)
     ("run", "run"), ("method", "method"), ("model", "model"), ("benchmark", "benchmark"),
-    ("order", "order"), ("completed", "tasks"), ("AP", "AP"), ("FWT", "FWT"), ("BWT", "BWT"),
+    ("order", "order"), ("completed", "tasks"), *((m, m) for m in CL_NAMES),
     ("adapter_mb", "storage (MB)"), ("wall_s", "wall time (s)"),
 ]
-
-
-def _mb(b) -> float | None:
-    return None if b is None else b / 1e6
 
 
 def run_row(run: dict) -> dict:
@@ -109,14 +114,10 @@ def run_row(run: dict) -> dict:
         "kind": "run", "run": run.get("run_name", ""), "method": run.get("method"),
         "model": run.get("model"), "benchmark": run.get("benchmark"), "order": run.get("order"),
         "completed": f"{done}/{k}", "complete": done >= k or is_joint(run),
-        "AP": run.get("AP"), "FWT": run.get("FWT"), "BWT": run.get("BWT"),
-        "adapter_mb": _mb(run.get("adapter_bytes")),
+        **{m: run.get(m) for m in CL_NAMES},
+        "adapter_mb": None if run.get("adapter_bytes") is None else run["adapter_bytes"] / 1e6,
         "wall_s": (run.get("timings") or {}).get("total"), "n_runs": 1,
     }
-
-
-def _mean_or_none(values: list) -> float | None:
-    return None if not values or any(v is None for v in values) else fmean(values)
 
 
 def comparison_rows(runs: Sequence[dict]) -> list[dict]:
@@ -141,9 +142,9 @@ def comparison_rows(runs: Sequence[dict]) -> list[dict]:
         mean = {"kind": "mean", "run": "mean", "method": method, "model": model, "benchmark": bench,
                 "order": "mean of " + ", ".join(sorted(by_order)), "complete": True,
                 "completed": grp[0]["completed"], "n_runs": sum(len(v) for v in by_order.values())}
-        for key in ("AP", "FWT", "BWT", "adapter_mb", "wall_s"):
-            per_order = [_mean_or_none([r[key] for r in rs]) for rs in by_order.values()]
-            mean[key] = _mean_or_none(per_order)
+        for key in (*CL_NAMES, "adapter_mb", "wall_s"):
+            per_order = [mean_or_none([r[key] for r in rs]) for rs in by_order.values()]
+            mean[key] = mean_or_none(per_order)
         rows.append(mean)
     return rows
 
@@ -162,13 +163,9 @@ def fmt(x, digits: int = 2) -> str:
 
 
 def comparison_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = [h for _, h in COLUMNS]
-    body = []
-    for r in rows:
-        cells = [fmt(r.get(k)) if k not in ("run", "order", "completed") else ("-" if r.get(k) is None else str(r[k]))
-                 for k, _ in COLUMNS]
-        body.append(cells)
-    return header, body
+    body = [[fmt(r.get(k)) if k not in ("run", "order", "completed") else ("-" if r.get(k) is None else str(r[k]))
+             for k, _ in COLUMNS] for r in rows]
+    return [h for _, h in COLUMNS], body
 
 
 def cost_rows(runs: Sequence[dict]) -> list[dict]:
@@ -204,30 +201,26 @@ def matrix_table(run: dict) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-# ---- importance (KIF runs) ------------------------------------------------------------------
-
-def task_dirs(run_dir: str | Path) -> list[Path]:
-    """``tasks/NN_<task>/`` folders in sequence order."""
-    root = Path(run_dir) / "tasks"
-    if not root.is_dir():
-        return []
-    dirs = [(int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := _TASK_DIR.match(p.name))]
-    return [p for _, p in sorted(dirs)]
-
-
-def has_importance(run_dir: str | Path) -> bool:
-    return any((d / "scores_current.safetensors").is_file() for d in task_dirs(run_dir))
+def run_config(run_dir: str | Path | None) -> dict:
+    """The run's config.yaml as a dict ({} when absent or unreadable: a report never fails on
+    an odd config.yaml; :func:`check_run_config` checks the values a report reads)."""
+    path = Path(run_dir or "") / "config.yaml"
+    if not run_dir or not path.is_file():
+        return {}
+    stat = path.stat()
+    return copy.deepcopy(_read_config(str(path), stat.st_mtime_ns, stat.st_size))
 
 
-def _load_scores(path: Path) -> dict[str, float]:
-    from ..io import load_tensors  # the run path's guarded loader: header size and entry caps
-
-    d = load_tensors(path)
+@functools.lru_cache(maxsize=1024)
+def _read_config(path: str, mtime_ns: int, size: int) -> dict:
+    # A report reads a run's config several times (seed, paired, summary and trajectory
+    # sections, importance); parse each config.yaml once. The key includes mtime and size so
+    # that a rewritten file is read again.
     try:
-        return {k: float(v.float().reshape(-1)[0]) if v.numel() == 1 else float(v.float().mean())
-                for k, v in d.items()}
-    except (RuntimeError, IndexError) as e:
-        raise ArtifactError(f"{path}: unexpected tensor in unit scores ({e})") from None
+        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # an odd config.yaml: the run then has no seed, its fractions the defaults
+        cfg = None
+    return cfg if isinstance(cfg, dict) else {}
 
 
 MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
@@ -239,8 +232,6 @@ def check_run_config(run_dir: str | Path) -> None:
     hand-edited file with a list seed or an out-of-range fraction is a one-line
     ArtifactError naming the file and the field. A run without config.yaml is fine (its
     seed is unknown, its fractions the defaults)."""
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return
@@ -292,137 +283,6 @@ def _short_repr(v) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _method_arg(run_dir: str | Path, key: str):
-    """``method_args.<key>`` of the run's config.yaml, or None (absent or unreadable)."""
-    path = Path(run_dir) / "config.yaml"
-    try:
-        import yaml
-
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        return ((cfg or {}).get("method_args") or {}).get(key)
-    except Exception:  # a report never fails on an odd config
-        return None
-
-
-def top_fraction(run_dir: str | Path) -> float:
-    """The run's ``method_args.top_fraction`` (config.yaml), else 0.2 (docs/method.md §4)."""
-    val = _method_arg(run_dir, "top_fraction")
-    try:
-        return float(val) if val is not None else DEFAULT_TOP_FRACTION
-    except (TypeError, ValueError):
-        return DEFAULT_TOP_FRACTION
-
-
-def threshold_rule(run_dir: str | Path) -> str:
-    """The "+" rule the run used (``method_args.threshold``). Config files that do not name
-    one come from kif versions whose only rule was ``rank``."""
-    val = _method_arg(run_dir, "threshold")
-    return val if val in ("percentile", "rank") else "rank"
-
-
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|block|blocks|h)\.(\d+)\.")
-_RANK = re.compile(r"\.lora#(\d+)$")
-_MATRIX = re.compile(r"\.(lora_[AB])\.weight$")
-
-
-def _natural(s: str) -> list:
-    parts = re.split(r"(\d+)", s)
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
-
-
-def parse_unit(name: str) -> dict:
-    """Split a unit name into stack (encoder/decoder/""), layer, module and part.
-
-    ``model.layers.3.self_attn.q_proj.lora#5`` -> ("", 3, "self_attn.q_proj", "#5");
-    ``decoder.block.1.layer.1.EncDecAttention.v.lora_B.weight`` -> ("decoder", 1, "EncDecAttention.v", "lora_B").
-    """
-    base, part, rank = name, "", -1
-    if m := _RANK.search(name):
-        base, part, rank = name[:m.start()], f"#{m[1]}", int(m[1])
-    elif m := _MATRIX.search(name):
-        base, part, rank = name[:m.start()], m[1], 0 if m[1] == "lora_A" else 1
-    elif name.endswith(".weight") or name.endswith(".bias"):
-        base, part = name.rsplit(".", 1)
-    stack = "encoder" if ".encoder." in f".{base}." else "decoder" if ".decoder." in f".{base}." else ""
-    stack_rank = {"encoder": 0, "": 0, "decoder": 1}[stack]
-    m = _LAYER.search(base)
-    if m:
-        layer, path = int(m[1]), base[m.end():]
-        module = re.sub(r"^layer\.\d+\.", "", path)  # T5: block.N.layer.M.SelfAttention.q
-    else:
-        layer, path = None, base
-        module = path
-    return {"name": name, "stack": stack, "stack_rank": stack_rank, "layer": layer,
-            "module": module, "path": path, "part": part, "rank": rank}
-
-
-def unit_sort_key(name: str) -> tuple:
-    """(stack, layer index, module, rank): encoder before decoder, units outside layers last;
-    the module is compared with its sub-layer (T5 ``layer.0.SelfAttention`` before
-    ``layer.1.EncDecAttention``), numbers numerically."""
-    u = parse_unit(name)
-    return (u["stack_rank"], u["layer"] is None, u["layer"] if u["layer"] is not None else 0,
-            _natural(u["path"]), u["rank"], _natural(u["part"]), name)
-
-
-def load_importance(run_dir: str | Path) -> dict:
-    """Per-task unit scores of a KIF run.
-
-    Returns ``{"tasks": [...], "units": [...] (sorted by :func:`unit_sort_key`),
-    "current": [[score per unit] per task], "accumulated": [[...] per task]}``; a unit
-    absent from one task's file is NaN there. Raises ArtifactError if no task has scores.
-    """
-    tasks, cur, acc = [], [], []
-    for d in task_dirs(run_dir):
-        p = d / "scores_current.safetensors"
-        if not p.is_file():
-            continue
-        tasks.append(_TASK_DIR.match(d.name)[2])
-        cur.append(_load_scores(p))
-        pa = d / "scores_accumulated.safetensors"
-        acc.append(_load_scores(pa) if pa.is_file() else None)
-    if not tasks:
-        raise ArtifactError(f"{Path(run_dir) / 'tasks'}: no scores_current.safetensors (not a KIF run?)")
-    units = sorted(set().union(*cur), key=unit_sort_key)
-    nan = float("nan")
-    return {"tasks": tasks, "units": units,
-            "current": [[c.get(u, nan) for u in units] for c in cur],
-            "accumulated": [None if a is None else [a.get(u, nan) for u in units] for a in acc]}
-
-
-def unit_fractions(run_dir: str | Path, fraction: float | None = None) -> list[dict]:
-    """Per task k: share of units that are "+" (top ``fraction``, docs/method.md §4) for
-    the past I(Û_{k-1}) and/or the current task I(U_k).
-
-    ``scores_accumulated`` of task dir k is I(Û_k) (it already includes task k), so the
-    past of task k is the accumulated file of task k-1 -- exactly the pair eq. 15 fuses
-    with. Task 1 has no past: its shares are None. Keys: task, units, shared
-    (+ for both), specific_new (+ only now), specific_old (+ only for the past).
-    """
-    import torch
-
-    from ..core.fusion import top_fraction_mask
-
-    imp = load_importance(run_dir)
-    if fraction is None:
-        fraction = top_fraction(run_dir)
-    rule = threshold_rule(run_dir)
-    out = []
-    prev_acc = None
-    for t, cur, acc in zip(imp["tasks"], imp["current"], imp["accumulated"]):
-        row = {"task": t, "units": len(imp["units"]), "shared": None, "specific_new": None,
-               "specific_old": None}
-        if prev_acc is not None:
-            c, p = (top_fraction_mask(torch.nan_to_num(torch.tensor(v, dtype=torch.float32), nan=-math.inf),
-                                      fraction, rule) for v in (cur, prev_acc))
-            n = c.numel()
-            row.update(shared=float((c & p).sum()) / n, specific_new=float((c & ~p).sum()) / n,
-                       specific_old=float((~c & p).sum()) / n)
-        out.append(row)
-        prev_acc = acc
-    return out
-
-
 def fractions_table(fracs: Sequence[dict], per_task: Sequence[dict] | None = None
                     ) -> tuple[list[str], list[list[str]]]:
     """Shares in percent (2 decimals); plus the mean fusion weight on the past when recorded."""
@@ -440,6 +300,61 @@ def fractions_table(fracs: Sequence[dict], per_task: Sequence[dict] | None = Non
         if weights:
             cells.append(fmt(weights.get(f["task"]), 3))
         body.append(cells)
+    return header, body
+
+
+# ---- over seeds (kif.report.aggregate) -----------------------------------------------------
+
+# which paired differences the summary shows: (reference, metric)
+SUMMARY_DIFFS = (("seqlora", "AP"), ("seqlora", "BWT"), ("kiflora", "AP"), ("kiflora", "BWT"))
+
+
+def _pm(s: dict) -> str:
+    if s["mean"] is None:
+        return "-"
+    return fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {fmt(s['sd'])}")
+
+
+def _signed(x) -> str:
+    return "-" if x is None else f"{x:+.2f}"
+
+
+def ci(s: dict) -> str:
+    """A difference with its 95 % interval: ``+3.00 [-9.71, +15.71]`` (the mean alone without one)."""
+    if s["mean"] is None:
+        return "-"
+    return _signed(s["mean"]) + ("" if s["half"] is None else f" [{_signed(s['low'])}, {_signed(s['high'])}]")
+
+
+def _ci_holm(s: dict, alpha: float = 0.05) -> str:
+    """:func:`ci`, with " *" when the difference also stands family-wise (Holm p ≤ ``alpha``)."""
+    p = s.get("p_holm")
+    return ci(s) + (" *" if p is not None and p <= alpha else "")
+
+
+def _p(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def seed_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "order", "seeds", *(f"{m} (mean ± sd)" for m in CL_NAMES)]
+    body = [[r["arm"], r["order"], str(len(r["seeds"])), *(_pm(r[m]) for m in CL_NAMES)] for r in rows]
+    return header, body
+
+
+def paired_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "vs", "orders (pairs)", *(h for m in CL_NAMES for h in (f"Δ{m} [95 % CI]", f"Holm p ({m})"))]
+    body = [[r["arm"], r["reference"], f"{r['orders']} ({r['pairs']})",
+             *(c for m in CL_NAMES for c in (ci(r[m]), _p(r[m].get("p_holm"))))] for r in rows]
+    return header, body
+
+
+def summary_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "runs (orders)", *(f"{m} (mean ± sd)" for m in CL_NAMES),
+              *(f"Δ{m} vs {ref} [95 % CI]" for ref, m in SUMMARY_DIFFS)]
+    body = [[r["arm"], f"{r['runs']} ({r['orders']})", *(_pm(r[m]) for m in CL_NAMES),
+             *("-" if r["vs"].get(ref) is None else _ci_holm(r["vs"][ref][m]) for ref, m in SUMMARY_DIFFS)]
+            for r in rows]
     return header, body
 
 

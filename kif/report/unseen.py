@@ -16,10 +16,15 @@ from .tables import fmt, jsonable
 JSON_NAME = "unseen.json"
 
 
-def _key(run: dict) -> tuple:
-    """Runs whose zero-shot row is the same model on the same held-out examples."""
-    u = run["unseen"]
-    return (str(run.get("model")), u["benchmark"], tuple(u["tasks"]), tuple(sorted(u["n_test"].items())))
+def _groups(runs: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """Runs whose zero-shot row is the same model on the same held-out examples, by
+    (model, benchmark, tasks, n_test)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        u = r["unseen"]
+        groups.setdefault((str(r.get("model")), u["benchmark"], tuple(u["tasks"]), tuple(sorted(u["n_test"].items()))),
+                          []).append(r)
+    return groups
 
 
 def _row(kind: str, run: dict, point: dict | None) -> dict:
@@ -34,11 +39,8 @@ def unseen_rows(runs: Sequence[dict]) -> list[dict]:
     held-out examples, taken from the group's first run that has one), then every run
     after its sequence (no scores yet for an unfinished run). Empty: no run has unseen scores."""
     with_unseen = [r for r in runs if r.get("unseen")]
-    groups: dict[tuple, list[dict]] = {}
-    for r in with_unseen:
-        groups.setdefault(_key(r), []).append(r)
     rows = []
-    for grp in groups.values():
+    for grp in _groups(with_unseen).values():
         first = next((r for r in grp if r["unseen"].get("before")), None)
         if first is not None:
             row = _row("zero-shot", first, first["unseen"]["before"])
@@ -103,9 +105,7 @@ def add_unseen_section(doc, runs: Sequence[dict], out: Path) -> list[dict] | Non
             doc.p(f"Zero-shot row of {r['model']}: taken from {r['run']}; {', '.join(r['differs'])} scored "
                   "differently before training (other evaluation settings?).")
     doc.h(3, "Unseen tasks, per task")
-    groups: dict[tuple, list[dict]] = {}
-    for r in with_unseen:
-        groups.setdefault(_key(r), []).append(r)
+    groups = _groups(with_unseen)
     for (model, bench, tasks, _), grp in groups.items():
         if len(groups) > 1:
             doc.p(f"{model} on {len(tasks)} task(s) of {bench}:")
