@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 from ..errors import KifError
-from ..methods.registry import get_method
+from ..methods.registry import method_spec
 from .tables import is_joint, run_config
 
 SAMPLE_KEYS = {"seed", "order", "tasks", "data_dir"}  # what varies between the samples of one arm
@@ -119,7 +119,7 @@ def group_runs(runs: Sequence[dict]) -> Grouping:
 def _options_class(method: str):
     """The registered method's Options class (None for a method kif cannot import here)."""
     try:
-        return get_method(method).Options
+        return method_spec(method).options  # a built-in's without importing its module (torch)
     except (KifError, ImportError):
         return None
 
