@@ -153,6 +153,7 @@ cp "$root/scripts/offline_install.sh" "$out/install.sh"
 {
   echo "kif offline bundle, made $(date -u +%Y-%m-%dT%H:%MZ) from kif $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "target: python ${pyver:-$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}, platform ${platforms[*]:-$("$py" -c 'import sysconfig; print(sysconfig.get_platform())')}"
+  [ ${#target[@]} -eq 0 ] || echo "pip's target options: ${target[*]}"
   echo "torch included: $([ "$with_torch" = 1 ] && echo yes || echo 'no (the target needs one)')"
   echo "install on the target: bash install.sh   (see install.sh --help)"
   echo; echo "wheels:"; (cd "$out/wheels" && ls)

@@ -125,3 +125,18 @@ def test_bundle_refuses_a_missing_model_wheel(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"offline_bundle: --model-wheel {tmp_path / 'nope.whl'}: file not found"
     assert not (tmp_path / "b").exists()
+
+
+def test_bundle_widens_a_manylinux_platform_to_the_older_tags(tmp_path):
+    """pip's --platform takes only the tags it is given: manylinux_2_28 alone finds no
+    safetensors (manylinux_2_17). A glibc 2.28 target installs every older manylinux wheel."""
+    made = subprocess.run(["bash", str(REPO / "scripts" / "offline_bundle.sh"), "-o", str(tmp_path / "b"),
+                           "--no-deps", "--no-model", "--no-data", "--python", sys.executable,
+                           "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64"],
+                          env=_offline_env(tmp_path), capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-2000:]
+    line = next(x for x in (tmp_path / "b" / "BUNDLE.txt").read_text().splitlines() if x.startswith("pip's target"))
+    tags = [f"manylinux_2_{m}_x86_64" for m in range(28, 4, -1)] + \
+        ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    assert line == ("pip's target options: --python-version 3.12 " + " ".join(f"--platform {t}" for t in tags)
+                    + " --only-binary=:all: --implementation cp")
