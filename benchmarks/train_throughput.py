@@ -121,6 +121,10 @@ def main():
     examples = C.long_sequence("train", tasks, -(-args.samples // len(tasks)), seed=args.seed + 42)
     random.Random(args.seed).shuffle(examples)
     examples = examples[:args.samples]
+    steps = -(-len(examples) // args.batch_size) * args.epochs
+    if steps < args.warmup + 2:
+        p.error(f"{len(examples)} examples, batch {args.batch_size}, {args.epochs} epochs: {steps} optimizer steps; "
+                f"the steady state needs at least --warmup + 2 = {args.warmup + 2}")
     cfg = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                       precision=args.precision, logging_steps=10_000)
     bf16 = use_bf16(cfg.precision)
