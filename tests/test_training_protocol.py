@@ -12,8 +12,8 @@ from kif.encoding import Encoder, TrainCollator
 from kif.errors import ConfigError
 from kif.io import load_tensors
 from kif.models import load_model
-from kif.training import (FeatureDataset, KeepBest, Validator, hold_out, split_validation, train_task,
-                          training_arguments, validation_loss)
+from kif.training import FeatureDataset, train_task, training_arguments
+from kif.validation import KeepBest, Validator, hold_out, split_validation, validation_loss
 
 from helpers import read_results, tiny_config
 

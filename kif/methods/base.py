@@ -3,9 +3,11 @@
 The runner calls, for each task k (0-based) of the sequence:
 ``train_examples`` -> ``before_task`` -> training (with ``extra_loss`` in the loss,
 ``on_gradients`` before and ``on_step_end`` after every optimizer step) -> ``after_task``
--> evaluation of ``model`` on every task. A method that only needs LoRA + plain training
-overrides nothing (that is SeqLoRA). A method with ``joint = True`` (multi-task learning)
-is trained once on the union of all tasks (k = 0) and evaluated once.
+-> ``extra_stage``: a second training stage the runner trains and times like a task, if the
+method has one (KIF-M's replay) -> evaluation of ``model`` on every task, routed as the
+method declares (``reuses_prefix_cache``, ``eval_task_context``). A method that only needs
+LoRA + plain training overrides nothing (that is SeqLoRA). A method with ``joint = True``
+(multi-task learning) is trained once on the union of all tasks (k = 0) and evaluated once.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from ..config import RunConfig, method_options
+from ..config import RunConfig, TrainConfig, method_options
 from ..encoding import Encoder
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_dir
@@ -27,6 +29,25 @@ from ..io import atomic_save_dir
 class MethodOptions(BaseModel):
     """Base of each method's ``method_args`` schema (unknown keys are errors)."""
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ExtraStage:
+    """A training stage of task k after ``after_task``, which the runner trains
+    (``kif.training.train_task``, no progress bar) and times like a task: KIF-M's replay on its
+    memory. results.json records it in task k's entry as ``<name>_examples``, ``_steps``,
+    ``_loss``, ``_skipped_steps``, the schedule check's ``_lr_min`` / ``_lr_max`` /
+    ``_warmup_steps`` / ``_schedule_flags``, and its seconds ``<name>_s``. The loss is the
+    model's plus ``extra_loss``; the method's ``on_gradients`` / ``on_step_end`` are not
+    called, the stage's own hooks are. With no examples nothing trains (``<name>_examples`` 0)."""
+    name: str
+    examples: list
+    train: TrainConfig
+    seed: int
+    extra_loss: Optional[Callable] = None
+    step_hook: Optional[Callable[[], None]] = None  # as on_gradients
+    post_step_hook: Optional[Callable[[], None]] = None  # as on_step_end
+    end: Callable[[], None] = lambda: None  # after training, also when it failed: undo the stage's set-up
 
 
 @dataclass
@@ -43,6 +64,11 @@ class CLMethod:
     description: ClassVar[str] = ""
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     joint: ClassVar[bool] = False  # True: one training stage on all tasks' data at once
+    # Evaluation routing. False where the model routes an input by the whole of it (SAPT's
+    # task attention, a prompted model): the KV cache of a shared prompt prefix, computed
+    # without the rest, does not apply. Evaluation, model selection and the method's own
+    # generation (pseudo-samples) then encode every prompt whole (``kif.evaluation.generate``).
+    reuses_prefix_cache: ClassVar[bool] = True
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -120,8 +146,13 @@ class CLMethod:
     def after_task(self, k: int, task_dir: Path) -> dict:
         """Called after training task k: consolidate (fuse, store memory, ...) and write the
         method's own artifacts into ``task_dir``; returns stats for results.json. The runner
-        then saves the model's adapter as ``task_dir/adapter`` (methods never do)."""
+        then trains ``extra_stage`` and saves the model's adapter as ``task_dir/adapter``
+        (methods never do)."""
         return {}
+
+    def extra_stage(self, k: int) -> Optional[ExtraStage]:
+        """A second training stage of task k, right after ``after_task`` (see ``ExtraStage``); None: none."""
+        return None
 
     def state_summary(self) -> dict:
         return {}

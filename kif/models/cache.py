@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..errors import KifError
 from ..faults import fault_point
-from ..io import _umask
+from ..io import _umask, atomic_write_text, load_tensors
 from ..lock import file_lock
 
 MARKER = ".kif-complete.json"
@@ -44,8 +44,6 @@ def is_complete(folder: Path) -> bool:
 
 def _opens(folder: Path) -> bool:
     """An unmarked (older kif's) cache: config, tokenizer and every weight file open."""
-    from ..io import load_tensors
-
     weights = sorted(folder.glob("*.safetensors"))
     try:
         json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -61,8 +59,6 @@ def _opens(folder: Path) -> bool:
 
 
 def _mark(folder: Path) -> None:
-    from ..io import atomic_write_text
-
     atomic_write_text(folder / MARKER, json.dumps({"files": _sizes(folder)}, indent=1, sort_keys=True) + "\n")
 
 
