@@ -64,7 +64,6 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
 from __future__ import annotations
 
 import logging
-import math
 import random
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
@@ -76,7 +75,7 @@ from ..data import Example
 from ..encoding import Encoder
 from ..evaluation import generate, label_scores
 from ..io import write_jsonl
-from ..torchutil import eval_mode
+from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
 
 log = logging.getLogger("kif")
@@ -169,7 +168,7 @@ def generation_examples(task: str, examples: Sequence[Example], weight: float, s
     if weight <= 0 or not examples:
         return []
     prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
-    n = min(len(examples), math.ceil(round(weight * len(examples), 9)))
+    n = min(len(examples), fraction_count(len(examples), weight))
     chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
     prompt = gen_prompt(task, fmt, prefix)
     return [Example(f"gen-{examples[i].id}", prompt,
