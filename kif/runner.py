@@ -33,7 +33,6 @@ from .provenance import source_commit
 from .encoding import Encoder
 from .errors import ArtifactError, KifError
 from .evaluation import SequenceEvaluator
-from .faults import fault_point
 from .io import atomic_write_text, dir_bytes
 from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
@@ -311,7 +310,6 @@ def commit(state: RunState) -> None:
     tensors, meta = state.method.state_dict()
     check_finite_state(tensors, f"{state.out_dir}: after {state.done} of {len(state.stages)} stages",
                        use_bf16(state.cfg.train.precision))  # never checkpoint NaN/inf
-    fault_point("write")
     save_checkpoint(state.out_dir, state.done, tensors, {"stages_done": state.done, "method": meta},
                     state.results.to_dict())
     state.results.write(state.out_dir / "results.json")

@@ -23,7 +23,6 @@ from .config import TrainConfig
 from .dist import is_main
 from .errors import ConfigError, KifError
 from .divergence import DivergenceGuard
-from .faults import fault_point
 from .schedule_check import ScheduleCheck
 from .guards import backward_hint, precision_hint
 from .attention import backend_names, sdpa_backends, training_attention
@@ -194,7 +193,6 @@ class StepGuard(TrainerCallback):
             self.post_hook()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        fault_point("train_step")
         seen, self._seen = self._seen, []
         grads = [p.grad for p in self.params if p.grad is not None]
         finite = all_finite(grads)  # one fused check, one device sync

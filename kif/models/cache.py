@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import KifError
-from ..faults import fault_point
 from ..io import _umask, atomic_write_text, load_tensors
 from ..lock import file_lock
 
@@ -88,7 +87,6 @@ def cached(dest: Path, build: Callable[[Path], object], fix: str, rebuild: bool 
                     raise KifError(f"{dest}: model cache is damaged and rebuilding it failed ({exc}); "
                                    f"{fix}") from None
                 raise
-            fault_point("cache_build")  # tests: a kill after the files, before the marker
             _mark(staging)
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it owner-only
             if dest.exists() or dest.is_symlink():
