@@ -20,6 +20,6 @@ def __getattr__(name):  # heavy imports (torch, transformers) only when used
 
 
 if _os.environ.get("KIF_FAULT"):  # the crash tests' kill points (kif.faults); unset outside them
-    from .faults import install as _install_fault
+    from . import faults
 
-    _install_fault(_os.environ["KIF_FAULT"])
+    faults.install(_os.environ["KIF_FAULT"])

@@ -1,10 +1,7 @@
-"""Fault injection for the crash tests (``tests/test_resume.py``, ``test_reliability.py``, ...).
-
-``KIF_FAULT=name:N`` SIGKILLs the process the N-th time the named point is passed. A point is
-a seam the code already has, a function or method (``SEAMS``); ``install`` (run by
-``import kif`` when ``KIF_FAULT`` is set) wraps that one function, before or after its body.
-So production code carries no test hook, and with ``KIF_FAULT`` unset nothing is installed:
-no cost anywhere, the hot paths (an optimizer step, a task's evaluation) included.
+"""Fault injection for the crash tests: ``KIF_FAULT=name:N`` SIGKILLs the process the N-th time
+the named point is passed. A point is a function or method the code already has (``SEAMS``);
+``import kif`` wraps the one ``KIF_FAULT`` names, and nothing when it is unset: production code
+carries no test hook and its hot paths (an optimizer step, a task's evaluation) pay nothing.
 """
 from __future__ import annotations
 
@@ -23,32 +20,21 @@ SEAMS = {  # name: (module, function or Class.method, kill before or after it ru
 }
 
 
-def install(spec: str | None) -> None:
-    """Arm the point ``spec`` names (``name:N``): the N-th pass SIGKILLs the process."""
-    if not spec:
-        return
+def install(spec: str) -> None:
     name, _, n = spec.partition(":")
     if name not in SEAMS or not n.isdigit():
         raise ValueError(f"KIF_FAULT={spec!r}: expected <point>:<count>, a point of {', '.join(SEAMS)}")
     module, path, when = SEAMS[name]
-    owner = importlib.import_module(module)
     *outer, attr = path.split(".")
-    for part in outer:
-        owner = getattr(owner, part)
-    original, passes = getattr(owner, attr), [0]
-
-    def pass_point() -> None:
-        passes[0] += 1
-        if passes[0] == int(n):
-            os.kill(os.getpid(), signal.SIGKILL)
+    owner = functools.reduce(getattr, outer, importlib.import_module(module))
+    original, passes = getattr(owner, attr), []
 
     @functools.wraps(original)
     def armed(*args, **kwargs):
-        if when == "before":
-            pass_point()
-        out = original(*args, **kwargs)
-        if when == "after":
-            pass_point()
-        return out
+        out = original(*args, **kwargs) if when == "after" else None
+        passes.append(1)
+        if len(passes) == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out if when == "after" else original(*args, **kwargs)
 
     setattr(owner, attr, armed)

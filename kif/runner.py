@@ -249,10 +249,9 @@ def train_stage(state: RunState, k: int, show_progress: bool) -> dict:
 
 
 def consolidate(method: CLMethod, k: int, task_dir: Path) -> dict:
-    """The method's task boundary (fusion, memory, Fisher, ...) and its extra training stage
-    if it has one (KIF-M's replay), then the model's adapter as ``task_dir/adapter`` (PEFT
-    format), the model the evaluation sees. Timed: ``<name>_s`` the extra stage, ``method_s``
-    the rest."""
+    """The method's task boundary (fusion, memory, Fisher, ...), its extra training stage if any
+    (timed apart: ``<name>_s``), then the model's adapter as ``task_dir/adapter`` (PEFT format),
+    the model the evaluation sees."""
     t0 = time.perf_counter()
     if is_main():
         task_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +272,7 @@ EXTRA_STAGE_STATS = ("steps", "loss", "skipped_steps", "lr_min", "lr_max", "warm
 
 
 def train_extra_stage(method: CLMethod, k: int, stage: ExtraStage) -> dict:
-    """Train a method's ``ExtraStage`` of task k; its stats, each key prefixed ``<name>_``."""
+    """Train a method's ``ExtraStage`` of task k (no progress bar); its stats, prefixed ``<name>_``."""
     try:
         stats = {"examples": len(stage.examples)}
         if stage.examples:

@@ -33,13 +33,9 @@ class MethodOptions(BaseModel):
 
 @dataclass
 class ExtraStage:
-    """A training stage of task k after ``after_task``, which the runner trains
-    (``kif.training.train_task``, no progress bar) and times like a task: KIF-M's replay on its
-    memory. results.json records it in task k's entry as ``<name>_examples``, ``_steps``,
-    ``_loss``, ``_skipped_steps``, the schedule check's ``_lr_min`` / ``_lr_max`` /
-    ``_warmup_steps`` / ``_schedule_flags``, and its seconds ``<name>_s``. The loss is the
-    model's plus ``extra_loss``; the method's ``on_gradients`` / ``on_step_end`` are not
-    called, the stage's own hooks are. With no examples nothing trains (``<name>_examples`` 0)."""
+    """A training stage of task k after ``after_task`` (KIF-M's replay), which the runner trains
+    and times like a task (``runner.train_extra_stage``: results.json ``<name>_steps``, ``_loss``,
+    ..., ``<name>_s``), with the stage's hooks, not the method's. No examples: nothing trains."""
     name: str
     examples: list
     train: TrainConfig
@@ -64,10 +60,9 @@ class CLMethod:
     description: ClassVar[str] = ""
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     joint: ClassVar[bool] = False  # True: one training stage on all tasks' data at once
-    # Evaluation routing. False where the model routes an input by the whole of it (SAPT's
-    # task attention, a prompted model): the KV cache of a shared prompt prefix, computed
-    # without the rest, does not apply. Evaluation, model selection and the method's own
-    # generation (pseudo-samples) then encode every prompt whole (``kif.evaluation.generate``).
+    # Evaluation routing: False where the model routes an input by the whole of it (SAPT, a
+    # prompted model), so a shared prompt prefix's KV cache does not apply; evaluation, model
+    # selection and pseudo-sample generation then encode every prompt whole.
     reuses_prefix_cache: ClassVar[bool] = True
 
     def __init__(self, ctx: RunContext):
