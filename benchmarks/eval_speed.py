@@ -21,7 +21,8 @@ from __future__ import annotations
 import _common as C
 import torch
 
-from kif.evaluation import eval_autocast, generate, shared_prefix_length
+from kif.evaluation import generate, shared_prefix_length
+from kif.torchutil import eval_autocast
 
 TARGET = 20.0
 

@@ -39,7 +39,8 @@ import torch
 
 from kif.config import TrainConfig
 from kif.encoding import TrainCollator
-from kif.evaluation import eval_autocast, generate
+from kif.evaluation import generate
+from kif.torchutil import eval_autocast
 from kif.training import train_task
 
 FALSE = {"0", "false", "no", "off", "n", "f"}

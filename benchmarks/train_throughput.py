@@ -35,7 +35,8 @@ import torch
 
 from kif.config import TrainConfig
 from kif.encoding import IGNORE, TrainCollator, supports_logits_to_keep
-from kif.training import length_bucket_order, train_task, use_bf16
+from kif.torchutil import use_bf16
+from kif.training import length_bucket_order, train_task
 
 TARGET = 1.0
 EXTRAS = {

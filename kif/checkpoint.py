@@ -118,7 +118,7 @@ def validate_checkpoint(path: Path, tensors: dict, meta, results, *, method: str
     for name in tensors:
         if not name.startswith(("model.", "method.")):
             raise ArtifactError(f"{path / 'method.safetensors'}: unexpected tensor {name!r}")
-    from .guards import non_finite
+    from .torchutil import non_finite  # torch: not when the report reads checkpoint.check_scores
 
     nan = non_finite(tensors)
     if nan:

@@ -20,7 +20,8 @@ import torch
 from transformers import TrainerCallback
 
 from .errors import KifError
-from .guards import non_finite, precision_hint
+from .guards import precision_hint
+from .torchutil import non_finite
 
 DIVERGENCE_FACTOR = 10.0
 

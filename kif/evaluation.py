@@ -19,10 +19,9 @@ import torch
 
 from . import dist
 from .data import Example
-from .encoding import Encoder, pad
-from .faults import fault_point
+from .encoding import IGNORE, Encoder, TrainCollator, pad
 from .io import write_jsonl
-from .torchutil import eval_mode
+from .torchutil import eval_autocast, eval_mode
 from .metrics import Metric, get_metric, joint_score, score_each, score_task
 from .names import check_path_component
 
@@ -31,16 +30,6 @@ from .names import check_path_component
 class TaskEval:
     score: float
     predictions: list[dict]  # {id, prediction, references, score}
-
-
-def eval_autocast(precision: str, model):
-    """bf16 autocast for evaluation where ``precision`` asks for it (the rules of training's
-    ``train.precision``); weights stay as they are. A no-op context for fp32."""
-    from .training import use_bf16
-
-    if not use_bf16(precision):
-        return contextlib.nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a prefix cache saves less than it costs
@@ -52,8 +41,6 @@ def _cache_kwarg() -> str:
     from transformers.utils import generic
 
     return "cache" if hasattr(generic, "_rename_kwargs_for_bc") else "past_key_values"
-
-
 
 
 def shared_prefix_length(prompts: list[list[int]]) -> int:
@@ -87,7 +74,8 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
 
     ``prefix_cache`` (decoder-only): the prompts' common prefix is encoded once; each batch
     is that prefix followed by the left-padded rest of its prompts, so the padding sits
-    between the two, masked, and positions still count real tokens only."""
+    between the two, masked, and positions still count real tokens only. Off for a model
+    that routes an input by the whole of it (``CLMethod.reuses_prefix_cache``)."""
     tok = encoder.tokenizer
     pad_id = tok.pad_token_id
     device = next(model.parameters()).device
@@ -96,8 +84,6 @@ def generate(model, encoder: Encoder, prompts: list[list[int]], eos_ids: list[in
     done: dict[int, str] = {}
     with eval_mode(model):
         mine = dist.my_share(batches)
-        # a model whose adapters are weighted by the whole prompt (SAPT) cannot reuse a prefix's cache
-        prefix_cache = prefix_cache and not getattr(model, "kif_input_routed", False)
         n_prefix = shared_prefix_length(prompts) if prefix_cache and not encoder.is_seq2seq and mine else 0
         cache = _prefix_cache(model, prompts[0][:n_prefix], device) if n_prefix >= MIN_SHARED_PREFIX else None
         if cache is None:
@@ -159,8 +145,6 @@ def rank_labels(model, encoder: Encoder, prompts: list[list[int]], labels: list[
 def label_scores(model, encoder: Encoder, prompts: list[list[int]], labels: list[str],
                  batch_size: int = 32) -> torch.Tensor:
     """[n_prompts, n_labels] total log p(label tokens + EOS | prompt); shared out like ``generate``."""
-    from .encoding import IGNORE, TrainCollator
-
     targets = [encoder.target_ids(lab) for lab in labels]
     pairs = [(i, j) for i in range(len(prompts)) for j in range(len(labels))]
     scores = torch.full((len(prompts), len(labels)), float("-inf"))
@@ -219,9 +203,12 @@ class SequenceEvaluator:
             return set(range(len(self.tasks)))
         return {k, k + 1} | ({0} if self.cfg.track_first else set())
 
-    def evaluate(self, model, pred_dir, wanted: set[int], task_context=None) -> tuple[list, list]:
-        """``task_context(i)``: a context manager the model is evaluated on task i under (a method
-        that uses the task identity at inference, e.g. ProgPrompt's ``inference: task_id``)."""
+    def evaluate(self, model, pred_dir, wanted: set[int], task_context=None,
+                 reuses_prefix_cache: bool = True) -> tuple[list, list]:
+        """How the method routes evaluation (``CLMethod``'s evaluation contract): ``task_context(i)``,
+        a context manager the model is evaluated on task i under (a method that uses the task
+        identity at inference, e.g. ProgPrompt's ``inference: task_id``); ``reuses_prefix_cache``:
+        False for a model whose answer to a prompt prefix depends on the rest of the prompt."""
         row, ranked = [], []
         for i, t in enumerate(self.tasks):
             if i not in wanted:
@@ -233,7 +220,7 @@ class SequenceEvaluator:
                     eval_autocast(self.cfg.precision, model):
                 res = evaluate_task(model, self.encoder, self.test[t], self.metrics[t], self.eos_ids,
                                     self.prompts[t], self.cfg.batch_size, self.cfg.max_new_tokens,
-                                    self.cfg.prefix_cache)
+                                    self.cfg.prefix_cache and reuses_prefix_cache)
                 picks = rank_labels(model, self.encoder, self.prompts[t], self.labels[t],
                                     self.cfg.batch_size) if ranking else None
             row.append(res.score)  # full precision: AP/FWT/BWT use it; reports round for display
@@ -244,5 +231,4 @@ class SequenceEvaluator:
                 r = score_task(self.metrics[t], picks, [ex.references for ex in self.test[t]])
             ranked.append(r)
             write_jsonl(pred_dir / f"{check_path_component(t, 'task name')}.jsonl", res.predictions)
-            fault_point("eval")
         return row, ranked

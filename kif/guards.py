@@ -1,13 +1,13 @@
-"""Numeric guards: config values that would silently become 0 or inf in float32, and model
-states that must never be checkpointed (NaN/inf). Training's divergence stop is
-:mod:`kif.divergence` (kept apart: it imports transformers, this module is read at config load).
+"""Numeric guards: config values that would silently become 0 or inf in float32, and the advice
+given when numbers blow up. Torch-free (read at config load): the check of model states for
+NaN/inf is :func:`kif.torchutil.check_finite_state`, training's divergence stop :mod:`kif.divergence`.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from .errors import ConfigError, KifError
+from .errors import ConfigError
 
 F32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny: smallest normal float32
 F32_MAX = 3.4028234663852886e+38  # torch.finfo(torch.float32).max
@@ -40,17 +40,7 @@ def check_float_range(values: Any, source: str, prefix: str = "", blame=None) ->
                           f"kif computes in; use a value between {F32_TINY:.2g} and {F32_MAX:.2g} in size")
 
 
-# ---- model states ------------------------------------------------------------------------------
-
-def non_finite(tensors: dict) -> list[str]:
-    """Names of the floating-point tensors holding NaN or inf (one fused check when all are finite)."""
-    from .core.importance import all_finite
-
-    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
-    if all_finite(list(floats.values())):
-        return []
-    return [n for n, t in floats.items() if not bool(t.isfinite().all())]
-
+# ---- advice when numbers blow up ----------------------------------------------------------------
 
 def precision_hint(bf16: bool) -> str:
     """What to try when numbers blow up; fp32 is suggested only to a run that is not in fp32."""
@@ -64,13 +54,3 @@ def backward_hint(attention_backend: str, backends: list[str]) -> str:
             f"learning rate does not fix: check train.attention_backend (now {attention_backend}: "
             f"{', '.join(backends)}; math rules the fused kernels out), the padded lengths of the skipped "
             "batches (per_task skipped_batches in results.json), and a method's regulariser if it has one")
-
-
-def check_finite_state(tensors: dict, what: str, bf16: bool) -> None:
-    """Refuse to checkpoint a state holding NaN/inf: it would be a 'completed' task that
-    poisons every later one and cannot be resumed from."""
-    bad = non_finite(tensors)
-    if bad:
-        raise KifError(f"{what}: the model state holds non-finite values (NaN/inf, e.g. {bad[0]}; "
-                       f"{len(bad)} tensor(s)); not saved. {precision_hint(bf16)[0].upper()}"
-                       f"{precision_hint(bf16)[1:]}. Earlier tasks are kept; rerun to resume")

@@ -17,8 +17,9 @@ logit, and no ``**kwargs``, so the Trainer scales the loss itself). Generation
 (``generate``) embeds the prompt and calls the base model's ``generate(inputs_embeds=...)``;
 for a decoder-only model it returns ``[input_ids; new tokens]`` as ``generate(input_ids=...)``
 does, so kif's evaluator slices the continuation off unchanged. The evaluator's shared-prefix
-KV cache does not apply (the cache of a bare prefix is not that of the prompted one):
-``forward`` never returns a cache, which turns it off, and ``generate`` ignores one.
+KV cache does not apply (the cache of a bare prefix is not that of the prompted one): a
+method with a prompted model declares ``reuses_prefix_cache = False`` (``kif.methods.base``);
+``forward`` never returns a cache either, and ``generate`` ignores one.
 
 With left padding (evaluation), the prompt sits before the padding: ``[prompt; pad; x]``;
 generate() numbers positions from the attention mask, so the padding (masked) changes
@@ -30,6 +31,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from .torchutil import eval_mode
 
 IGNORE = -100
 
@@ -63,8 +66,6 @@ class PromptedModel(nn.Module):
 
     Only ``source``'s parameters are trainable; the base model's are frozen here."""
 
-    kif_input_routed = True  # kif.evaluation: the cache of a bare prompt prefix does not apply
-
     def __init__(self, base, source: nn.Module):
         super().__init__()
         self.base = base
@@ -88,8 +89,6 @@ class PromptedModel(nn.Module):
         encoder's for a seq2seq model. Eval mode (no dropout), also while training, as L2P's
         query function; positions count real tokens only, so left and right padding give
         the same states."""
-        from .torchutil import eval_mode
-
         if self.is_seq2seq:
             with eval_mode(self.base.get_encoder()) as enc:
                 return enc(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

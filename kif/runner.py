@@ -2,8 +2,9 @@
 
 ``run`` reads as the recipe: **setup** (data, output directory, model, method), the
 **zero-shot** row, then per stage (a task; the union of all tasks for a joint method)
-**train** -> **consolidate** (the method's ``after_task``, then the runner saves the
-model's adapter) -> **evaluate** -> **commit** (checkpoint first, then results.json).
+**train** -> **consolidate** (the method's ``after_task``, its extra training stage if it
+has one, then the runner saves the model's adapter) -> **evaluate** -> **commit**
+(checkpoint first, then results.json).
 The score matrix a[j][i] and AP/FWT/BWT (eq. 18-20) are updated after every stage, so a
 partial run reports too; the record itself is :class:`kif.results.Results`.
 """
@@ -33,17 +34,18 @@ from .provenance import source_commit
 from .encoding import Encoder
 from .errors import ArtifactError, KifError
 from .evaluation import SequenceEvaluator
-from .faults import fault_point
-from .guards import check_finite_state
 from .io import atomic_write_text, dir_bytes
 from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
+from .methods.base import ExtraStage
 from .metrics import cl_line, describe_normalization
 from .models import check_target_modules, load_model, model_path
 from .models.hub_kernels import kernel_record
 from .results import Results, UnseenPoint, task_dir_name
 from .per_task import check_sequence, task_config
-from .training import hold_out, make_validator, train_task, use_bf16
+from .torchutil import check_finite_state, use_bf16
+from .training import train_task
+from .validation import hold_out, make_validator
 
 log = logging.getLogger("kif")
 
@@ -102,13 +104,12 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         t0 = time.perf_counter()
         stats = train_stage(state, k, show_progress)
         t1 = time.perf_counter()
-        stats.update(consolidate(state.method, k, tdir))
+        stats.update(consolidate(state.method, k, tdir))  # method_s, and <name>_s of an extra stage
         t2 = time.perf_counter()
         row, ranked = state.evaluator.evaluate(state.method.model, tdir / "predictions", wanted_after(state, k),
-                                               task_context=state.method.eval_task_context)
+                                               state.method.eval_task_context, state.method.reuses_prefix_cache)
         t3 = time.perf_counter()
-        stats.update({"task": task, "train_s": round(t1 - t0, 3), "method_s": round(t2 - t1, 3),
-                      "eval_s": round(t3 - t2, 3)})
+        stats.update({"task": task, "train_s": round(t1 - t0, 3), "eval_s": round(t3 - t2, 3)})
         if unseen_due(state, k):
             stats["unseen_eval_s"] = evaluate_unseen(state, k)
         record_stage(state, k, tdir, row, ranked, stats, t_start)
@@ -216,7 +217,8 @@ def evaluate_zero_shot(state: RunState) -> None:
     """The row before any training (skipped under ``eval.mode: minimal``)."""
     t0 = time.perf_counter()
     wanted = set(range(len(state.data.tasks))) if state.cfg.eval.mode == "full" else set()
-    row, ranked = state.evaluator.evaluate(state.method.model, state.out_dir / "zero_shot" / "predictions", wanted)
+    row, ranked = state.evaluator.evaluate(state.method.model, state.out_dir / "zero_shot" / "predictions", wanted,
+                                           reuses_prefix_cache=state.method.reuses_prefix_cache)
     state.results.zero_shot = row
     if state.cfg.eval.rank_labels:
         state.results.zero_shot_ranked = ranked
@@ -241,19 +243,47 @@ def train_stage(state: RunState, k: int, show_progress: bool) -> dict:
                        post_step_hook=method.on_step_end,
                        progress_label=f"task {k + 1}/{len(state.stages)} {task}", show_progress=show_progress,
                        logging_dir=state.out_dir / "logs" / task_dir_name(k, task),
-                       validator=make_validator(task_cfg, method.ctx.encoder, held, method.ctx.lm.eos_token_ids))
+                       validator=make_validator(task_cfg, method.ctx.encoder, held, method.ctx.lm.eos_token_ids,
+                                                method.reuses_prefix_cache))
     stats["train_examples"] = len(examples)
     return stats
 
 
 def consolidate(method: CLMethod, k: int, task_dir: Path) -> dict:
-    """The method's task boundary (fusion, memory, Fisher, ...), then the model's adapter
-    as ``task_dir/adapter`` (PEFT format), the model the evaluation sees."""
+    """The method's task boundary (fusion, memory, Fisher, ...), its extra training stage if any
+    (timed apart: ``<name>_s``), then the model's adapter as ``task_dir/adapter`` (PEFT format),
+    the model the evaluation sees."""
+    t0 = time.perf_counter()
     if is_main():
         task_dir.mkdir(parents=True, exist_ok=True)
     stats = method.after_task(k, task_dir) or {}
+    stage = method.extra_stage(k)
+    extra_s = 0.0
+    if stage is not None:
+        t1 = time.perf_counter()
+        stats.update(train_extra_stage(method, k, stage))
+        extra_s = time.perf_counter() - t1
+        stats[f"{stage.name}_s"] = round(extra_s, 3)
     method.save_adapter(task_dir / "adapter")
+    stats["method_s"] = round(time.perf_counter() - t0 - extra_s, 3)
     return stats
+
+
+EXTRA_STAGE_STATS = ("steps", "loss", "skipped_steps", "lr_min", "lr_max", "warmup_steps", "schedule_flags")
+
+
+def train_extra_stage(method: CLMethod, k: int, stage: ExtraStage) -> dict:
+    """Train a method's ``ExtraStage`` of task k (no progress bar); its stats, prefixed ``<name>_``."""
+    try:
+        stats = {"examples": len(stage.examples)}
+        if stage.examples:
+            stats.update(train_task(method.model, method.ctx.encoder, stage.examples, stage.train, stage.seed,
+                                    extra_loss=stage.extra_loss, step_hook=stage.step_hook,
+                                    post_step_hook=stage.post_step_hook, show_progress=False,
+                                    progress_label=f"{stage.name} {k + 1}/{len(method.ctx.tasks)}"))
+    finally:
+        stage.end()
+    return {f"{stage.name}_{key}": stats[key] for key in ("examples", *EXTRA_STAGE_STATS) if key in stats}
 
 
 def wanted_after(state: RunState, k: int) -> set[int]:
@@ -280,7 +310,6 @@ def commit(state: RunState) -> None:
     tensors, meta = state.method.state_dict()
     check_finite_state(tensors, f"{state.out_dir}: after {state.done} of {len(state.stages)} stages",
                        use_bf16(state.cfg.train.precision))  # never checkpoint NaN/inf
-    fault_point("write")
     save_checkpoint(state.out_dir, state.done, tensors, {"stages_done": state.done, "method": meta},
                     state.results.to_dict())
     state.results.write(state.out_dir / "results.json")
@@ -340,7 +369,8 @@ def evaluate_unseen(state: RunState, k: int | None) -> float:
     where = ("zero_shot" if k is None else "after" if last else None)
     pred_dir = (state.out_dir / "unseen" / where if where
                 else state.out_dir / "tasks" / task_dir_name(k, state.stages[k][0]) / "unseen")
-    row, _ = state.unseen.evaluate(state.method.model, pred_dir, set(range(len(state.unseen.tasks))))
+    row, _ = state.unseen.evaluate(state.method.model, pred_dir, set(range(len(state.unseen.tasks))),
+                                   reuses_prefix_cache=state.method.reuses_prefix_cache)
     rec = state.results.unseen
     if rec is None or rec.tasks != state.data.unseen.tasks:  # a resume that accepted a config change
         rec = state.results.unseen = empty_record(state.data.unseen)

@@ -126,6 +126,84 @@ def test_method_named_module_colon_class(tmp_path, monkeypatch):
         tiny_config(method="json:dumps")
 
 
+def test_extra_stage_is_trained_and_timed_by_the_runner(tmp_path, monkeypatch):
+    """A method's ExtraStage (KIF-M's replay) is trained by the runner after after_task, with the
+    stage's seed, config and hooks; its stats and seconds go into the task's entry; ``end`` runs
+    also when training fails; the saved adapter is the model after the stage."""
+    import math
+
+    import torch
+
+    import kif.runner
+    from kif.io import load_tensors
+    from kif.methods.base import ExtraStage
+    from kif.runner import consolidate
+    from test_baselines import examples, make, snapshot
+
+    m = make("seqlora", tmp_path)
+    steps, ended = [], []
+    tcfg = m.ctx.cfg.train.model_copy(update={"epochs": 2})
+    stage = ExtraStage("extra", examples("t1", 5), tcfg, 7, post_step_hook=lambda: steps.append(1),
+                       end=lambda: ended.append(True))
+    monkeypatch.setattr(m, "extra_stage", lambda k: stage if k == 1 else None)
+    s0 = consolidate(m, 0, tmp_path / "k1")
+    assert not [key for key in s0 if key.startswith("extra_")] and ended == [] and s0["method_s"] >= 0
+    before = snapshot(m.trainable())
+    s1 = consolidate(m, 1, tmp_path / "k2")
+    assert s1["extra_examples"] == 5 and s1["extra_steps"] == 2 * math.ceil(5 / 2) == len(steps)
+    assert s1["extra_lr_max"] == tcfg.learning_rate and s1["extra_s"] >= 0 and s1["method_s"] >= 0
+    assert ended == [True] and any(not torch.equal(p, before[n]) for n, p in m.trainable().items())
+    saved = load_tensors(tmp_path / "k2" / "adapter" / "adapter_model.safetensors")
+    after = {n.replace(".default", ""): p for n, p in m.trainable().items()}
+    assert all(torch.equal(t, after[n]) for n, t in saved.items())  # the adapter: after the stage
+
+    def failing(*a, **kw):
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(kif.runner, "train_task", failing)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        consolidate(m, 1, tmp_path / "k3")
+    assert ended == [True, True]  # hooks are removed even so
+    stage.examples = []
+    assert consolidate(m, 1, tmp_path / "k4")["extra_examples"] == 0 and ended == [True, True, True]
+
+
+def test_evaluation_routing_is_declared_by_the_method(monkeypatch):
+    """``reuses_prefix_cache`` is a class attribute of the method (not of its model): SAPT and the
+    prompt methods route an input by the whole of it; the evaluator and model selection then
+    never build a shared-prefix KV cache, whatever eval.prefix_cache says."""
+    from types import SimpleNamespace
+
+    import kif.evaluation as ev
+    from kif.config import EvalConfig
+    from kif.data import Example
+    from kif.encoding import Encoder
+    from kif.models import load_model
+    from kif.validation import Validator
+
+    routed = {name for name, cls in kif.methods.all_methods().items() if not cls.reuses_prefix_cache}
+    assert routed == {"sapt", "l2p", "progprompt", "lfpt5"}
+    lm = load_model("tiny-llama")
+    enc = Encoder(lm.tokenizer, False, False, 2)
+    test = [Example(f"x{i}", f"A long shared instruction, the same for all. Input {i}. Answer:", ("yes",))
+            for i in range(3)]
+    evaluator = ev.SequenceEvaluator(SimpleNamespace(eval=EvalConfig(max_new_tokens=2)), enc, ["t"], {"t": test},
+                                     {"t": "accuracy"}, {"t": ["yes"]}, [2])
+    built = []
+    real = ev._prefix_cache
+    monkeypatch.setattr(ev, "_prefix_cache", lambda *a: built.append(1) or real(*a))
+    evaluator.evaluate(lm.model, None, set(), reuses_prefix_cache=True)  # nothing wanted: nothing built
+    with monkeypatch.context() as mp:
+        mp.setattr(ev, "write_jsonl", lambda *a: None)
+        evaluator.evaluate(lm.model, Path("unused"), {0}, reuses_prefix_cache=False)
+        assert built == []
+        evaluator.evaluate(lm.model, Path("unused"), {0})
+        assert built == [1]
+    assert Validator("score", enc, [(test, "accuracy")], [2], 2, EvalConfig(), reuses_prefix_cache=False).prefix_cache \
+        is False
+    assert Validator("score", enc, [(test, "accuracy")], [2], 2, EvalConfig()).prefix_cache is True
+
+
 # ---- validation at load ---------------------------------------------------------------------------
 
 def test_misspelt_method_arg_fails_before_any_data_or_model(tmp_path):

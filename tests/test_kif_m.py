@@ -9,7 +9,7 @@ import torch
 
 from kif.core.fusion import top_fraction_mask
 from kif.data import get_benchmark
-from kif import training
+from kif import runner
 from kif.methods.kif import KIF, KIFLoRA
 from kif.replay import prompt_template, pseudo_samples
 from kif.runner import consolidate
@@ -28,14 +28,19 @@ def _method(method, tmp_path, model="tiny-llama", cfg=None, **args):
 def _spy(m, monkeypatch):
     """Record what the replay stage sees and does: weights, tracker, the examples it trains on."""
     seen = {}
-    orig_stage, orig_train = m.replay_stage, training.train_task
+    orig_stage, orig_train = m.replay_stage, runner.train_task
 
     def stage(k, frozen):
         seen.update(k=k, frozen=frozen, before=snapshot(m.trainable()), steps=m.tracker.steps,
                     scores={n: t.clone() for n, t in m.tracker.scores().items()})
         out = orig_stage(k, frozen)
-        seen.update(after=snapshot(m.trainable()), steps_after=m.tracker.steps,
-                    scores_after=m.tracker.scores())
+        end = out.end
+
+        def spied_end():  # the runner has trained the stage
+            end()
+            seen.update(after=snapshot(m.trainable()), steps_after=m.tracker.steps,
+                        scores_after=m.tracker.scores())
+        out.end = spied_end
         return out
 
     def train_task(model, encoder, exs, cfg, seed, **kw):
@@ -43,7 +48,7 @@ def _spy(m, monkeypatch):
         return orig_train(model, encoder, exs, cfg, seed, **kw)
 
     monkeypatch.setattr(m, "replay_stage", stage)
-    monkeypatch.setattr(training, "train_task", train_task)
+    monkeypatch.setattr(runner, "train_task", train_task)  # the runner trains the replay stage
     return seen
 
 

@@ -153,8 +153,7 @@ def test_prefix_cache_skipped_for_seq2seq(monkeypatch):
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_eval_autocast_follows_precision(precision):
     """eval.precision: bf16 autocast where asked (auto = bf16 only on a GPU that has it)."""
-    from kif.evaluation import eval_autocast
-    from kif.training import use_bf16
+    from kif.torchutil import eval_autocast, use_bf16
 
     expect = {"bf16": True, "fp32": False, "auto": use_bf16("auto")}[precision]
 

@@ -287,7 +287,7 @@ def test_non_finite_state_is_never_checkpointed(tmp_path, capsys, data_dir, monk
 
 
 def test_check_finite_state_hint_fits_the_precision():
-    from kif.guards import check_finite_state
+    from kif.torchutil import check_finite_state
 
     bad = {"model.w": torch.tensor([1.0, float("inf")])}
     with pytest.raises(KifError) as fp32:

@@ -9,7 +9,7 @@ import torch
 from kif.data import Example
 from kif.io import dir_bytes, load_tensors
 from kif.runner import consolidate, run
-from kif.training import validation_loss
+from kif.validation import validation_loss
 
 from helpers import read_results, tiny_config
 from test_baselines import make, snapshot, train

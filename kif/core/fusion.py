@@ -14,6 +14,7 @@ from torch import Tensor
 
 from kif.core.units import SkillUnits
 from kif.errors import ArtifactError
+from kif.torchutil import fraction_count
 
 
 def minmax_normalize(x: Tensor) -> Tensor:
@@ -85,7 +86,7 @@ def top_fraction_mask(scores: Tensor, fraction: float = 0.2, threshold: str = "p
         return torch.zeros(0, dtype=torch.bool, device=scores.device)
     if threshold == "percentile":
         return s > percentile(s, 100 - round(100 * fraction, 9))
-    k = min(n, math.ceil(round(fraction * n, 9)))
+    k = min(n, fraction_count(n, fraction))
     order = torch.argsort(-s, stable=True)  # stable: ties keep index order
     mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
     mask[order[:k]] = True

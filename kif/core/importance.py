@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from kif.errors import ArtifactError
+from kif.torchutil import all_finite
 
 SENSITIVITIES = ("first", "second", "grad")
 SMOOTHINGS = ("ema", "mean", "single_step")
@@ -211,15 +212,6 @@ def normalize_smoothing(smoothing: bool | str) -> str:
     if smoothing not in SMOOTHINGS:
         raise ValueError(f"smoothing must be one of {SMOOTHINGS} (or true/false), got {smoothing!r}")
     return smoothing
-
-
-def all_finite(tensors: list[Tensor]) -> bool:
-    """One fused max-|x| per tensor (NaN/inf propagate, no overflow) and a single sync."""
-    if not tensors:
-        return True
-    norms = torch._foreach_norm(tensors, ord=float("inf"))
-    dev = norms[0].device
-    return bool(torch.stack([n.float().to(dev) for n in norms]).isfinite().all())
 
 
 def _chunks(numels: list[int]) -> list[tuple[int, int]]:

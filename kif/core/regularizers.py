@@ -9,6 +9,7 @@ from torch import Tensor
 
 from kif.core.units import clean_param_name, lora_role
 from kif.errors import ArtifactError
+from kif.torchutil import stack_terms
 
 
 def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: str = "frobenius",
@@ -46,8 +47,7 @@ def orthogonal_regularizer(lora_pairs: Iterable[tuple[Tensor, Tensor]], norm: st
             terms.append(dev.square().sum() if norm == "squared" else torch.linalg.matrix_norm(dev, "fro"))
     if not terms:
         return torch.zeros(())
-    dev = terms[0].device  # a model split over devices: gather on the first
-    total = torch.stack([t.to(dev) for t in terms])
+    total = stack_terms(terms)
     return total.mean() if reduction == "mean" else total.sum()
 
 

@@ -3,9 +3,11 @@
 The runner calls, for each task k (0-based) of the sequence:
 ``train_examples`` -> ``before_task`` -> training (with ``extra_loss`` in the loss,
 ``on_gradients`` before and ``on_step_end`` after every optimizer step) -> ``after_task``
--> evaluation of ``model`` on every task. A method that only needs LoRA + plain training
-overrides nothing (that is SeqLoRA). A method with ``joint = True`` (multi-task learning)
-is trained once on the union of all tasks (k = 0) and evaluated once.
+-> ``extra_stage``: a second training stage the runner trains and times like a task, if the
+method has one (KIF-M's replay) -> evaluation of ``model`` on every task, routed as the
+method declares (``reuses_prefix_cache``, ``eval_task_context``). A method that only needs
+LoRA + plain training overrides nothing (that is SeqLoRA). A method with ``joint = True``
+(multi-task learning) is trained once on the union of all tasks (k = 0) and evaluated once.
 """
 from __future__ import annotations
 
@@ -13,16 +15,31 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..encoding import Encoder
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_dir
 from ..per_task import task_config
 from .options import MethodOptions, parse_options
+
+
+@dataclass
+class ExtraStage:
+    """A training stage of task k after ``after_task`` (KIF-M's replay), which the runner trains
+    and times like a task (``runner.train_extra_stage``: results.json ``<name>_steps``, ``_loss``,
+    ..., ``<name>_s``), with the stage's hooks, not the method's. No examples: nothing trains."""
+    name: str
+    examples: list
+    train: TrainConfig
+    seed: int
+    extra_loss: Optional[Callable] = None
+    step_hook: Optional[Callable[[], None]] = None  # as on_gradients
+    post_step_hook: Optional[Callable[[], None]] = None  # as on_step_end
+    end: Callable[[], None] = lambda: None  # after training, also when it failed: undo the stage's set-up
 
 
 @dataclass
@@ -39,6 +56,10 @@ class CLMethod:
     description: ClassVar[str] = ""
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # kif.methods.options (no torch there)
     joint: ClassVar[bool] = False  # True: one training stage on all tasks' data at once
+    # Evaluation routing: False where the model routes an input by the whole of it (SAPT, a
+    # prompted model), so a shared prompt prefix's KV cache does not apply; evaluation, model
+    # selection and pseudo-sample generation then encode every prompt whole.
+    reuses_prefix_cache: ClassVar[bool] = True
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -114,8 +135,13 @@ class CLMethod:
     def after_task(self, k: int, task_dir: Path) -> dict:
         """Called after training task k: consolidate (fuse, store memory, ...) and write the
         method's own artifacts into ``task_dir``; returns stats for results.json. The runner
-        then saves the model's adapter as ``task_dir/adapter`` (methods never do)."""
+        then trains ``extra_stage`` and saves the model's adapter as ``task_dir/adapter``
+        (methods never do)."""
         return {}
+
+    def extra_stage(self, k: int) -> Optional[ExtraStage]:
+        """A second training stage of task k, right after ``after_task`` (see ``ExtraStage``); None: none."""
+        return None
 
     def state_summary(self) -> dict:
         return {}

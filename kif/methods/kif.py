@@ -19,7 +19,6 @@ from ..core import (ImportanceTracker, SkillUnits, accumulate_importance, fuse, 
                     orthogonal_regularizer)
 from ..dist import is_main
 from ..errors import ArtifactError, ConfigError
-from ..faults import fault_point
 from ..io import atomic_save_tensors
 from ..training import tensorboard_writer
 from .base import CLMethod, pack, unpack
@@ -64,20 +63,23 @@ class KIF(CLMethod):
             return None
         return o.ortho_weight * orthogonal_regularizer(lora_pairs(model), o.ortho_norm, o.ortho_reduction)
 
-    def after_task(self, k: int, task_dir: Path) -> dict:
+    def fuse_task(self, trained: dict, current):
+        """(f̂_k, fusion weights, I(Û_k)) from f_k (``trained``) and its unit scores I(U_k): eq. 15
+        or 16-17, and eq. 13. Task 1 initialises the fused model and the scores (weights None)."""
         o = self.opts
+        if self.fused_prev is None:
+            return trained, None, current
+        hp = ({"top_fraction": o.top_fraction, "gamma": o.gamma, "threshold": o.threshold} if o.fusion == "static"
+              else {"temperature": o.temperature})
+        fused, w = fuse(self.units, self.fused_prev, trained, self.accumulated, current, o.fusion, **hp)
+        return fused, w, accumulate_importance(self.accumulated, current, o.beta)
+
+    def after_task(self, k: int, task_dir: Path) -> dict:
         current = self.units.unit_scores(self.tracker.scores())
         trained = self.snapshot_trainable()
         self.save_adapter(task_dir / "adapter_trained")
-        fault_point("fusion")
-        if self.fused_prev is None:  # task 1 initialises the fused model and the scores
-            fused, w, accumulated = trained, None, current
-        else:
-            hp = ({"top_fraction": o.top_fraction, "gamma": o.gamma, "threshold": o.threshold}
-                  if o.fusion == "static"
-                  else {"temperature": o.temperature})
-            fused, w = fuse(self.units, self.fused_prev, trained, self.accumulated, current, o.fusion, **hp)
-            accumulated = accumulate_importance(self.accumulated, current, o.beta)
+        fused, w, accumulated = self.fuse_task(trained, current)
+        if w is not None:
             self.set_trainable(fused)
         self.fused_prev = {n: t.detach().clone() for n, t in fused.items()}
         self.accumulated, self.last_w = accumulated, w

@@ -24,7 +24,8 @@ Two ways to replay, ``replay_mode``:
    never learned to write inputs continues the task's instruction (``kif.replay.pseudo``);
 3. for k ≥ 1, the replay stage: fine-tunes f̂_k on the memory of the earlier tasks M_{<k}
    (as the paper states; ``include_current: true`` adds task k's own memory) for
-   ``replay_epochs`` with ``kif.training.train_task`` (seed ``seed + 1000 + k``; the learning
+   ``replay_epochs``: ``extra_stage``, which the runner trains and times (``replay_s``; seed
+   ``seed + 1000 + k``; the learning
    rate ``replay_learning_rate`` or ``train.learning_rate``, on the stage's own schedule
    ``replay_lr_scheduler`` / ``replay_warmup_steps``, default constant with no warm-up: kif's
    choice, the paper gives none; train.*'s 50 warm-up steps gave Table I's 1-2 replay steps
@@ -57,13 +58,13 @@ from typing import Optional
 
 import torch
 
-from .. import training
 from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, pseudo_samples
 from ..replay.generative import (closed_labels, generate_examples, generation_examples,
                                  save_pseudo)
 from ..replay.pseudo import prompt_template
+from .base import ExtraStage
 from .kif import KIF, KIFLoRA
 from .options import KIFLoRAMOptions, KIFMOptions
 from .registry import register
@@ -78,7 +79,7 @@ class MemoryReplayMixin:
         o = self.opts
         self.memory = Memory.from_options(o, ctx.cfg.seed)
         self._current: list = []
-        self._replaying = False
+        self._frozen: Optional[dict[str, torch.Tensor]] = None  # set by after_task when a replay stage follows
         self.last_replay: dict = {}
         self._gen_stats: dict = {}
         self._written: list = []  # the pseudo memory of the last task, for tasks/<k>/pseudo.jsonl
@@ -93,10 +94,6 @@ class MemoryReplayMixin:
         if self.opts.replay_mode == "mixed":  # the released code: D_k ∪ M_{<k}, one stage
             examples = list(examples) + self.memory.examples_before(k)
         return examples
-
-    def on_gradients(self) -> None:
-        if not self._replaying:  # the tracker scores task k's own training only
-            super().on_gradients()
 
     # --- memory ------------------------------------------------------------------------
     def _generative(self) -> bool:
@@ -118,13 +115,15 @@ class MemoryReplayMixin:
                                         labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                        gen_format=o.gen_format, balance=o.gen_balance, stats=self._gen_stats)
+                                        gen_format=o.gen_format, balance=o.gen_balance, stats=self._gen_stats,
+                                        prefix_cache=self.reuses_prefix_cache)
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
                                  ctx.lm.eos_token_ids, input_tokens=o.pseudo_input_tokens,
                                  output_tokens=cfg.eval.max_new_tokens, top_k=o.pseudo_top_k,
-                                 seed=cfg.seed + 2000 + k, batch_size=cfg.eval.batch_size)
+                                 seed=cfg.seed + 2000 + k, batch_size=cfg.eval.batch_size,
+                                 prefix_cache=self.reuses_prefix_cache)
         self._written = samples
         return self.memory.add(task, samples, select=False)
 
@@ -150,16 +149,15 @@ class MemoryReplayMixin:
             out[n] = m.expand(p.shape).bool().clone()
         return out
 
-    def replay_stage(self, k: int, frozen: dict[str, torch.Tensor]) -> dict:
-        """Fine-tune the model in place on the replay memory with ``frozen`` entries held fixed."""
-        cfg = self.ctx.cfg
+    def replay_stage(self, k: int, frozen: dict[str, torch.Tensor]) -> ExtraStage:
+        """The replay stage on the replay memory with ``frozen`` entries held fixed: the runner
+        trains it (``extra_stage``); ``end`` removes the gradient masks, restores the frozen
+        entries and keeps the model as f̂_k^m, the next fusion's partner (``fused_prev``)."""
+        cfg, o = self.ctx.cfg, self.opts
         examples = self.replay_examples(k)
         self.last_replay = {"examples": [ex.id for ex in examples]}
-        if not examples:
-            return {"replay_examples": 0}
-        params = {n: p for n, p in self.trainable().items() if frozen[n].any()}
+        params = {n: p for n, p in self.trainable().items() if frozen[n].any()} if examples else {}
         snapshot = {n: p.detach().clone() for n, p in params.items()}
-        masks = {n: frozen[n] for n in params}
 
         def mask_grad(m):
             return lambda g: g.masked_fill(m, 0)
@@ -167,29 +165,27 @@ class MemoryReplayMixin:
         def restore() -> None:
             with torch.no_grad():
                 for n, p in params.items():
-                    p.copy_(torch.where(masks[n], snapshot[n], p))
+                    p.copy_(torch.where(frozen[n], snapshot[n], p))
 
-        hooks = [p.register_hook(mask_grad(masks[n])) for n, p in params.items()]
-        o = self.opts
+        hooks = [p.register_hook(mask_grad(frozen[n])) for n, p in params.items()]
+
+        def end() -> None:
+            for h in hooks:
+                h.remove()
+            restore()
+            self.fused_prev = {n: p.detach().clone() for n, p in self.trainable().items()}  # f̂_k^m
+
         tcfg = cfg.train.model_copy(update={"epochs": o.replay_epochs,
                                             "learning_rate": o.replay_learning_rate or cfg.train.learning_rate,
                                             "lr_scheduler": o.replay_lr_scheduler, "warmup_ratio": 0.0,
                                             "warmup_steps": o.replay_warmup_steps})
-        self._replaying = True
-        try:
-            stats = training.train_task(self.model, self.ctx.encoder, examples, tcfg, cfg.seed + 1000 + k,
-                               extra_loss=self.extra_loss, step_hook=self.on_gradients, post_step_hook=restore,
-                               progress_label=f"replay {k + 1}/{len(self.ctx.tasks)}", show_progress=False)
-        finally:
-            self._replaying = False
-            for h in hooks:
-                h.remove()
-        restore()
-        out = {"replay_examples": len(examples), "replay_steps": stats["steps"], "replay_loss": stats["loss"],
-               "replay_skipped_steps": stats["skipped_steps"]}
-        out.update({f"replay_{key}": stats[key] for key in ("lr_min", "lr_max", "warmup_steps", "schedule_flags")
-                    if key in stats})
-        return out
+        # no step_hook: the importance tracker scores task k's own training only
+        return ExtraStage("replay", examples, tcfg, cfg.seed + 1000 + k, extra_loss=self.extra_loss,
+                          post_step_hook=restore, end=end)
+
+    def extra_stage(self, k: int) -> Optional[ExtraStage]:
+        frozen, self._frozen = self._frozen, None
+        return None if frozen is None else self.replay_stage(k, frozen)
 
     # --- the task boundary -------------------------------------------------------------------
     def after_task(self, k: int, task_dir: Path) -> dict:
@@ -213,9 +209,8 @@ class MemoryReplayMixin:
             return stats
         self.save_adapter(task_dir / "adapter_fused")  # f̂_k before replay
         mask = self.frozen_mask(current, prev_scores)
-        stats.update(self.replay_stage(k, self.frozen_entries(mask)))
+        self._frozen = self.frozen_entries(mask)  # for extra_stage: the replay stage, which the runner trains
         stats["frozen_units"] = int(mask.sum())
-        self.fused_prev = {n: p.detach().clone() for n, p in self.trainable().items()}  # f̂_k^m
         return stats
 
     def state_summary(self) -> dict:

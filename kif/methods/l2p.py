@@ -89,6 +89,7 @@ class L2P(CLMethod):
     name = "l2p"
     description = "Learning to Prompt: a pool of keyed prompts; each input prepends the N nearest"
     Options = L2POptions
+    reuses_prefix_cache = False  # a PromptedModel (kif.prompting): a bare prefix's cache does not apply
 
     def setup_model(self, base):
         o = self.opts

@@ -115,6 +115,7 @@ class LFPT5(CLMethod):
     description = ("LFPT5: one soft prompt learns each task and to generate it; pseudo-samples of earlier "
                    "tasks are generated before each new one and trained on with it")
     Options = LFPT5Options
+    reuses_prefix_cache = False  # a PromptedModel (kif.prompting): a bare prefix's cache does not apply
 
     def setup_model(self, base):
         emb = base.get_input_embeddings().weight
@@ -148,7 +149,8 @@ class LFPT5(CLMethod):
                                         seed=cfg.seed + 2000 + 100 * k + i, top_k=o.gen_top_k,
                                         max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                        gen_format=o.gen_format, balance=o.gen_balance, stats=info)
+                                        gen_format=o.gen_format, balance=o.gen_balance, stats=info,
+                                        prefix_cache=self.reuses_prefix_cache)
             if "fill" in info:
                 stats.setdefault("pseudo_fill", {})[task] = info["fill"]
             stats["pseudo_generated"] += info.get("generated", 0)

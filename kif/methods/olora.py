@@ -35,6 +35,7 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
+from ..torchutil import stack_terms
 from .inclora import IncLoRA, adapter_name
 from .options import OLoRAOptions
 from .registry import register
@@ -51,7 +52,7 @@ def orthogonality_loss(pairs: Iterable[tuple[Tensor, Tensor]], norm: str = "l1")
         terms.append(overlap.abs().sum() if norm == "l1" else overlap.square().sum())
     if not terms:
         return torch.zeros(())
-    return torch.stack([t.to(terms[0].device) for t in terms]).sum()
+    return stack_terms(terms).sum()
 
 
 def l2_loss(params: Iterable[Tensor]) -> Tensor:
@@ -59,7 +60,7 @@ def l2_loss(params: Iterable[Tensor]) -> Tensor:
     terms = [p.float().norm(p=2) for p in params]
     if not terms:
         return torch.zeros(())
-    return torch.stack([t.to(terms[0].device) for t in terms]).sum()
+    return stack_terms(terms).sum()
 
 
 @register

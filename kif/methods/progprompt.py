@@ -98,6 +98,7 @@ class ProgPrompt(CLMethod):
     name = "progprompt"
     description = "Progressive Prompts: a new soft prompt per task, prepended to the frozen earlier ones"
     Options = ProgPromptOptions
+    reuses_prefix_cache = False  # a PromptedModel (kif.prompting): a bare prefix's cache does not apply
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -25,8 +25,8 @@ each choice below names where it comes from (paper / code / kif).
   ``lora_B[task{k}]`` module of each layer (its output times a_k per example); PEFT is not patched.
   The weights are computed once per sequence: on the first forward of the decoder stack (decoder-
   only: when no KV cache is filled yet) or of the encoder (seq2seq), and reused by the following
-  decoding steps. ``model.kif_input_routed`` tells the evaluator not to reuse a shared-prefix KV
-  cache (the prefix's keys/values depend on the whole prompt's routing).
+  decoding steps. ``reuses_prefix_cache = False`` (the method contract) tells the evaluator not to
+  reuse a shared-prefix KV cache (the prefix's keys/values depend on the whole prompt's routing).
 
 **Attentive Reflection Module (ARM)** — ``extra_loss``:
 
@@ -117,6 +117,7 @@ class SAPT(IncLoRA):
     description = ("SAPT: a LoRA per task combined by input attention over task keys (SALS); generated "
                    "pseudo-samples keep the attention right (ARM)")
     Options = SAPTOptions
+    reuses_prefix_cache = False  # every layer's adapter weights come from the whole prompt (SALS)
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -125,7 +126,6 @@ class SAPT(IncLoRA):
         self.selection = Selection(dim, o.trans_hidden_dim, o.temperature, ctx.cfg.seed + 4000)
         self.selection.to(self.model.get_input_embeddings().weight.device)
         self.model.add_module("sapt_selection", self.selection)  # a submodule: the Trainer optimises it
-        self.model.kif_input_routed = True  # kif.evaluation: no shared-prefix KV cache
         self.memory: Memory = Memory.from_options(o, ctx.cfg.seed)
         self.targets: list[torch.Tensor] = []  # task k's ARM target over keys 0..k
         self._weights: Optional[torch.Tensor] = None
@@ -260,7 +260,8 @@ class SAPT(IncLoRA):
                                     labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                     top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                     batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                    gen_format=o.gen_format, balance=o.gen_balance, stats=info)
+                                    gen_format=o.gen_format, balance=o.gen_balance, stats=info,
+                                    prefix_cache=self.reuses_prefix_cache)
         self.memory.add(task, samples, select=False)
         return {"memory_added": len(samples), "pseudo_generated": info.get("generated", 0),
                 "pseudo_well_formed": info.get("well_formed", 0), "pseudo_fill": {task: info.get("fill")},

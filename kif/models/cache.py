@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import KifError
-from ..faults import fault_point
-from ..io import _umask
+from ..io import _umask, atomic_write_text, load_tensors
 from ..lock import file_lock
 
 MARKER = ".kif-complete.json"
@@ -44,8 +43,6 @@ def is_complete(folder: Path) -> bool:
 
 def _opens(folder: Path) -> bool:
     """An unmarked (older kif's) cache: config, tokenizer and every weight file open."""
-    from ..io import load_tensors
-
     weights = sorted(folder.glob("*.safetensors"))
     try:
         json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -61,8 +58,6 @@ def _opens(folder: Path) -> bool:
 
 
 def _mark(folder: Path) -> None:
-    from ..io import atomic_write_text
-
     atomic_write_text(folder / MARKER, json.dumps({"files": _sizes(folder)}, indent=1, sort_keys=True) + "\n")
 
 
@@ -92,7 +87,6 @@ def cached(dest: Path, build: Callable[[Path], object], fix: str, rebuild: bool 
                     raise KifError(f"{dest}: model cache is damaged and rebuilding it failed ({exc}); "
                                    f"{fix}") from None
                 raise
-            fault_point("cache_build")  # tests: a kill after the files, before the marker
             _mark(staging)
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it owner-only
             if dest.exists() or dest.is_symlink():

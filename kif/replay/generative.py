@@ -64,7 +64,6 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
 from __future__ import annotations
 
 import logging
-import math
 import random
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
@@ -74,7 +73,8 @@ import torch
 from ..data import Example
 from ..encoding import Encoder
 from ..evaluation import generate, label_scores
-from ..torchutil import eval_mode
+from ..io import write_jsonl
+from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
 
 log = logging.getLogger("kif")
@@ -147,7 +147,7 @@ def generation_examples(task: str, examples: Sequence[Example], weight: float, s
     if weight <= 0 or not examples:
         return []
     prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
-    n = min(len(examples), math.ceil(round(weight * len(examples), 9)))
+    n = min(len(examples), fraction_count(len(examples), weight))
     chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
     prompt = gen_prompt(task, fmt, prefix)
     return [Example(f"gen-{examples[i].id}", prompt,
@@ -340,7 +340,7 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                       max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
                       gen_answers: Literal["generated", "predicted"] = "generated",
                       gen_format: GenFormat = "lamol", balance: bool = True,
-                      stats: Optional[dict] = None) -> list[Example]:
+                      stats: Optional[dict] = None, prefix_cache: bool = True) -> list[Example]:
     """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
 
     ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts).
@@ -349,14 +349,15 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
     length in training). ``tagged``: a text is at most ``min(max_new_tokens, data.max_target_length)``
     tokens (the longest target trained on) and its answer is the label of highest log-probability
     (``labels`` given) or the greedy answer. ``stats`` (optional): the counts and ``fill``, the
-    ``fill_record``. An empty memory (``n`` > 0, nothing kept) is logged, one line."""
+    ``fill_record``. An empty memory (``n`` > 0, nothing kept) is logged, one line. ``prefix_cache``:
+    the method's ``reuses_prefix_cache`` (greedy answers)."""
     if gen_answers not in ("generated", "predicted"):
         raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
     if gen_format not in ("tagged", "lamol"):
         raise ValueError(f"gen_format: {gen_format!r} is neither 'tagged' nor 'lamol'")
     def predict(prompts: list[str]) -> list[str]:
         return generate(model, encoder, [encoder.prompt_ids(p) for p in prompts], eos_ids, batch_size,
-                        encoder.max_target_length)
+                        encoder.max_target_length, prefix_cache)
 
     info: dict = {}
     if gen_format == "lamol":
@@ -399,8 +400,6 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
 def save_pseudo(task_dir, examples: Sequence[Example]) -> None:
     """``task_dir/pseudo.jsonl``: what the model wrote, for a reader to judge (and
     ``scripts/pseudo_quality.py`` to count near-duplicates of the real data)."""
-    from ..io import write_jsonl
-
     if examples:
         write_jsonl(Path(task_dir) / "pseudo.jsonl",
                     [{"id": ex.id, "prompt": ex.prompt, "answer": ex.references[0]} for ex in examples])

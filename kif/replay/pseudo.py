@@ -89,11 +89,12 @@ def sample_inputs(model, encoder: Encoder, prefix: str, n: int, eos_ids: list[in
 
 def pseudo_samples(model, encoder: Encoder, task: str, prompts: list[str], n: int, eos_ids: list[int], *,
                    input_tokens: int = 128, output_tokens: int = 128, top_k: int = 20, seed: int = 0,
-                   batch_size: int = 32) -> list[Example]:
+                   batch_size: int = 32, prefix_cache: bool = True) -> list[Example]:
     """``n`` generated samples of ``task`` whose real prompts are ``prompts`` (used for the template only).
 
     Every sample is ``Example(f"pseudo-{task}-{i}", prompt, (output,))`` with a non-empty
-    prompt; ``output`` may be empty if the model answers with EOS at once.
+    prompt; ``output`` may be empty if the model answers with EOS at once. ``prefix_cache``: the
+    method's ``reuses_prefix_cache`` (the greedy outputs).
     """
     if n <= 0:
         return []
@@ -105,6 +106,6 @@ def pseudo_samples(model, encoder: Encoder, task: str, prompts: list[str], n: in
         p = prefix + _cut_at_marker(body, suffix) + suffix
         pseudo_prompts.append(p if p.strip() else (prefix or "Input:") + " ...")
     raw = generate(model, encoder, [encoder.prompt_ids(p) for p in pseudo_prompts], eos_ids, batch_size,
-                   output_tokens)
+                   output_tokens, prefix_cache)
     return [Example(f"pseudo-{task}-{i}", p, (clean_prediction(o),))
             for i, (p, o) in enumerate(zip(pseudo_prompts, raw))]
