@@ -12,13 +12,13 @@ from pathlib import Path
 from statistics import fmean, median
 from typing import Any, Sequence
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, KifError
+from ..io import load_tensors
 from ..results import load_results
+from ..rundir import RunDir
 
 KIF_METHODS = ("kif", "kiflora", "kif-m", "kiflora-m")
 DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
-
-_TASK_DIR = re.compile(r"^(\d+)_(.+)$")
 
 
 # ---- runs --------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def load_run(run_dir: str | Path) -> dict:
     :class:`~kif.errors.KifError` (ArtifactError) whose one-line message names the file.
     """
     run_dir = Path(run_dir)
-    out = load_results(results_file(run_dir)).to_dict()
+    out = load_results(run_dir).to_dict()
     if run_dir.is_file():  # a results file written by `kif rescore`, beside its run
         out["run_dir"] = str(run_dir.parent)
         out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}")
@@ -43,13 +43,6 @@ def load_run(run_dir: str | Path) -> dict:
     out["run_dir"] = str(run_dir)
     out["run_name"] = sanitize(run_dir.resolve().name)
     return out
-
-
-def results_file(path: str | Path) -> Path:
-    """A run directory's results.json, or ``path`` itself when it is a results file
-    (``kif rescore`` writes them beside the run)."""
-    path = Path(path)
-    return path if path.is_file() else path / "results.json"
 
 
 def is_joint(run: dict) -> bool:
@@ -206,31 +199,17 @@ def matrix_table(run: dict) -> tuple[list[str], list[list[str]]]:
 
 # ---- importance (KIF runs) ------------------------------------------------------------------
 
-def task_dirs(run_dir: str | Path) -> list[Path]:
-    """``tasks/NN_<task>/`` folders in sequence order."""
-    root = Path(run_dir) / "tasks"
-    if not root.is_dir():
-        return []
-    dirs = [(int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := _TASK_DIR.match(p.name))]
-    return [p for _, p in sorted(dirs)]
-
-
 def has_importance(run_dir: str | Path) -> bool:
-    return any((d / "scores_current.safetensors").is_file() for d in task_dirs(run_dir))
+    return any((d / "scores_current.safetensors").is_file() for _, d in RunDir(run_dir).task_dirs())
 
 
 def _load_scores(path: Path) -> dict[str, float]:
-    from ..io import load_tensors  # the run path's guarded loader: header size and entry caps
-
-    d = load_tensors(path)
+    d = load_tensors(path)  # the run path's guarded loader: header size and entry caps
     try:
         return {k: float(v.float().reshape(-1)[0]) if v.numel() == 1 else float(v.float().mean())
                 for k, v in d.items()}
     except (RuntimeError, IndexError) as e:
         raise ArtifactError(f"{path}: unexpected tensor in unit scores ({e})") from None
-
-
-MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
 
 
 def check_run_config(run_dir: str | Path) -> None:
@@ -239,21 +218,10 @@ def check_run_config(run_dir: str | Path) -> None:
     hand-edited file with a list seed or an out-of-range fraction is a one-line
     ArtifactError naming the file and the field. A run without config.yaml is fine (its
     seed is unknown, its fractions the defaults)."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ArtifactError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a kif config")
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
-        raise ArtifactError(f"{path}: unreadable ({e.__class__.__name__}); fix or remove it") from None
+    path = RunDir(run_dir).config_file
+    cfg = RunDir(run_dir).read_config()
     if cfg is None:
         return
-    if not isinstance(cfg, dict):
-        raise ArtifactError(f"{path}: expected a mapping, got {type(cfg).__name__}")
 
     def bad(field: str, what: str) -> ArtifactError:
         return ArtifactError(f"{path}: '{field}' must be {what}, got {_short_repr(_get(cfg, field))}")
@@ -294,14 +262,11 @@ def _short_repr(v) -> str:
 
 def _method_arg(run_dir: str | Path, key: str):
     """``method_args.<key>`` of the run's config.yaml, or None (absent or unreadable)."""
-    path = Path(run_dir) / "config.yaml"
     try:
-        import yaml
-
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        return ((cfg or {}).get("method_args") or {}).get(key)
-    except Exception:  # a report never fails on an odd config
+        args = (RunDir(run_dir).read_config() or {}).get("method_args")
+    except KifError:  # a report never fails on an odd config
         return None
+    return args.get(key) if isinstance(args, dict) else None
 
 
 def top_fraction(run_dir: str | Path) -> float:
@@ -373,11 +338,11 @@ def load_importance(run_dir: str | Path) -> dict:
     absent from one task's file is NaN there. Raises ArtifactError if no task has scores.
     """
     tasks, cur, acc = [], [], []
-    for d in task_dirs(run_dir):
+    for task, d in RunDir(run_dir).task_dirs():
         p = d / "scores_current.safetensors"
         if not p.is_file():
             continue
-        tasks.append(_TASK_DIR.match(d.name)[2])
+        tasks.append(task)
         cur.append(_load_scores(p))
         pa = d / "scores_accumulated.safetensors"
         acc.append(_load_scores(pa) if pa.is_file() else None)
