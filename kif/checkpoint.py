@@ -1,12 +1,7 @@
-"""Resume: what a run folder's newest checkpoint must be before a run continues from it.
-
-``OUT/checkpoints/after-NN/`` (:meth:`kif.rundir.RunDir.save_checkpoint`), written after the
-zero-shot row and after every task, holds the method's state and the results so far; the newest
-is the commit point. Training a task starts from a fixed seed, so a task interrupted anywhere is
-redone from its start with the same result. Before a resume touches anything
-(:func:`checkpoint_to_resume`), the stored config, the task counter, the results record and the
-tensors must all agree.
-"""
+"""Resume: a run continues from its newest checkpoint (:meth:`kif.rundir.RunDir.save_checkpoint`,
+after the zero-shot row and after every task; a task interrupted anywhere is redone from its
+fixed seed, with the same result) only once the stored config, the task counter, the results
+record and the tensors all agree (:func:`checkpoint_to_resume`)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -49,7 +49,6 @@ def _cmd_sweep(args) -> int:
 
 def _run_cell(cfg, out_dir, **kwargs) -> dict:
     from .runner import run  # the models: imported once the sweep file and every cell are known good
-
     return run(cfg, out_dir, **kwargs)
 
 
@@ -72,14 +71,15 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_rescore(args) -> int:
-    from .rescore import default_output, rescore_run, write_rescored
+    from .rescore import rescore_run, write_rescored
+    from .rundir import RunDir
 
     if not (args.metric or args.normalization or args.delimiter or args.per_example):
         raise KifError("rescore: nothing to change: give --metric, --normalization, --delimiter "
                        "or --per-example")
     res = rescore_run(args.run_dir, args.metric, args.normalization, args.delimiter, args.per_example)
-    path = write_rescored(res, args.output or default_output(args.run_dir, args.metric, args.normalization,
-                                                                args.per_example))
+    path = write_rescored(res, args.output or RunDir(args.run_dir).rescored_file(args.metric, args.normalization,
+                                                                                 args.per_example))
     print(f"{path}  AP={_f(res.AP)} FWT={_f(res.FWT)} BWT={_f(res.BWT)}")
     return 0
 

@@ -127,12 +127,6 @@ def _row(pred_dir: Path, res: Results, scoring: dict[str, TaskScoring], old_row:
     return row
 
 
-def default_output(run_dir: str | Path, metric: Optional[str], normalization: Optional[str],
-                   per_example: bool) -> Path:
-    """``RUN/results.<metric>[.<normalization>][.per_example].json``."""
-    return RunDir(run_dir).rescored_file(metric, normalization, per_example)
-
-
 def write_rescored(results: Results, path: str | Path) -> Path:
     """Write a re-scored record; never a run's own results.json."""
     path = Path(path)

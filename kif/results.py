@@ -202,8 +202,7 @@ class Results(BaseModel):
 
 
 def load_results(path: str | Path) -> Results:
-    """Read and validate a ``results.json``: a run directory's, or the file itself (``kif rescore``
-    writes them beside the run)."""
+    """Read and validate a run directory's ``results.json``, or a results file (``kif rescore``'s)."""
     path = Path(path) if Path(path).is_file() else Path(path) / "results.json"
     return Results.from_dict(read_json(path, "results file"), str(path))
 

@@ -12,9 +12,8 @@
     OUT/logs/NN_<task>/         the stage's training logs
     OUT/unseen/{zero_shot,after}/   the held-out tasks' predictions (eval.unseen)
 
-Writes are atomic (:mod:`kif.io`) and only the main process writes; a file that cannot
-be read is one :class:`~kif.errors.ArtifactError` naming it. Folders written by earlier
-kif versions have the same layout.
+Writes are atomic (:mod:`kif.io`), by the main process only; a file that cannot be read is one
+ArtifactError naming it. Folders written by earlier kif versions have the same layout.
 """
 from __future__ import annotations
 
@@ -160,10 +159,9 @@ class RunDir:
 
     def load_checkpoint(self, path: Path) -> tuple[dict, object, Results]:
         """(tensors, meta as read, validated results); a damaged file is an ArtifactError naming it."""
-        note = "; the run directory is damaged"
         tensors = load_tensors(path / "method.safetensors")
-        meta = read_json(path / "method.json", "checkpoint file", note=note)
-        results = read_json(path / RESULTS, "checkpoint file", note=note)
+        meta, results = (read_json(path / name, "checkpoint file", note="; the run directory is damaged")
+                         for name in ("method.json", RESULTS))
         return tensors, meta, Results.from_dict(results, str(path / RESULTS))
 
     # ---- the folder ------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from .io import atomic_write_json, read_json
 from .rundir import RunDir
 
 STATUSES = ("finished", "partial", "running", "pending", "failed", "interrupted")
-STATE_FILE = "sweep.json"
 
 
 @dataclass
@@ -102,7 +101,7 @@ def _grid_record(sweep: Sweep) -> dict:
 
 
 def write_state(sweep: Sweep) -> None:
-    atomic_write_json(sweep.out / STATE_FILE, {
+    atomic_write_json(sweep.out / "sweep.json", {
         "sweep_file": str(sweep.path),
         "sweep_path": str(sweep.path.resolve()),
         "grid": _grid_record(sweep),
@@ -119,7 +118,7 @@ def check_owner(sweep: Sweep) -> None:
     name, and another grid) is not silently replaced. The same file edited (a seed added), or
     moved or copied with its folder (same name or same grid), is the same sweep; a cell that two
     sweeps configure differently is refused by :func:`kif.sweep.check_cells` anyway."""
-    state_file = sweep.out / STATE_FILE
+    state_file = sweep.out / "sweep.json"
     if not state_file.exists():
         return
     note = "; it is only the sweep's summary (the cells' folders are the record): move it away and run again"

@@ -36,12 +36,10 @@ def load_run(run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     out = load_results(run_dir).to_dict()
-    if run_dir.is_file():  # a results file written by `kif rescore`, beside its run
-        out["run_dir"] = str(run_dir.parent)
-        out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}")
-        return out
-    out["run_dir"] = str(run_dir)
-    out["run_name"] = sanitize(run_dir.resolve().name)
+    rescored = run_dir.is_file()  # a results file written by `kif rescore`, beside its run
+    out["run_dir"] = str(run_dir.parent if rescored else run_dir)
+    out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}" if rescored
+                               else run_dir.resolve().name)
     return out
 
 
