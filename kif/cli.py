@@ -35,13 +35,18 @@ def _cmd_sweep(args) -> int:
 
     out = args.output or os.path.join("runs", "sweep-" + os.path.splitext(os.path.basename(args.sweep))[0])
     sweep = run_sweep(args.sweep, out, dry_run=args.dry_run, show_progress=not args.quiet, jobs=args.jobs,
-                      devices=args.devices, accept_config_change=args.accept_config_change)
+                      devices=args.devices, accept_config_change=args.accept_config_change, run_fn=_run_cell)
     for c in sweep.cells:
         print(f"{c.status:9s} {os.path.join(out, c.name)}  "
               + " ".join(f"{k}={v}" for k, v in c.values.items()))
     if not args.dry_run:
         print(f"{os.path.join(out, 'sweep.json')}\nkif report {out} -o {os.path.join(out, 'report')}")
     return 0
+
+
+def _run_cell(cfg, out_dir, **kwargs) -> dict:
+    from .runner import run  # the models: imported once the sweep file and every cell are known good
+    return run(cfg, out_dir, **kwargs)
 
 
 def _positive_int(text: str) -> int:
@@ -63,14 +68,15 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_rescore(args) -> int:
-    from .rescore import default_output, rescore_run, write_rescored
+    from .rescore import rescore_run, write_rescored
+    from .rundir import RunDir
 
     if not (args.metric or args.normalization or args.delimiter or args.per_example):
         raise KifError("rescore: nothing to change: give --metric, --normalization, --delimiter "
                        "or --per-example")
     res = rescore_run(args.run_dir, args.metric, args.normalization, args.delimiter, args.per_example)
-    path = write_rescored(res, args.output or default_output(args.run_dir, args.metric, args.normalization,
-                                                                args.per_example))
+    path = write_rescored(res, args.output or RunDir(args.run_dir).rescored_file(args.metric, args.normalization,
+                                                                                 args.per_example))
     print(f"{path}  {cl_line(res)}")
     return 0
 

@@ -19,6 +19,7 @@ from .config import RunConfig
 from .data.benchmarks import BUILTINS
 from .errors import ConfigError, validation_message
 from .guards import check_float_range
+from .io import read_yaml
 from .methods.options import parse_options
 from .methods.registry import method_spec
 from .per_task import check_values
@@ -56,20 +57,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw: dict = {}
     source = str(path) if path else "--set"
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a folder, not a config file") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: nested too deeply") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        raw = read_yaml(path, "config file", error=ConfigError, mapping=True) or {}
         resolve_benchmark_paths(raw, Path(path).resolve().parent)
     raw = apply_overrides(raw, overrides or [])
     resolve_benchmark_paths(raw, Path.cwd())  # a --set path: relative to where kif runs

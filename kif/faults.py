@@ -14,7 +14,7 @@ SEAMS = {  # name: (module, function or Class.method, kill before or after it ru
     "train_step": ("kif.training", "StepGuard.on_pre_optimizer_step", "before"),  # an optimizer step
     "fusion": ("kif.methods.kif", "KIF.fuse_task", "before"),  # KIF's consolidation: f_k saved, not fused yet
     "eval": ("kif.evaluation", "write_jsonl", "after"),  # one task's predictions written
-    "write": ("kif.runner", "save_checkpoint", "before"),  # just before a checkpoint is written
+    "write": ("kif.rundir", "RunDir.save_checkpoint", "before"),  # just before a checkpoint is written
     "report_publish": ("kif.report.build", "_publish_file", "before"),  # between two renames of a report
     "cache_build": ("kif.models.cache", "_mark", "before"),  # a model cache's files written, not its marker
 }

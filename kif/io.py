@@ -1,4 +1,6 @@
-"""Atomic file writes: a kill at any instant leaves the old file or the new one, never half.
+"""Atomic file writes: a kill at any instant leaves the old file or the new one, never half;
+and the one way kif reads a JSON or YAML file it did not just write (:func:`read_json`,
+:func:`read_yaml`): every failure is one line naming the file.
 
 A write that fails (a full disk, a read-only folder) is an :class:`~kif.errors.OutputError`
 naming the file; the temporary file is removed and the previous version stays. Saved
@@ -14,11 +16,14 @@ import os
 import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import yaml
 
 from .dist import is_main
-from .errors import ArtifactError, OutputError
+from .errors import ArtifactError, KifError, OutputError
 
 # safetensors headers kif writes hold a few thousand entries (~0.1 KB each); a header
 # beyond these bounds is refused before it is parsed (a hostile one costs minutes and GBs)
@@ -103,6 +108,51 @@ def finite_json(x: Any) -> Any:
     return x
 
 
+def read_json(path: str | Path, what: str, **kw) -> Any:
+    """The parsed JSON file at ``path``; see :func:`read_yaml` for the options."""
+    return _read(Path(path), what, "JSON", json.loads, **kw)
+
+
+def read_yaml(path: str | Path, what: str, **kw) -> Any:
+    """The parsed YAML file at ``path`` (None for an empty one). Whatever fails (missing, a
+    folder, unreadable, not UTF-8, not valid, nested too deeply, over ``max_bytes``, not a
+    mapping with ``mapping=True``) is one ``error`` (ArtifactError) naming the file and the
+    ``what`` it should be, followed by ``note`` (e.g. what could not be done)."""
+    return _read(Path(path), what, "YAML", yaml.safe_load, **kw)
+
+
+@contextmanager
+def reading(path: Path, what: str, note: str = "", error: type[KifError] = ArtifactError):
+    """What the OS refuses while ``path`` is read, as one ``error`` naming it and what it should be."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found{note}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a {what}{note}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc}){note}") from None
+
+
+def _read(path: Path, what: str, fmt: str, parse: Callable[[str], Any], *, note: str = "",
+          error: type[KifError] = ArtifactError, mapping: bool = False, max_bytes: int | None = None) -> Any:
+    try:
+        with reading(path, what, note, error):
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise error(f"{path}: larger than {max_bytes >> 20} MB; not a {what}{note}")
+            data = parse(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}){note}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid {fmt} ({str(exc).splitlines()[0]}){note}") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply{note}") from None
+    if mapping and not isinstance(data, dict) and (data is not None or fmt == "JSON"):
+        raise error(f"{path}: not a {what} (its top level must be a mapping of keys, got {type(data).__name__})"
+                    f"{note}")
+    return data
+
+
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -171,25 +221,18 @@ def atomic_save_tensors(path: str | Path, tensors: dict) -> None:
 def _check_header(path: Path) -> None:
     """Bound what a safetensors header may cost before it is parsed: its stated length
     (the first 8 bytes, little-endian) and its number of entries."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            size = os.fstat(f.fileno()).st_size
-            if len(head) < 8:
-                raise ArtifactError(f"{path}: corrupt safetensors file (shorter than its 8-byte header length)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES:
-                raise ArtifactError(f"{path}: safetensors header of {n} bytes (more than {MAX_HEADER_BYTES}); "
-                                    "not a kif file, refused unread")
-            if n + 8 > size:
-                raise ArtifactError(f"{path}: corrupt safetensors file (header of {n} bytes, file of {size})")
-            header = f.read(n)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ArtifactError(f"{path}: is a folder, expected a safetensors file") from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with reading(path, "safetensors file"), open(path, "rb") as f:
+        head = f.read(8)
+        size = os.fstat(f.fileno()).st_size
+        if len(head) < 8:
+            raise ArtifactError(f"{path}: corrupt safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise ArtifactError(f"{path}: safetensors header of {n} bytes (more than {MAX_HEADER_BYTES}); "
+                                "not a kif file, refused unread")
+        if n + 8 > size:
+            raise ArtifactError(f"{path}: corrupt safetensors file (header of {n} bytes, file of {size})")
+        header = f.read(n)
     # each tensor entry is a JSON object, so it needs a literal "{" (a key name can be written
     # with escapes, "data\u005foffsets", an object cannot): cheap to count unparsed
     if header.count(b"{") > MAX_TENSORS:  # (the header itself and __metadata__ count too)

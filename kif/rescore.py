@@ -26,9 +26,8 @@ from . import __version__
 from .data.loaders import read_jsonl
 from .errors import ArtifactError, ConfigError, DataError
 from .metrics import Metric, check_normalization, describe_normalization, score_task
-from .results import Results, load_results, task_dir_name
-
-RESULTS_NAME = "results.json"  # the run's own record: never written by a re-score
+from .results import Results
+from .rundir import RESULTS, RunDir
 _DELIMITER = re.compile(r"^set_match ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 _NORMALIZATION = re.compile(r", normalization (\w+)")
 
@@ -71,8 +70,8 @@ def rescore_run(run_dir: str | Path, metric: Optional[str] = None, normalization
     ``normalization`` (None: its own) and ``delimiter`` (set_match; None: its own), joint over
     groups as in the run unless ``per_example`` (then the mean over examples, e.g. slot
     accuracy instead of joint goal accuracy). Nothing is written."""
-    run_dir = Path(run_dir)
-    res = load_results(run_dir)
+    run = RunDir(run_dir)
+    res = run.read_results()
     if normalization is not None:
         check_normalization(normalization)
     old = {t: stored_scoring(res, t) for t in res.tasks}
@@ -87,15 +86,15 @@ def rescore_run(run_dir: str | Path, metric: Optional[str] = None, normalization
     stages = ["joint"] if res.joint else res.tasks
     out = res.model_copy(deep=True)
     if res.zero_shot is not None:
-        out.zero_shot = _row(run_dir / "zero_shot" / "predictions", res, new, res.zero_shot)
-    out.matrix = [_row(run_dir / "tasks" / task_dir_name(k, stages[k]) / "predictions", res, new, row)
+        out.zero_shot = _row(run.predictions(None), res, new, res.zero_shot)
+    out.matrix = [_row(run.predictions(k, stages[k]), res, new, row)
                   for k, row in enumerate(res.matrix)]
     out.metrics = {t: new[t].label(res.metrics.get(t, "")) for t in res.tasks}
     out.scoring = {t: vars(new[t]).copy() for t in res.tasks}
     norms = {s.normalization for s in new.values()}
     out.normalization = describe_normalization(norms.pop()) if len(norms) == 1 else "per task (see scoring)"
     out.zero_shot_ranked = out.matrix_ranked = out.ranked_metrics = None
-    out.rescored = {"from": str((run_dir / RESULTS_NAME).resolve()), "kif_version": __version__,
+    out.rescored = {"from": str(run.results_file.resolve()), "kif_version": __version__,
                     "metric": metric, "normalization": normalization, "delimiter": delimiter,
                     "per_example": per_example}
     out.update_metrics()
@@ -128,17 +127,10 @@ def _row(pred_dir: Path, res: Results, scoring: dict[str, TaskScoring], old_row:
     return row
 
 
-def default_output(run_dir: str | Path, metric: Optional[str], normalization: Optional[str],
-                   per_example: bool) -> Path:
-    """``RUN/results.<metric>[.<normalization>][.per_example].json``."""
-    parts = [metric or "rescored"] + [normalization] * bool(normalization) + ["per_example"] * per_example
-    return Path(run_dir) / f"results.{'.'.join(parts)}.json"
-
-
 def write_rescored(results: Results, path: str | Path) -> Path:
     """Write a re-scored record; never a run's own results.json."""
     path = Path(path)
-    if path.name == RESULTS_NAME:
+    if path.name == RESULTS:
         raise ConfigError(f"{path}: a run's own results file; write the re-scored results under another "
                           "name (default RUN/results.<metric>.json)")
     results.write(path)

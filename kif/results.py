@@ -14,7 +14,6 @@ earlier versions hold scores rounded to 4 decimals; they read the same.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -22,9 +21,8 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ArtifactError, validation_message
-from .io import atomic_write_json
+from .io import atomic_write_json, read_json
 from .metrics import CL_NAMES, cl_metrics
-from .names import check_path_component
 from .stats import summarize
 
 SCHEMA_VERSION = 2  # 1: results.json files written before the field existed (same layout)
@@ -115,7 +113,10 @@ class Results(BaseModel):
     rescored: Optional[dict[str, Any]] = None  # a `kif rescore` file: what it re-scored, and how
 
     @model_validator(mode="after")
-    def _shapes(self) -> "Results":
+    def _valid(self) -> "Results":
+        """The shapes a report and a resume rely on; scores in [0, 100] (or null where not
+        evaluated), AP/FWT/BWT in [-100, 100], timings and sizes plausible, no NaN or infinity
+        anywhere (Python's json reads ``Infinity``). Anything else (inf, 1e308, -5) names the field."""
         k = len(self.tasks)
         if self.schema_version > SCHEMA_VERSION:
             raise ValueError(f"schema_version {self.schema_version} is newer than this kif reads "
@@ -130,11 +131,31 @@ class Results(BaseModel):
             if not isinstance(st.get("task", ""), str):
                 raise ValueError(f"'per_task[{i}].task' must be a task name")
             w = st.get("mean_weight_on_past")
-            if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+            if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float))):
                 raise ValueError(f"'per_task[{i}].mean_weight_on_past' must be a finite number")
-        for name, v in ((n, getattr(self, n)) for n in CL_NAMES):
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"'{name}' must be a finite number or null")
+        _finite_everywhere(self.model_dump(mode="python"))  # json mode would hide inf
+        u = self.unseen
+        points = {"before": u.before, "after": u.after} if u else {}
+        points |= {f"after_each[{i}]": p for i, p in enumerate(u.after_each or [])} if u else {}
+        for point, p in points.items():
+            for part in ("per_task", "per_category"):
+                for t, v in (getattr(p, part) if p else {}).items():
+                    if v is not None and not 0 <= v <= 100:
+                        raise ValueError(f"'unseen.{point}.{part}.{t}' must be a score from 0 to 100, got {v!r}")
+        rows += [("zero_shot_ranked", self.zero_shot_ranked)]
+        rows += [(f"matrix_ranked[{j}]", r) for j, r in enumerate(self.matrix_ranked or [])]
+        for name, row in rows:
+            for i, v in enumerate(row or []):
+                if v is not None and not 0 <= v <= 100:
+                    raise ValueError(f"'{name}[{i}]' must be a score from 0 to 100 (or null), got {v!r}")
+        for name in CL_NAMES:
+            if getattr(self, name) is not None and not -100 <= getattr(self, name) <= 100:
+                raise ValueError(f"'{name}' must be between -100 and 100, got {getattr(self, name)!r}")
+        for key, v in self.timings.items():
+            if not 0 <= v < 1e10:  # 1e10 s = 300 years
+                raise ValueError(f"'timings.{key}' must be a plausible number of seconds, got {v!r}")
+        if self.adapter_bytes is not None and not 0 <= self.adapter_bytes < 2**53:
+            raise ValueError(f"'adapter_bytes' must be a plausible size, got {self.adapter_bytes!r}")
         return self
 
     # --- what the loop does to it --------------------------------------------------------
@@ -178,29 +199,21 @@ class Results(BaseModel):
 
 
 def load_results(path: str | Path) -> Results:
-    """Read and validate a ``results.json`` (a run directory or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found (not a kif run directory?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except RecursionError:
-        raise ArtifactError(f"{path}: nested too deeply to be a results file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
-    return Results.from_dict(data, str(path))
-
-
-def task_dir_name(k: int, task: str) -> str:
-    """``OUT/tasks/<this>``: stage k's folder (``01_cb``). A task name was checked to be one
-    plain path component when its benchmark was read; checked again here, because a name
-    that escaped would write outside the run folder."""
-    return f"{k + 1:02d}_{check_path_component(task, 'task name')}"
+    """Read and validate a run directory's ``results.json``, or a results file (``kif rescore``'s)."""
+    path = Path(path) if Path(path).is_file() else Path(path) / "results.json"
+    return Results.from_dict(read_json(path, "results file"), str(path))
 
 
 def _round(x: Optional[float]) -> Optional[float]:
     return None if x is None else round(x, 4)
+
+
+def _finite_everywhere(x, key: str = "") -> None:
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(f"'{key}' must be a finite number, got {x!r}")
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _finite_everywhere(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            _finite_everywhere(v, f"{key}[{i}]")

@@ -10,7 +10,6 @@ partial run reports too; the record itself is :class:`kif.results.Results`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -18,13 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import __version__
-from .checkpoint import (check_no_symlinks, discard_run, latest_checkpoint, load_checkpoint, save_checkpoint,
-                         validate_checkpoint)
+from .checkpoint import checkpoint_to_resume
 from .config import RunConfig
-from .configure import config_changes, dump_config
 from .data import get_benchmark, resolve_sequence, sample
 from .data.benchmarks import check_labels, label_set
 from .data.loaders import refuse_empty_labels
@@ -32,16 +28,17 @@ from .data.unseen import UnseenSet, empty_record, load_unseen
 from .dist import barrier, device, is_main
 from .provenance import source_commit
 from .encoding import Encoder
-from .errors import ArtifactError, KifError
+from .errors import ArtifactError
 from .evaluation import SequenceEvaluator
-from .io import atomic_write_text, dir_bytes
+from .io import dir_bytes
 from .lock import owns_output_dir
 from .methods import CLMethod, RunContext, get_method
 from .methods.base import ExtraStage
 from .metrics import cl_line, describe_normalization
 from .models import check_target_modules, load_model, model_path
 from .models.hub_kernels import kernel_record
-from .results import Results, UnseenPoint, task_dir_name
+from .results import Results, UnseenPoint
+from .rundir import RunDir
 from .per_task import check_sequence, task_config
 from .torchutil import check_finite_state, use_bf16
 from .training import train_task
@@ -76,6 +73,10 @@ class RunState:
     elapsed_before: float  # seconds spent by earlier invocations of a resumed run
     unseen: SequenceEvaluator | None = None  # over the held-out tasks of eval.unseen
 
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.out_dir)
+
 
 @owns_output_dir  # an exclusive lock on out_dir for the whole run (kif.lock)
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True,
@@ -88,11 +89,11 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     data = load_sequence_data(cfg)
-    checkpoint = prepare_output_dir(out_dir, cfg, overwrite, accept_config_change, data.tasks)
+    checkpoint = checkpoint_to_resume(RunDir(out_dir), cfg, overwrite, accept_config_change, data.tasks)
     barrier()  # several processes: all have read the directory before the main one writes to it
     if checkpoint and checkpoint[2].finished:
         log.info("%s: run already complete", out_dir)
-        restore_results_file(out_dir, checkpoint[2])
+        RunDir(out_dir).restore_results(checkpoint[2])
         return checkpoint[2].to_dict()
     state = setup(cfg, out_dir, data, checkpoint, t_start, overwrite)
     if not checkpoint:
@@ -100,14 +101,15 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
         commit(state)
     for k in range(state.done, len(state.stages)):
         task, examples = state.stages[k]
-        tdir = out_dir / "tasks" / task_dir_name(k, task)
+        tdir = state.run_dir.task_dir(k, task)
         t0 = time.perf_counter()
         stats = train_stage(state, k, show_progress)
         t1 = time.perf_counter()
         stats.update(consolidate(state.method, k, tdir))  # method_s, and <name>_s of an extra stage
         t2 = time.perf_counter()
-        row, ranked = state.evaluator.evaluate(state.method.model, tdir / "predictions", wanted_after(state, k),
-                                               state.method.eval_task_context, state.method.reuses_prefix_cache)
+        row, ranked = state.evaluator.evaluate(state.method.model, state.run_dir.predictions(k, task),
+                                               wanted_after(state, k), state.method.eval_task_context,
+                                               state.method.reuses_prefix_cache)
         t3 = time.perf_counter()
         stats.update({"task": task, "train_s": round(t1 - t0, 3), "eval_s": round(t3 - t2, 3)})
         if unseen_due(state, k):
@@ -164,14 +166,15 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     joint = bool(method.joint)
     stages = ([("joint", [ex for t in data.tasks for ex in data.train[t]])] if joint
               else [(t, data.train[t]) for t in data.tasks])
+    run_dir = RunDir(out_dir)
     if checkpoint:
         tensors, meta, results = checkpoint
         method.check_state(tensors, meta.get("method", {}), meta.get("stages_done", 0),
-                           str(latest_checkpoint(out_dir) / "method.json"))
+                           str(run_dir.latest_checkpoint() / "method.json"))
         try:
             method.load_state_dict(tensors, meta.get("method", {}))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
-            raise ArtifactError(f"{latest_checkpoint(out_dir)}: the saved state does not fit method "
+            raise ArtifactError(f"{run_dir.latest_checkpoint()}: the saved state does not fit method "
                                 f"'{cfg.method}' ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         results.resumed = (results.resumed or 0) + 1
         # a run resumed by other code than started it says so (the start's is kif_commit)
@@ -182,8 +185,8 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
         results, done = new_results(cfg, data, joint, round(time.perf_counter() - t_start, 3)), 0
     results.kernels = kernel_record(lm.model, cfg.hub_kernels)
     if overwrite:
-        discard_run(out_dir)
-    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))  # the first write of the run
+        run_dir.discard()
+    run_dir.write_config(cfg)  # the first write of the run
     return RunState(cfg, out_dir, data, method, evaluator, stages, results, done,
                     results.timings.get("total", 0.0), unseen_evaluator(cfg, encoder, data, lm.eos_token_ids))
 
@@ -217,7 +220,7 @@ def evaluate_zero_shot(state: RunState) -> None:
     """The row before any training (skipped under ``eval.mode: minimal``)."""
     t0 = time.perf_counter()
     wanted = set(range(len(state.data.tasks))) if state.cfg.eval.mode == "full" else set()
-    row, ranked = state.evaluator.evaluate(state.method.model, state.out_dir / "zero_shot" / "predictions", wanted,
+    row, ranked = state.evaluator.evaluate(state.method.model, state.run_dir.predictions(None), wanted,
                                            reuses_prefix_cache=state.method.reuses_prefix_cache)
     state.results.zero_shot = row
     if state.cfg.eval.rank_labels:
@@ -242,7 +245,7 @@ def train_stage(state: RunState, k: int, show_progress: bool) -> dict:
                        extra_loss=method.extra_loss, step_hook=method.on_gradients,
                        post_step_hook=method.on_step_end,
                        progress_label=f"task {k + 1}/{len(state.stages)} {task}", show_progress=show_progress,
-                       logging_dir=state.out_dir / "logs" / task_dir_name(k, task),
+                       logging_dir=state.run_dir.log_dir(k, task),
                        validator=make_validator(task_cfg, method.ctx.encoder, held, method.ctx.lm.eos_token_ids,
                                                 method.reuses_prefix_cache))
     stats["train_examples"] = len(examples)
@@ -310,27 +313,9 @@ def commit(state: RunState) -> None:
     tensors, meta = state.method.state_dict()
     check_finite_state(tensors, f"{state.out_dir}: after {state.done} of {len(state.stages)} stages",
                        use_bf16(state.cfg.train.precision))  # never checkpoint NaN/inf
-    save_checkpoint(state.out_dir, state.done, tensors, {"stages_done": state.done, "method": meta},
-                    state.results.to_dict())
-    state.results.write(state.out_dir / "results.json")
-
-
-def restore_results_file(out_dir: Path, record: Results) -> None:
-    """The checkpoint is the record: a results.json that is missing, unreadable or differs from
-    it (hand-edited) is rewritten from it; an intact one is left untouched, byte for byte."""
-    path = out_dir / "results.json"
-    want = record.to_dict()
-    try:
-        if json.loads(path.read_text(encoding="utf-8")) == want:
-            return
-        why = "differed from the checkpoint"
-    except FileNotFoundError:
-        why = "was missing"
-    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or bad UTF-8
-        why = "was unreadable"
-    if is_main():
-        log.warning("%s %s; rewritten from the checkpoint (the checkpoint is the record)", path, why)
-    record.write(path)
+    state.run_dir.save_checkpoint(state.done, tensors, {"stages_done": state.done, "method": meta},
+                                  state.results.to_dict())
+    state.run_dir.write_results(state.results)
 
 
 def log_stage(state: RunState, k: int, stats: dict, row) -> None:
@@ -366,9 +351,7 @@ def evaluate_unseen(state: RunState, k: int | None) -> float:
     identity (IncLoRA/O-LoRA: all adapters summed), so an unseen input gets what a seen one gets."""
     t0 = time.perf_counter()
     last = k == len(state.stages) - 1
-    where = ("zero_shot" if k is None else "after" if last else None)
-    pred_dir = (state.out_dir / "unseen" / where if where
-                else state.out_dir / "tasks" / task_dir_name(k, state.stages[k][0]) / "unseen")
+    pred_dir = state.run_dir.unseen_predictions(k, "" if k is None else state.stages[k][0], last)
     row, _ = state.unseen.evaluate(state.method.model, pred_dir, set(range(len(state.unseen.tasks))),
                                    reuses_prefix_cache=state.method.reuses_prefix_cache)
     rec = state.results.unseen
@@ -386,54 +369,6 @@ def evaluate_unseen(state: RunState, k: int | None) -> float:
     log.info("unseen tasks %s: %s | mean %s", "zero-shot" if k is None else f"after task {k + 1}",
              " ".join(f"{c}={_fmt(v)}" for c, v in point.per_category.items()), _fmt(point.mean))
     return round(time.perf_counter() - t0, 3)
-
-
-# ---- the output directory --------------------------------------------------------------------------
-
-def prepare_output_dir(out_dir: Path, cfg: RunConfig, overwrite: bool, accept_config_change: bool,
-                       tasks: list[str] | None = None):
-    """Decide between a fresh start and a resume; returns the checkpoint to resume from
-    (tensors, meta, Results) or None. A damaged or inconsistent checkpoint fails here, before
-    the model loads; ``overwrite`` deletes nothing yet (``setup`` does, once all has loaded)."""
-    check_no_symlinks(out_dir)
-    if overwrite:
-        return None
-    latest = latest_checkpoint(out_dir)
-    if latest is None:
-        if (out_dir / "results.json").exists():
-            raise KifError(f"{out_dir / 'results.json'}: present but no checkpoint to resume from; "
-                           "pass --overwrite to start afresh or choose another -o")
-        return None
-    stored_path = out_dir / "config.yaml"
-    try:
-        stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        raise KifError(f"{stored_path}: missing or unreadable; cannot check the run to resume") from None
-    if not isinstance(stored, dict):
-        raise KifError(f"{stored_path}: not a kif config (expected a YAML mapping, got {type(stored).__name__}); "
-                       "cannot check the run to resume")
-    changed = config_changes(_same_benchmark(stored, cfg), cfg)
-    if changed and not accept_config_change:
-        raise KifError(f"{stored_path}: the run in this directory used another config ({', '.join(changed[:5])}); "
-                       "pass --overwrite to start afresh, or --accept-config-change to resume anyway")
-    tensors, meta, results = load_checkpoint(latest)
-    results = Results.from_dict(results, str(latest / "results.json"))
-    validate_checkpoint(latest, tensors, meta, results, method=cfg.method, model=cfg.model,
-                        tasks=tasks if tasks is not None else results.tasks, joint=bool(get_method(cfg.method).joint))
-    return tensors, meta, results
-
-
-def _same_benchmark(stored, cfg: RunConfig):
-    """A run started before benchmark paths were made absolute recorded the path as given
-    (relative to the working directory then): the same file is the same benchmark."""
-    old = stored.get("benchmark") if isinstance(stored, dict) else None
-    if isinstance(old, str) and old != cfg.benchmark and not Path(old).is_absolute():
-        try:
-            if Path(old).resolve() == Path(cfg.benchmark).resolve() and Path(old).is_file():
-                return {**stored, "benchmark": cfg.benchmark}
-        except OSError:
-            pass
-    return stored
 
 
 def _fmt(x) -> str:

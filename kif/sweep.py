@@ -32,20 +32,21 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
 from typing import Any, Callable
 
-import yaml
-
+from . import data
 from .config import RunConfig
 from .configure import load_config, set_key, validate_config
 from .errors import ConfigError, KifError, OutputError
-from .io import atomic_write_json
-from .lock import check_utf8_path
-from .metrics import CL_NAMES, cl_line
+from .io import read_yaml
+from .lock import OutputLock, check_utf8_path
+from .metrics import cl_line
 from .names import check_path_component
+from .rundir import RunDir
+from .sweep_jobs import run_parallel
+from .sweep_state import (Cell, Sweep, cell_status, check_owner, duration, remaining_seconds, run_record,
+                          write_state)
 
 log = logging.getLogger("kif")
 
@@ -53,45 +54,7 @@ SWEEP_KEYS = ("base", "set", "grid", "methods")
 _NAME_FIRST = ("method", "order", "tasks")  # directory name: these first, then other keys, seed last
 
 
-@dataclass
-class Cell:
-    name: str  # also the directory under OUT
-    values: dict[str, Any]  # grid key -> value
-    labels: dict[str, str]  # grid key -> label used in the name
-    config: RunConfig
-    status: str = "pending"  # pending | partial | running | finished | failed | interrupted
-    seconds: float | None = None  # time spent on it by this invocation
-    metrics: dict = field(default_factory=dict)
-    run_seconds: float | None = None  # a finished run's own timings.total (all its resumes together)
-
-
-@dataclass
-class Sweep:
-    path: Path
-    out: Path
-    grid: dict[str, dict[str, Any]]  # key -> {label: value}
-    cells: list[Cell]
-
-
 # ---- reading the sweep file ----------------------------------------------------------------------
-
-def _read_yaml(path: Path, what: str) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a {what}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys")
-    return raw
-
 
 def _flatten(overrides: dict, prefix: str = "") -> dict:
     """``{train: {epochs: 2}, "data.test_samples": 8}`` -> ``{"train.epochs": 2, "data.test_samples": 8}``;
@@ -168,7 +131,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     """Read a sweep file and build every cell's validated config (a KifError naming the file,
     the cell and the key on the first bad one). Nothing is run or written."""
     path = Path(path)
-    raw = _read_yaml(path, "sweep file")
+    raw = read_yaml(path, "sweep file", error=ConfigError, mapping=True) or {}
     src = str(path)
     unknown = [k for k in raw if k not in SWEEP_KEYS]
     if unknown:
@@ -233,37 +196,12 @@ def check_output(out: Path) -> None:
         raise OutputError(f"{out}: exists and is not a folder; choose another sweep output folder (-o)")
 
 
-def check_owner(sweep: Sweep) -> None:
-    """One sweep per output folder: ``OUT/sweep.json`` of another sweep file (another path and
-    name, and another grid) is not silently replaced. The same file edited (a seed added), or
-    moved or copied with its folder (same name or same grid), is the same sweep; a cell that two
-    sweeps configure differently is refused by :func:`check_cells` anyway."""
-    state_file = sweep.out / "sweep.json"
-    if not state_file.exists():
-        return
-    try:
-        old = json.loads(state_file.read_text(encoding="utf-8"))
-        old_path, old_grid = old.get("sweep_path"), old["grid"]
-        old_file = str(old.get("sweep_file"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, KeyError, TypeError):
-        raise KifError(f"{state_file}: unreadable; it is only the sweep's summary (the cells' folders are the "
-                       "record): move it away and run again") from None
-    same_file = old_path == str(sweep.path.resolve()) or Path(old_file).name == sweep.path.name
-    if not same_file and old_grid != _grid_record(sweep):
-        raise KifError(f"{state_file}: this folder holds the sweep of {old_file} (another grid); running "
-                       f"{sweep.path} here would replace its record: choose another -o, or move "
-                       f"{state_file} away to let this sweep file take the folder over")
-
-
 def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool = True) -> None:
     """What :func:`load_sweep` cannot check without the data folder: the benchmark and task
     sequence of every cell; for a cell already started, that its stored config is the cell's
     (a changed sweep file would otherwise fail halfway through the grid) and its status, read
     from its validated checkpoint as ``kif run`` reads it. ``repair``: rewrite a finished cell's
     results.json that does not match its checkpoint (off for a dry run, which writes nothing)."""
-    from .data import get_benchmark, resolve_sequence
-    from .configure import config_changes
-
     benches = {}
     for cell in sweep.cells:
         cfg = cell.config
@@ -271,130 +209,26 @@ def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool =
         try:
             key = (cfg.benchmark, cfg.data_dir)
             if key not in benches:
-                benches[key] = get_benchmark(cfg.benchmark, cfg.data_dir)
-            tasks = resolve_sequence(benches[key], cfg.order, cfg.tasks)
+                benches[key] = data.get_benchmark(cfg.benchmark, cfg.data_dir)
+            cell.tasks = data.resolve_sequence(benches[key], cfg.order, cfg.tasks)
         except KifError as exc:
             raise _named(exc, source) from None
         cell_dir = sweep.out / cell.name
-        stored = cell_dir / "config.yaml"
-        if stored.is_file():
-            try:
-                old = yaml.safe_load(stored.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
-                raise KifError(f"{stored}: unreadable; cannot check the cell to resume") from None
-            changed = config_changes(old, cfg)
-            if changed and not accept_config_change:
-                raise KifError(f"{stored}: cell {cell.name} ran with another config ({', '.join(changed[:5])}); "
-                               "restore the sweep file, pass --accept-config-change to continue the cell with "
-                               "the new one, or move that directory away to run the cell afresh")
+        if RunDir(cell_dir).config_file.is_file():
+            changed = RunDir(cell_dir).check_config(cfg, accept_config_change, f"cell {cell.name} ran with",
+                                                    "restore the sweep file, pass --accept-config-change to "
+                                                    "continue the cell with the new one, or move that directory "
+                                                    "away to run the cell afresh")
             if changed:
                 log.info("sweep: cell %s continues with a changed config (%s)", cell.name, ", ".join(changed[:5]))
         try:
-            cell.status, cell.metrics, cell.run_seconds = cell_status(cell_dir, cfg, tasks, accept_config_change,
+            cell.status, cell.metrics, cell.run_seconds = cell_status(cell_dir, cfg, cell.tasks, accept_config_change,
                                                                       repair)
         except KifError as exc:  # kif run's advice (--overwrite) has no sweep flag: say what a sweep needs
             raise type(exc)(f"{exc} (sweep cell {cell.name}: to run it afresh, move {cell_dir} away)") from None
 
 
-def cell_status(cell_dir: Path, cfg: RunConfig, tasks: list[str], accept_config_change: bool = False,
-                repair: bool = False) -> tuple[str, dict, float | None]:
-    """(status, metrics, run seconds) of a cell's directory, from its newest checkpoint checked
-    as ``kif run`` checks it before a resume (:func:`kif.runner.prepare_output_dir`; a damaged
-    or foreign one is a KifError naming the file): ``finished``, ``partial`` (a task boundary
-    committed), or ``pending``. The checkpoint is the record: results.json does not decide the
-    status (``repair``: a finished cell's is rewritten when it differs)."""
-    if not cell_dir.is_dir():
-        return "pending", {}, None
-    from .runner import prepare_output_dir
-
-    checkpoint = prepare_output_dir(cell_dir, cfg, overwrite=False, accept_config_change=accept_config_change,
-                                    tasks=tasks)
-    if checkpoint is None:
-        return "pending", {}, None
-    record = checkpoint[2].to_dict()
-    if checkpoint[2].finished and repair:
-        _restore_results(cell_dir, record)
-    return _record(record)
-
-
-def _restore_results(cell_dir: Path, record: dict) -> None:
-    """A finished cell's results.json is what its checkpoint holds: a missing, broken or
-    hand-edited one (a list, ``"finished": "no"``, timings of 1e308) is rewritten from the
-    checkpoint, under the cell's own lock, so that ``kif report`` reads the true numbers."""
-    path = cell_dir / "results.json"
-    try:
-        current = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        current = None
-    if current == record:
-        return
-    from .lock import OutputLock
-    from .results import Results
-
-    with OutputLock(cell_dir, "cell folder"):
-        Results.from_dict(record, str(path)).write(path)
-    log.info("sweep: %s did not match the cell's checkpoint; rewritten from it", path)
-
-
-def _record(results: Any) -> tuple[str, dict, float | None]:
-    """What sweep.json keeps of a run's results: its status, AP / FWT / BWT, and its own
-    ``timings.total`` (all resumes together; None if not recorded). ``finished`` only when the
-    record says ``true``."""
-    results = results if isinstance(results, dict) else {}
-    timings = results.get("timings")
-    total = timings.get("total") if isinstance(timings, dict) else None
-    plausible = isinstance(total, (int, float)) and not isinstance(total, bool) and 0 < total < 1e10
-    return (("finished" if results.get("finished") is True else "partial"),
-            {k: results.get(k) for k in CL_NAMES},
-            float(total) if plausible else None)
-
-
-def remaining_seconds(cells: list[Cell]) -> float | None:
-    """Estimated time for the cells not finished: each costs the median run time of the finished
-    cells of its method (methods differ: MTL trains once, EWC computes a Fisher), or of all
-    finished cells while its method has none. The median, so that a cell slowed by another job
-    on the machine does not skew the rest. None before any cell has finished. Run times are the
-    runs' own totals, so cells finished by an earlier invocation count too."""
-    done: dict[str, list[float]] = {}
-    for c in cells:
-        if c.status == "finished" and c.run_seconds:
-            done.setdefault(_method_label(c), []).append(c.run_seconds)
-    if not done:
-        return None
-    overall = [t for ts in done.values() for t in ts]
-    return sum(median(done.get(_method_label(c)) or overall) for c in cells if c.status != "finished")
-
-
-def _method_label(cell: Cell) -> str:
-    return cell.labels["method"] if "method" in cell.labels else str(cell.config.method)
-
-
 # ---- running -------------------------------------------------------------------------------------
-
-def _grid_record(sweep: Sweep) -> dict:
-    return json.loads(json.dumps({k: {lbl: v for lbl, v in vals.items()} for k, vals in sweep.grid.items()}))
-
-
-STATUSES = ("finished", "partial", "running", "pending", "failed", "interrupted")
-
-
-def write_state(sweep: Sweep) -> None:
-    atomic_write_json(sweep.out / "sweep.json", {
-        "sweep_file": str(sweep.path),
-        "sweep_path": str(sweep.path.resolve()),
-        "grid": _grid_record(sweep),
-        "cells": [{"name": c.name, "dir": c.name, "values": c.values, "status": c.status,
-                   "seconds": None if c.seconds is None else round(c.seconds, 3),
-                   "run_seconds": None if c.run_seconds is None else round(c.run_seconds, 3), **c.metrics}
-                  for c in sweep.cells],
-        "counts": {s: sum(c.status == s for c in sweep.cells) for s in STATUSES},
-    })
-
-
-def _duration(s: float) -> str:
-    s = int(round(min(s, 1e9)))  # a bound, not a claim: 30 years
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
 
 def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_progress: bool = True,
               run_fn: Callable | None = None, jobs: int = 1, devices: list[str] | None = None,
@@ -406,7 +240,8 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
     ends with a KifError naming every failed cell. ``OUT`` is locked for the sweep's lifetime
     (one sweep per folder); each cell's run locks its own folder. ``dry_run``: check every cell
     and return without running or writing. ``run_fn`` (jobs 1): the function that runs one cell
-    (default :func:`kif.runner.run`). ``accept_config_change``: a started cell whose config
+    (:func:`kif.runner.run`; the CLI passes it, so that the models are imported only once every cell
+    is known good). ``accept_config_change``: a started cell whose config
     differs from the sweep file's continues with the new one (as ``kif run --accept-config-change``)."""
     out = Path(out)
     check_output(out)
@@ -417,16 +252,12 @@ def run_sweep(path: str | Path, out: str | Path, dry_run: bool = False, show_pro
         check_cells(sweep, accept_config_change, repair=False)
         _log_start(sweep)
         return sweep
-    from .lock import OutputLock
-
     with OutputLock(out, "sweep output folder"):
         check_owner(sweep)
         check_cells(sweep, accept_config_change)
         _log_start(sweep)
         write_state(sweep)  # every invocation: corrects a cell left 'running' by a kill
         if jobs > 1:
-            from .sweep_jobs import run_parallel
-
             run_parallel(sweep, jobs, devices, accept_config_change, show_progress)
         else:
             _run_in_process(sweep, run_fn, show_progress, accept_config_change)
@@ -442,14 +273,14 @@ def _log_start(sweep: Sweep) -> None:
 
 def _run_in_process(sweep: Sweep, run_fn: Callable | None, show_progress: bool, accept_config_change: bool) -> None:
     if run_fn is None:
-        from .runner import run as run_fn
+        raise TypeError("run_sweep: pass run_fn (kif.runner.run) to run the cells in this process (jobs 1)")
     extra = {"accept_config_change": True} if accept_config_change else {}
     todo = [c for c in sweep.cells if c.status != "finished"]
     n = len(sweep.cells)
     for i, cell in enumerate(todo):
         left = len(todo) - i
         estimate = remaining_seconds(sweep.cells)
-        eta = "" if estimate is None else f", ETA {_duration(estimate)}"
+        eta = "" if estimate is None else f", ETA {duration(estimate)}"
         log.info("sweep: cell %s (%d/%d done, %d left%s)%s", cell.name, n - left, n, left, eta,
                  ": resuming" if cell.status == "partial" else "")
         cell.status = "running"  # what a reader of sweep.json sees meanwhile (and after a kill)
@@ -468,8 +299,8 @@ def _run_in_process(sweep: Sweep, run_fn: Callable | None, show_progress: bool, 
         finally:
             gc.collect()  # the cell's model and optimizer go before the next one loads
         cell.seconds = time.perf_counter() - t0
-        cell.status, cell.metrics, run_seconds = _record(results)
+        cell.status, cell.metrics, run_seconds = run_record(results)
         cell.run_seconds = run_seconds or cell.seconds
         write_state(sweep)
-        log.info("sweep: cell %s %s in %s  %s", cell.name, cell.status, _duration(cell.seconds), cl_line(cell.metrics))
+        log.info("sweep: cell %s %s in %s  %s", cell.name, cell.status, duration(cell.seconds), cl_line(cell.metrics))
     log.info("sweep: all %d cells finished; %s", n, sweep.out / "sweep.json")

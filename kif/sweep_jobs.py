@@ -38,7 +38,7 @@ from .configure import dump_config
 from .errors import KifError
 from .lock import ensure_dir
 from .metrics import cl_line
-from .sweep import Cell, Sweep, _duration, cell_status, remaining_seconds, write_state
+from .sweep_state import Cell, Sweep, cell_status, duration, remaining_seconds, write_state
 
 log = logging.getLogger("kif")
 
@@ -175,11 +175,7 @@ def _collect(sweep: Sweep, ch: _Child, accept_config_change: bool) -> None:
     cell.seconds = time.perf_counter() - ch.started
     if rc == 0:
         try:
-            from .data import get_benchmark, resolve_sequence
-
-            cfg = cell.config
-            tasks = resolve_sequence(get_benchmark(cfg.benchmark, cfg.data_dir), cfg.order, cfg.tasks)
-            cell.status, cell.metrics, run_seconds = cell_status(sweep.out / cell.name, cfg, tasks,
+            cell.status, cell.metrics, run_seconds = cell_status(sweep.out / cell.name, cell.config, cell.tasks,
                                                                  accept_config_change)
         except KifError as exc:
             cell.status, cell.metrics, run_seconds = "failed", {"error": f"exit 0 but {exc}"}, None
@@ -239,13 +235,13 @@ class _Progress:
         cells = self.sweep.cells
         count = {s: sum(c.status == s for c in cells) for s in ("finished", "failed", "interrupted")}
         estimate = remaining_seconds(cells)
-        eta = "" if estimate is None else f", ETA {_duration(estimate / self.slots)}"
+        eta = "" if estimate is None else f", ETA {duration(estimate / self.slots)}"
         names = f" ({', '.join(ch.cell.name for ch in running)})" if running else ""
         failed = f", {count['failed']} failed" if count["failed"] else ""
         line = f"sweep: {count['finished']}/{len(cells)} finished, {len(running)} running{names}{failed}{eta}"
         if ended is not None:
             m = ended.metrics
-            note = (f"sweep: cell {ended.name} {ended.status} in {_duration(ended.seconds or 0)}"
+            note = (f"sweep: cell {ended.name} {ended.status} in {duration(ended.seconds or 0)}"
                     + (f"  {cl_line(m)}"
                        if ended.status == "finished" else f": {m.get('error', '')}"))
             self._emit(note, permanent=True)

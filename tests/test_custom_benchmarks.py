@@ -235,7 +235,7 @@ def test_json_lines_messages(tmp_path):
 
 def test_benchmark_path_is_relative_to_the_config(tmp_path, monkeypatch):
     from kif.configure import load_config
-    from kif.runner import _same_benchmark
+    from kif.rundir import _same_benchmark
 
     (tmp_path / "exp").mkdir()
     bench = _slots_benchmark(tmp_path / "exp")

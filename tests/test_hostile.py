@@ -228,15 +228,16 @@ def test_every_method_declares_exactly_the_state_it_writes(tmp_path, monkeypatch
     import kif.runner
     from kif.methods import get_method
     from kif.methods.registry import all_methods
+    from kif.rundir import RunDir
 
     seen: list = []
-    real = kif.runner.save_checkpoint
+    real = RunDir.save_checkpoint
 
-    def record(out_dir, done, tensors, meta, results):
+    def record(run_dir, done, tensors, meta, results):
         seen.append((done, dict(tensors), meta["method"]))
-        return real(out_dir, done, tensors, meta, results)
+        return real(run_dir, done, tensors, meta, results)
 
-    monkeypatch.setattr(kif.runner, "save_checkpoint", record)
+    monkeypatch.setattr(RunDir, "save_checkpoint", record)
     for name in all_methods():
         seen.clear()
         cfg = tiny_config(method=name, tasks=["cb", "copa"],

@@ -14,7 +14,8 @@ from kif.data import Example, TaskSpec
 from kif.evaluation import SequenceEvaluator
 from kif.metrics import describe_normalization
 from kif.rescore import rescore_run
-from kif.results import Results, load_results, task_dir_name
+from kif.results import Results, load_results
+from kif.rundir import task_dir_name
 from kif.runner import scoring_record
 
 WORDS = ["<pad>", "<eos>", "red", "house", "the", "blue", "car", "north", "south"]

@@ -25,16 +25,14 @@ from typing import Iterable, Sequence
 
 from .. import __version__
 from ..errors import ArtifactError
-from ..checkpoint import check_scores
 from ..io import atomic_write_text
 from ..lock import OutputLock, check_utf8_path
-from ..results import load_results
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
 from .importance import has_importance, top_fraction, unit_fractions
 from .tables import (comparison_rows, comparison_table, cost_rows, cost_table, fractions_table, check_run_config,
-                     jsonable, load_run, matrix_table, results_file, sort_runs)
+                     jsonable, load_run, matrix_table, sort_runs)
 
 _OWN_PATTERNS = ("matrix_*.png", "trajectory_*.png", "importance_*.png", _SEEDS_PATTERN)
 _OWN_FILES = ("comparison.json", "aggregate.json", "unseen.json", "report.md", "report.html")
@@ -159,11 +157,12 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path = "report")
     paths = find_runs(run_dirs)
     if not paths:
         raise ArtifactError("kif report: no run directories given")
+    runs = []
     for p in paths:  # all read and checked before anything is written
         check_utf8_path(p.resolve(), "run folder")
-        check_scores(load_results(results_file(p)), str(results_file(p)))  # no inf, no 309-digit cell
+        runs.append(load_run(p))  # validated, score ranges included (kif.results)
         check_run_config(p)  # the config values the report reads (seed, fractions)
-    runs = sort_runs([load_run(p) for p in paths])
+    runs = sort_runs(runs)
     final = Path(out_dir)
     with OutputLock(final, "report folder"):
         for stale in final.glob(".kif-report-*"):  # left by a killed report

@@ -12,24 +12,13 @@ import torch
 from ..core.fusion import top_fraction_mask
 from ..errors import ArtifactError
 from ..io import load_tensors  # the run path's guarded loader: header size and entry caps
+from ..rundir import RunDir
 from .tables import run_config
 
 DEFAULT_TOP_FRACTION = 0.2  # docs/method.md §4: "+" = top 20 % of a task's unit scores
 
-_TASK_DIR = re.compile(r"^(\d+)_(.+)$")
-
-
-def task_dirs(run_dir: str | Path) -> list[Path]:
-    """``tasks/NN_<task>/`` folders in sequence order."""
-    root = Path(run_dir) / "tasks"
-    if not root.is_dir():
-        return []
-    dirs = [(int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := _TASK_DIR.match(p.name))]
-    return [p for _, p in sorted(dirs)]
-
-
 def has_importance(run_dir: str | Path) -> bool:
-    return any((d / "scores_current.safetensors").is_file() for d in task_dirs(run_dir))
+    return any((d / "scores_current.safetensors").is_file() for _, d in RunDir(run_dir).task_dirs())
 
 
 def _load_scores(path: Path) -> dict[str, float]:
@@ -116,11 +105,11 @@ def load_importance(run_dir: str | Path) -> dict:
     absent from one task's file is NaN there. Raises ArtifactError if no task has scores.
     """
     tasks, cur, acc = [], [], []
-    for d in task_dirs(run_dir):
+    for task, d in RunDir(run_dir).task_dirs():
         p = d / "scores_current.safetensors"
         if not p.is_file():
             continue
-        tasks.append(_TASK_DIR.match(d.name)[2])
+        tasks.append(task)
         cur.append(_load_scores(p))
         pa = d / "scores_accumulated.safetensors"
         acc.append(_load_scores(pa) if pa.is_file() else None)

@@ -14,11 +14,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Sequence
 
-import yaml
-
-from ..errors import ArtifactError
+from ..errors import ArtifactError, KifError
 from ..metrics import CL_NAMES
 from ..results import load_results
+from ..rundir import RunDir
 from ..stats import mean_or_none
 
 
@@ -37,21 +36,12 @@ def load_run(run_dir: str | Path) -> dict:
     :class:`~kif.errors.KifError` (ArtifactError) whose one-line message names the file.
     """
     run_dir = Path(run_dir)
-    out = load_results(results_file(run_dir)).to_dict()
-    if run_dir.is_file():  # a results file written by `kif rescore`, beside its run
-        out["run_dir"] = str(run_dir.parent)
-        out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}")
-        return out
-    out["run_dir"] = str(run_dir)
-    out["run_name"] = sanitize(run_dir.resolve().name)
+    out = load_results(run_dir).to_dict()
+    rescored = run_dir.is_file()  # a results file written by `kif rescore`, beside its run
+    out["run_dir"] = str(run_dir.parent if rescored else run_dir)
+    out["run_name"] = sanitize(f"{run_dir.resolve().parent.name}-{run_dir.name.removesuffix('.json')}" if rescored
+                               else run_dir.resolve().name)
     return out
-
-
-def results_file(path: str | Path) -> Path:
-    """A run directory's results.json, or ``path`` itself when it is a results file
-    (``kif rescore`` writes them beside the run)."""
-    path = Path(path)
-    return path if path.is_file() else path / "results.json"
 
 
 def is_joint(run: dict) -> bool:
@@ -217,13 +207,9 @@ def _read_config(path: str, mtime_ns: int, size: int) -> dict:
     # sections, importance); parse each config.yaml once. The key includes mtime and size so
     # that a rewritten file is read again.
     try:
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except Exception:  # an odd config.yaml: the run then has no seed, its fractions the defaults
-        cfg = None
-    return cfg if isinstance(cfg, dict) else {}
-
-
-MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
+        return RunDir(Path(path).parent).read_config() or {}
+    except KifError:  # an odd config.yaml: the run then has no seed, its fractions the defaults
+        return {}
 
 
 def check_run_config(run_dir: str | Path) -> None:
@@ -232,19 +218,10 @@ def check_run_config(run_dir: str | Path) -> None:
     hand-edited file with a list seed or an out-of-range fraction is a one-line
     ArtifactError naming the file and the field. A run without config.yaml is fine (its
     seed is unknown, its fractions the defaults)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ArtifactError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a kif config")
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
-        raise ArtifactError(f"{path}: unreadable ({e.__class__.__name__}); fix or remove it") from None
+    path = RunDir(run_dir).config_file
+    cfg = RunDir(run_dir).read_config()
     if cfg is None:
         return
-    if not isinstance(cfg, dict):
-        raise ArtifactError(f"{path}: expected a mapping, got {type(cfg).__name__}")
 
     def bad(field: str, what: str) -> ArtifactError:
         return ArtifactError(f"{path}: '{field}' must be {what}, got {_short_repr(_get(cfg, field))}")
