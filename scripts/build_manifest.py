@@ -5,7 +5,7 @@
 
 Hashes every task split's parsed content (kif.data.manifest.content_sha256) and records
 where ``kif data pull`` fetches it (kif.data.manifest.upstream_sources). Run it after the
-reference data changes; tests/test_data_pull.py fails until the manifest matches.
+reference data changes; tests/data/test_data_pull.py fails until the manifest matches.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ method, e.g. `kif run configs/quickstart.yaml -o runs/quickstart-kiflora --set m
 One row per run: method, AP, FWT, BWT (eq. 18-20; BWT signed), the first task's score after each
 task, the second task's score right after it and after the last task, and the run's wall time
 (`timings.total`, all resumes together). The README quotes the output between
-`<!-- command: ... -->` markers; tests/test_readme_results.py reruns the command and compares.
+`<!-- command: ... -->` markers; tests/project/test_readme_results.py reruns the command and compares.
 """
 from __future__ import annotations
 

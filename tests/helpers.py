@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+FIXTURES = REPO / "tests" / "fixtures"
 
 TINY_ARGS = {
     "model": "tiny-llama",
@@ -27,3 +33,20 @@ def tiny_config(**overrides):
 
 def read_results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def write_config(path, **overrides):
+    """A tiny run's config file (``tiny_config`` with ``overrides``) at ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_config(**overrides).model_dump(mode="json")))
+    return path
+
+
+def kif_run(cfg, out, fault=None, extra=()):
+    """``kif run CFG -o OUT -q`` in a subprocess; ``fault``: the ``KIF_FAULT`` to inject (kif.faults)."""
+    env = {k: v for k, v in os.environ.items() if k != "KIF_FAULT"}
+    if fault:
+        env["KIF_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "kif.cli", "run", str(cfg), "-o", str(out), "-q", *extra],
+                          env=env, capture_output=True, text=True, timeout=300)

@@ -14,6 +14,8 @@ from kif.encoding import Encoder
 from kif.methods import RunContext, get_method
 from kif.per_task import check_sequence, task_config
 
+from helpers import REPO
+
 TASKS = ["t1", "t2", "t3"]
 
 
@@ -174,7 +176,7 @@ def test_olora_configs_reproduce_the_published_script():
 
     from kif.per_task import known_sequence
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     script = {  # task: (lamda_1, lamda_2, epochs) as hyparam.sh passes them, in its order
         "yelp": (0, 0, 1), "amazon": (0.5, 0, 1), "mnli": (0.5, 0, 2), "cb": (0.5, 0, 1), "copa": (0.5, 0.1, 1),
         "qqp": (0.5, 0.1, 1), "rte": (0.5, 0.3, 1), "imdb": (0.5, 0, 1), "sst2": (0.5, 0.1, 1),

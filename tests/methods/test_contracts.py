@@ -14,10 +14,7 @@ from kif.errors import ArtifactError, ConfigError
 from kif.report import load_run
 from kif.results import SCHEMA_VERSION, Results, load_results
 from kif.runner import run
-from helpers import tiny_config
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
+from helpers import FIXTURES, REPO, tiny_config
 
 
 # ---- the results record ---------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from kif.models import model_path
 
 from helpers import read_results, tiny_config
 
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
+
 pytest.importorskip("accelerate")
 
 # Loaded by every Python process through PYTHONPATH; active only in a worker whose RANK is not 0.

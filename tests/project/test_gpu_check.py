@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
+
 
 
 def _result(out: str) -> dict:

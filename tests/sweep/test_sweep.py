@@ -16,7 +16,7 @@ from kif.errors import KifError
 from kif.io import load_tensors
 from kif.sweep import Cell, load_sweep, remaining_seconds, run_sweep
 
-from helpers import TINY_ARGS, read_results
+from helpers import REPO, TINY_ARGS, read_results
 
 # 8 train samples / batch 8 = 1 optimizer step per task, 4 test samples: ~2-3 s a cell
 BASE = {**TINY_ARGS, "data": {**TINY_ARGS["data"], "train_samples": 8, "test_samples": 4}}
@@ -76,7 +76,7 @@ def test_rerun_skips_finished_cells(done, monkeypatch, capsys):
 
 def test_report_reads_the_sweep(done):
     """``kif report OUT`` finds the cells and aggregates them (the report's wiring and figures:
-    tests/test_aggregate.py, which builds one)."""
+    tests/report/test_aggregate.py, which builds one)."""
     from kif.report import find_runs, load_run
     from kif.report.aggregate import paired_rows, seed_rows
 
@@ -222,7 +222,7 @@ def test_the_gpu_sweep_file_validates(full_data, monkeypatch, tmp_path, capsys):
     9 methods) passes every check `kif sweep --dry-run` makes, on CPU, without running a cell."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "paper" / "long_sequence_gpu_sweep.yaml"
+    path = REPO / "configs" / "paper" / "long_sequence_gpu_sweep.yaml"
     monkeypatch.setenv("KIF_DATA", str(full_data))
     monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
     sweep = run_sweep(path, tmp_path / "out", dry_run=True, show_progress=False)

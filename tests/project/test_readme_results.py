@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 BLOCK = re.compile(r"<!-- report: (\S+) -->[ \t]*\r?\n(.*?)<!-- /report -->", re.S)
 COMMAND = re.compile(r"<!-- command: (.+?) -->[ \t]*\r?\n(.*?)<!-- /command -->", re.S)
 GPU = "docs/results/gpu-h200-long-sequence-15"

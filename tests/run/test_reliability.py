@@ -20,9 +20,11 @@ from kif.cli import main
 from kif.errors import KifError
 from kif.lock import LOCK_NAME, OutputLock
 
-from helpers import read_results, tiny_config
+from helpers import REPO, read_results, tiny_config
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
+
+ROOT = REPO
 TWO = {"method": "seqlora", "tasks": ["cb", "copa"]}
 
 

@@ -20,9 +20,11 @@ from kif import sweep_jobs
 from kif.cli import main
 from kif.errors import KifError
 
-from helpers import read_results
+from helpers import REPO, read_results
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
+
+ROOT = REPO
 TINY = ROOT / "configs" / "sweeps" / "tiny.yaml"
 CELLS = [f"{m}_{o}_seed{s}" for m in ("seqlora", "kiflora") for o in "ab" for s in (1, 2)]
 

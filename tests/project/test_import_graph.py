@@ -8,7 +8,9 @@ import ast
 import sys
 from pathlib import Path
 
-KIF = Path(__file__).resolve().parents[1] / "kif"
+from helpers import REPO
+
+KIF = REPO / "kif"
 
 
 def _modules() -> dict[str, Path]:
@@ -116,13 +118,6 @@ def test_no_cycle_between_packages():
     assert cycles({r: t - {r} for r, t in rooms.items()}) == []
 
 
-# Areas other sessions of issue 32 are reshaping, with the count of function-level imports they
-# had when this test was written: at most that many (delete an entry once its area has none).
-BEING_RESHAPED = {
-    "kif.checkpoint": 1, "kif.sweep": 9, "kif.sweep_jobs": 1,  # the run folder's owner
-}
-
-
 def test_function_level_imports_by_hand(tmp_path, monkeypatch):
     pkg = tmp_path / "kif"
     pkg.mkdir()
@@ -134,6 +129,5 @@ def test_function_level_imports_by_hand(tmp_path, monkeypatch):
 
 
 def test_kif_internal_imports_inside_functions_only_in_the_cli():
-    counts = {m: n for m, n in function_level_imports().items() if m != "kif.cli"}
-    over = {m: n for m, n in counts.items() if n > BEING_RESHAPED.get(m, 0)}
-    assert over == {}, "import at module level (a cycle it hides shows in the test above)"
+    inside = {m: n for m, n in function_level_imports().items() if m != "kif.cli"}
+    assert inside == {}, "import at module level (a cycle it hides shows in the test above)"

@@ -16,7 +16,9 @@ from kif.errors import ConfigError
 from kif.evaluation import evaluate_task
 from kif.metrics import Metric
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from helpers import REPO
+
+README = REPO / "README.md"
 
 
 def _readme_benchmark(tmp_path: Path) -> Path:

@@ -17,6 +17,8 @@ from kif.core.fusion import (
 from kif.core.units import SkillUnits
 from kif.errors import ArtifactError
 
+from helpers import REPO
+
 
 def test_minmax_normalize():
     assert minmax_normalize(torch.tensor([2.0, 4.0, 3.0])).tolist() == [0.0, 1.0, 0.5]
@@ -190,7 +192,7 @@ def test_fusion_weights_script_counts_units_by_weight(tmp_path):
     # 8 units over two tensors: 2 past (0.7, 1.0), 4 near ½ (0.5, 0.5, 0.46, 0.54), 2 new (0.0, 0.3)
     save_file({"a": torch.tensor([0.7, 1.0, 0.5, 0.5]), "b": torch.tensor([0.46, 0.54, 0.0, 0.3])},
               str(task / "fusion_weights.safetensors"))
-    spec = importlib.util.spec_from_file_location("fw", Path(__file__).resolve().parents[1] / "scripts" / "fusion_weights.py")
+    spec = importlib.util.spec_from_file_location("fw", REPO / "scripts" / "fusion_weights.py")
     fw = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fw)
     s = fw.weight_stats(task / "fusion_weights.safetensors")
@@ -207,7 +209,7 @@ def test_fusion_weights_script_counts_units_by_weight(tmp_path):
     assert sum(counts) == 8 and counts[0] == 1 and counts[6] == 1 and counts[9] == 1
     assert counts[10] == 3 and counts[14] == 1 and counts[19] == 1
     # publish_sweep writes it next to the cell's results.json
-    spec = importlib.util.spec_from_file_location("ps", Path(__file__).resolve().parents[1] / "scripts" / "publish_sweep.py")
+    spec = importlib.util.spec_from_file_location("ps", REPO / "scripts" / "publish_sweep.py")
     ps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ps)
     src = tmp_path / "sweep"

@@ -1,35 +1,20 @@
 """Crash safety: SIGKILL at several points, resume, and get the numbers of an uninterrupted run."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
 from kif.io import load_tensors
 
-from helpers import read_results, tiny_config
+from helpers import kif_run, read_results, tiny_config, write_config
 
-
-def _write_cfg(path, **overrides):
-    path.write_text(yaml.safe_dump(tiny_config(**overrides).model_dump(mode="json")))
-    return path
-
-
-def _kif(cfg, out, fault=None, extra=()):
-    env = {k: v for k, v in os.environ.items() if k != "KIF_FAULT"}
-    if fault:
-        env["KIF_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "kif.cli", "run", str(cfg), "-o", str(out), "-q", *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("ref")
-    cfg = _write_cfg(tmp / "cfg.yaml", method="kiflora")
-    proc = _kif(cfg, tmp / "out")
+    cfg = write_config(tmp / "cfg.yaml", method="kiflora")
+    proc = kif_run(cfg, tmp / "out")
     assert proc.returncode == 0, proc.stderr
     return cfg, tmp / "out"
 
@@ -43,9 +28,9 @@ def _fused(out):
 def test_kill_and_resume_matches_uninterrupted(fault, reference, tmp_path):
     cfg, ref_out = reference
     out = tmp_path / "out"
-    killed = _kif(cfg, out, fault=fault)
+    killed = kif_run(cfg, out, fault=fault)
     assert killed.returncode == -9, killed.stderr  # SIGKILL really happened
-    resumed = _kif(cfg, out)
+    resumed = kif_run(cfg, out)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     got, want = read_results(out), read_results(ref_out)
@@ -66,32 +51,32 @@ def test_kill_and_resume_matches_uninterrupted(fault, reference, tmp_path):
 def test_finished_run_is_not_redone(reference):
     cfg, out = reference
     before = (out / "results.json").read_text()
-    proc = _kif(cfg, out)
+    proc = kif_run(cfg, out)
     assert proc.returncode == 0 and "already complete" in proc.stderr
     assert (out / "results.json").read_text() == before
 
 
 def test_changed_config_is_refused_then_accepted_with_flag(tmp_path, data_dir):
-    cfg = _write_cfg(tmp_path / "cfg.yaml", method="seqlora", tasks=["cb", "copa"])
+    cfg = write_config(tmp_path / "cfg.yaml", method="seqlora", tasks=["cb", "copa"])
     out = tmp_path / "out"
-    assert _kif(cfg, out, fault="eval:3").returncode == -9
-    changed = _write_cfg(tmp_path / "cfg2.yaml", method="seqlora", tasks=["cb", "copa"],
+    assert kif_run(cfg, out, fault="eval:3").returncode == -9
+    changed = write_config(tmp_path / "cfg2.yaml", method="seqlora", tasks=["cb", "copa"],
                          eval={"batch_size": 4})
-    proc = _kif(changed, out)
+    proc = kif_run(changed, out)
     assert proc.returncode == 2
     assert "eval.batch_size" in proc.stderr and "--accept-config-change" in proc.stderr
-    assert _kif(changed, out, extra=["--accept-config-change"]).returncode == 0
+    assert kif_run(changed, out, extra=["--accept-config-change"]).returncode == 0
     assert read_results(out)["tasks_completed"] == 2
 
 
 def test_damaged_checkpoint_is_named(tmp_path, data_dir):
-    cfg = _write_cfg(tmp_path / "cfg.yaml", method="kif", tasks=["cb", "copa"])
+    cfg = write_config(tmp_path / "cfg.yaml", method="kif", tasks=["cb", "copa"])
     out = tmp_path / "out"
-    assert _kif(cfg, out, fault="train_step:3").returncode == -9
+    assert kif_run(cfg, out, fault="train_step:3").returncode == -9
     (ckpt,) = (out / "checkpoints").iterdir()
     (ckpt / "method.safetensors").write_bytes(b"\x00garbage")
     results_before = (out / "results.json").read_text()
-    proc = _kif(cfg, out)
+    proc = kif_run(cfg, out)
     assert proc.returncode == 2
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("kif: error:")]
     assert len(err) == 1 and "method.safetensors" in err[0] and "Traceback" not in proc.stderr

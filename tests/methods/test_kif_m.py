@@ -15,7 +15,7 @@ from kif.replay import prompt_template, pseudo_samples
 from kif.runner import consolidate
 from kif.metrics import cl_metrics
 
-from helpers import read_results
+from helpers import REPO, read_results
 from test_baselines import examples, make, snapshot, train
 
 
@@ -237,7 +237,7 @@ def _check_run(out, method):
 
 # kiflora-m + tiny-llama + pseudo memory runs through `kif run` in the resume test below; these pin the
 # earlier pseudo path (`continue`: exactly one sample per task); the default (generative) path runs end to
-# end in tests/test_generative_replay.py
+# end in tests/methods/test_generative_replay.py
 @pytest.mark.parametrize("method,model,source", [("kif-m", "tiny-llama", "real"), ("kif-m", "tiny-t5", "pseudo"),
                                                  ("kiflora-m", "tiny-t5", "real")])
 def test_cli_run(method, model, source, tmp_path, data_dir):
@@ -256,17 +256,17 @@ def test_cli_run(method, model, source, tmp_path, data_dir):
 def test_kill_in_next_task_and_resume_matches_uninterrupted(tmp_path, data_dir):
     """The memory (here pseudo-samples) and f̂_k^m come back from the checkpoint exactly."""
     from kif.io import load_tensors
-    from test_resume import _kif, _write_cfg
+    from helpers import kif_run, write_config
 
-    cfg = _write_cfg(tmp_path / "cfg.yaml", method="kiflora-m",
+    cfg = write_config(tmp_path / "cfg.yaml", method="kiflora-m",
                      method_args={"memory_source": "pseudo", "pseudo_generator": "continue",
                                   "pseudo_input_tokens": 16})
     ref, out = tmp_path / "ref", tmp_path / "out"
-    assert _kif(cfg, ref).returncode == 0
+    assert kif_run(cfg, ref).returncode == 0
     _check_run(ref, "kiflora-m")
     # 2 steps per task + 1 replay step at task 2: the 6th optimizer step is task 3's first
-    assert _kif(cfg, out, fault="train_step:6").returncode == -9
-    resumed = _kif(cfg, out)
+    assert kif_run(cfg, out, fault="train_step:6").returncode == -9
+    resumed = kif_run(cfg, out)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     got, want = read_results(out), read_results(ref)
     assert got["matrix"] == want["matrix"] and got["memory"] == want["memory"]
@@ -283,14 +283,14 @@ def _table1_run(method, tmp_path, *extra):
     """configs/table1/<method>.yaml as it stands (train block: 10 epochs, lr 3e-4, batch 128, 50 warm-up
     steps then linear, held-out selection), on the tiny model and the fixture data. Two changes: 4 held-out
     examples (the fixture has 24 a task, not 1,000) and a real memory: the pseudo memory comes from the
-    generator (tests/test_generative_replay.py), and a tiny random model may write none, which would
+    generator (tests/methods/test_generative_replay.py), and a tiny random model may write none, which would
     leave no replay stage to check."""
     from pathlib import Path
 
     from kif.configure import load_config
     from kif.runner import run
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "table1" / f"{method}.yaml"
+    path = REPO / "configs" / "table1" / f"{method}.yaml"
     cfg = load_config(path, ["model=tiny-llama", "tasks=[cb,copa,sst2]", "data.train_samples=24",
                              "data.test_samples=4", "data.max_input_length=128", "train.validation_samples=4",
                              "train.precision=fp32", "eval.max_new_tokens=4", "eval.batch_size=8",

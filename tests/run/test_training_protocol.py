@@ -16,7 +16,7 @@ from kif.models import load_model
 from kif.training import FeatureDataset, train_task, training_arguments
 from kif.validation import KeepBest, Validator, hold_out, split_validation, validation_loss
 
-from helpers import read_results, tiny_config
+from helpers import REPO, read_results, tiny_config
 
 
 def examples(n: int, task: str = "t") -> list[Example]:
@@ -294,13 +294,13 @@ def test_paper_and_table1_configs_use_the_harness_protocol():
 
     from kif.configure import load_config
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     paths = sorted((root / "paper").glob("*.yaml")) + sorted((root / "table1").glob("*.yaml"))
     paths = [p for p in paths if not _is_sweep(p)]  # a sweep's cells are its base config's, checked here
     assert len(paths) >= 16
     for path in paths:
         t = load_config(path).train
-        if "olora" in path.name:  # O-LoRA's own published protocol (tests/test_olora_per_task.py)
+        if "olora" in path.name:  # O-LoRA's own published protocol (tests/methods/test_olora_per_task.py)
             assert (t.validation_samples, t.select_best, t.lr_scheduler, t.warmup_steps) == (0, False, "constant", 0)
             continue
         if "sapt" in path.name:  # SAPT's own published protocol: best by exact match, constant rate
@@ -350,7 +350,7 @@ def test_every_config_claiming_the_table1_protocol_has_its_training_block():
 
     from kif.configure import load_config
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     reference = load_config(root / "table1" / "kiflora.yaml").train
 
     def claims(path: Path) -> bool:
@@ -373,7 +373,7 @@ def test_table4_ablates_kiflora():
 
     from kif.configure import load_config
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "ablations"
+    root = REPO / "configs" / "ablations"
     rows = {p.stem: load_config(p) for p in root.glob("table4_*.yaml")}
     assert sorted(rows) == ["table4_full", "table4_s_I_single_step", "table4_s_grad_single_step"]
     assert {c.method for c in rows.values()} == {"kiflora"}

@@ -10,6 +10,8 @@ import pytest
 
 from kif.provenance import source_commit
 
+from helpers import REPO
+
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 
@@ -50,7 +52,7 @@ def test_a_package_git_does_not_track_has_no_commit(tmp_path):
 
 
 def test_this_checkout():
-    pkg = Path(__file__).resolve().parents[1] / "kif"
+    pkg = REPO / "kif"
     got = source_commit(pkg)
     if got is not None:  # tests run from a git checkout
         assert got["commit"] == _git(pkg, "rev-parse", "HEAD") and isinstance(got["dirty"], bool)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "benchmarks"
 
 pytestmark = pytest.mark.slow

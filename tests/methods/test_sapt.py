@@ -105,17 +105,17 @@ def test_end_to_end_tiny_t5(tmp_path):
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data_dir):
     """tiny-llama end to end through `kif run`; a run killed in task 3 resumes to the same results."""
-    from test_resume import _kif, _write_cfg
+    from helpers import kif_run, write_config
 
-    cfg = _write_cfg(tmp_path / "cfg.yaml", method="sapt")
+    cfg = write_config(tmp_path / "cfg.yaml", method="sapt")
     ref, out = tmp_path / "ref", tmp_path / "out"
-    assert _kif(cfg, ref).returncode == 0
+    assert kif_run(cfg, ref).returncode == 0
     want = read_results(ref)
     assert want["finished"] and want["adapters"] == 3 and set(want["memory"]) <= {"cb", "copa", "sst2"}
     # 16 examples + ⌈0.25·16⌉ = 4 generation examples, batch 8: 3 steps per task; step 8 is task 3's second
     assert [t["train_examples"] for t in want["per_task"]] == [20, 20, 20]
-    assert _kif(cfg, out, fault="train_step:8").returncode == -9
-    resumed = _kif(cfg, out)
+    assert kif_run(cfg, out, fault="train_step:8").returncode == -9
+    resumed = kif_run(cfg, out)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     got = read_results(out)
     assert got["matrix"] == want["matrix"] and got["memory"] == want["memory"]

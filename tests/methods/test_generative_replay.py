@@ -19,10 +19,11 @@ from kif.replay.generative import (balanced, closed_labels, cueless_prompt, exam
 from kif.replay.pseudo import prompt_template
 from kif.training import train_task
 
+from helpers import REPO
+
 REAL = [Example(f"s-{i}", f"Is it good? Option: yes, no.\nText: {t}\nAnswer:", (a,))
         for i, (t, a) in enumerate([("a fine film", "yes"), ("dull and slow", "no"), ("great cast", "yes"),
                                     ("awful plot", "no")])]
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = ("Is it good? Option: yes, no.\nText: ", "\nAnswer:")
 
 

@@ -11,6 +11,8 @@ from kif.runner import run
 
 from helpers import read_results, tiny_config
 
+pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
+
 
 @pytest.fixture(scope="module")
 def kiflora_run(tmp_path_factory, data_dir):
@@ -48,7 +50,7 @@ def test_results_schema_and_metrics(fixture, request):
         # the matrix entry is the mean of the per-sample scores that were written
         assert res["matrix"][k][2] == pytest.approx(sum(r["score"] for r in rows) / 8, abs=1e-3)
     assert (out / "config.yaml").is_file()
-    # the kif source that produced it: this checkout's commit (tests/test_provenance.py), or None
+    # the kif source that produced it: this checkout's commit (tests/run/test_provenance.py), or None
     from kif.provenance import source_commit
     assert res["kif_commit"] == source_commit()
 

@@ -18,9 +18,8 @@ from kif.report.unseen import unseen_rows, unseen_table
 from kif.results import Results, UnseenPoint
 from kif.runner import load_sequence_data
 
-from helpers import read_results, tiny_config
+from helpers import REPO, read_results, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 UNSEEN = {"benchmark": "superni_unseen", "tasks": ["task360", "task1451", "task889"]}
 E2E = dict(tasks=["cb", "copa"], eval={"unseen": UNSEEN, "unseen_samples": 4, "unseen_every_task": True})
 

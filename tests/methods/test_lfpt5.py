@@ -221,16 +221,16 @@ def test_end_to_end(model, tmp_path):
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data_dir):
-    from test_resume import _kif, _write_cfg
+    from helpers import kif_run, write_config
 
-    cfg = _write_cfg(tmp_path / "cfg.yaml", method="lfpt5", method_args={"prompt_length": 8, "gen_max_tokens": 32})
+    cfg = write_config(tmp_path / "cfg.yaml", method="lfpt5", method_args={"prompt_length": 8, "gen_max_tokens": 32})
     ref, out = tmp_path / "ref", tmp_path / "out"
-    assert _kif(cfg, ref).returncode == 0
+    assert kif_run(cfg, ref).returncode == 0
     want = read_results(ref)
     assert want["finished"]
     steps = sum(t["steps"] for t in want["per_task"][:2])
-    assert _kif(cfg, out, fault=f"train_step:{steps + 2}").returncode == -9  # in task 3
-    resumed = _kif(cfg, out)
+    assert kif_run(cfg, out, fault=f"train_step:{steps + 2}").returncode == -9  # in task 3
+    resumed = kif_run(cfg, out)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     got = read_results(out)
     assert got["matrix"] == want["matrix"]

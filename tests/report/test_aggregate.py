@@ -13,6 +13,8 @@ from kif.report.grouping import group_runs, is_default as _is_default, reference
 from kif.report.tables import ci as _ci, summary_table
 from kif.stats import t_cdf, t_interval, t_quantile
 
+from helpers import REPO
+
 TASKS = ["cb", "copa", "sst2"]
 
 
@@ -295,7 +297,7 @@ def test_paper_claims_script(tmp_path):
 
     from kif.report import load_run
 
-    spec = importlib.util.spec_from_file_location("pc", Path(__file__).resolve().parents[1] / "scripts" / "paper_claims.py")
+    spec = importlib.util.spec_from_file_location("pc", REPO / "scripts" / "paper_claims.py")
     pc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pc)
     dirs = []

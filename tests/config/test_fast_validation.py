@@ -17,7 +17,8 @@ from kif.errors import ConfigError
 from kif.methods import options
 from kif.methods.registry import BUILTIN, all_methods, get_method, method_spec
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 METHODS_DIR = Path(kif.methods.__file__).parent
 
 
