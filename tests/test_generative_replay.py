@@ -269,8 +269,16 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
     spec = importlib.util.spec_from_file_location("pq", REPO / "scripts" / "pseudo_quality.py")
     pq = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pq)
+    rows = [("[sst2] a new review", True, "ok", "Good"), ("[sst2] [sst2] twice", True, "ok", "Bad"),  # now refused
+            ("[sst2] was refused", True, "no_tag", None), ("[sst2] cut", False, "unfinished", None)]
+    from kif.io import write_jsonl
+    write_jsonl(tmp_path / "tasks" / "01_sst2" / "generations.jsonl",
+                [{"text": t, "finished": f, "asked": None, "verdict": v, "answer": a} for t, f, v, a in rows])
     q = pq.quality(tmp_path)
     assert q["well_formed_share"] == 0.4 and q["fill"] == {"2:sst2": rec}
+    # judged again: the repeated tag is refused now; a text refused then has no answer on record
+    assert q["reparsed"] == {"1:sst2": {"drawn": 4, "well_formed_rate": 0.25, "verdicts": {
+        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}}}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
 
 

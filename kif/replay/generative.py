@@ -40,26 +40,37 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    several cues stays malformed.
 4. **Format** (``gen_format``). ``lamol`` (the papers': LAMOL, LFPT5; SAPT's generator is LAMOL's)
    is 1-3 above: the model writes ``<input><cue> <answer>`` after ``__gen_<task>__``.
-   ``tagged`` (kif's default) splits the two jobs: the model writes only the input, the task's
-   own answer path labels it.
-   - The generation prompt (through the model's chat template, as every prompt) is task-tagged
-     and carries the task's instruction: ``[<task>] Write a new input for this task.\n<prefix>``
-     (``gen_prompt``); the target is ``[<task>] <input>`` (``generation_target``).
-   - The parser (``parse_tagged``) keeps a text only if it starts with the asked task's tag (a
-     chat reply, or another task's input in LFPT5's shared prompt, is refused), has a non-empty
-     input, contains neither the answer cue nor the instruction, and ended with the end token
-     within ``data.max_target_length`` tokens (the longest target it was trained on).
+   ``conditioned`` (kif's default) and ``tagged`` (kif's earlier default) split the two jobs: the
+   model writes only the input, ``[<task>] <input>`` (``generation_target``), and the task's own
+   answer path labels it.
+   - The generation prompt (through the model's chat template, as every prompt): ``conditioned``:
+     ``[<task>] <label>``, the training example's label, for a task with a closed label set
+     (``closed_labels``, or the set the caller passes), ``[<task>]`` alone for a free-form task;
+     ``tagged``: ``[<task>] Write a new input for this task.\n<prefix>`` (``gen_prompt``).
+   - Generating: ``tagged`` draws 2·n texts a round from its one prompt; ``conditioned`` draws
+     ⌈2·n / L⌉ from each of the L label prompts, so every label is asked for equally often.
+   - The parser (``kif.replay.tagged_parse.verdict``) keeps a text only if it ended with the end
+     token within ``data.max_target_length`` tokens (the longest target trained on), starts with
+     the asked task's tag, has a non-empty input, and the input holds no tag-like bracketed word,
+     no answer cue followed by (at most) a label, no sentence of the instruction or of the
+     generation request, no list of labels, and is not a label alone; every refusal is counted
+     by its reason.
    - The answer is the model's answer to the rebuilt prompt ``prefix + input + suffix`` — the
      prompt evaluation asks: for a closed label set, the label of highest log-probability
      (``kif.evaluation.label_scores``: constrained to the label strings, so never outside the
-     set); for a free-form task, its greedy answer (empty: malformed).
+     set); for a free-form task, its greedy answer (empty: malformed). In ``conditioned`` the
+     label asked for is not forced on the input: an input the model scores as another label is
+     kept with that label, and counted as not ``agreed``.
    - Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are taken round-
-     robin over the labels in label order (``balanced``, ``gen_balance``), so the memory is as
-     balanced as the drawn samples allow.
+     robin over the labels in label order (``balanced``, ``gen_balance``; within a label the
+     agreed inputs first), so the memory is as balanced as the drawn samples allow.
    Why: SmolLM2-135M-Instruct wrote SST-2-like inputs after a short training but almost never
    the cue and the label (0 of 384 well-formed, ``docs/results/generative_replay/``): the input
    is what it learns first, the label is what it learns the task for. Labelling with the task
-   path also makes a label the model's best guess, not a sample from top-k 20.
+   path also makes a label the model's best guess, not a sample from top-k 20. ``conditioned``
+   over ``tagged``: the tagged prompt's instruction was echoed into inputs (its option list, the
+   request), and its memory held only the labels the model happened to write (dbpedia: 6 of 14);
+   the conditioned prompt holds nothing to echo and asks for every label.
 """
 from __future__ import annotations
 
