@@ -119,10 +119,10 @@ class GenerativeOptions(BaseModel):
         "the cue (LAMOL), or, for a text without a cue, the model's greedy prediction on its input (kif, small "
         "models). gen_format tagged always answers with the model's task path")
     gen_format: Literal["conditioned", "tagged", "lamol"] = Field(
-        "conditioned", description="conditioned (kif): the model writes '[task] <input>' after '[task] <label>', "
+        "tagged", description="conditioned (kif): the model writes '[task] <input>' after '[task] <label>', "
         "one prompt per label of a closed label set ('[task]' alone for a free-form task), the answer is its "
-        "label-constrained answer to the rebuilt prompt; tagged (kif, the default before issue 28's second "
-        "measurement): the same from one prompt '[task] Write a new input for this task.' + the instruction; "
+        "label-constrained answer to the rebuilt prompt (an option: measured worse on SmolLM2); tagged (kif, the "
+        "default): the same from one prompt '[task] Write a new input for this task.' + the instruction; "
         "lamol (LAMOL/LFPT5): it writes '<input><cue> <answer>' after __gen_<task>__")
     gen_balance: bool = Field(True, description="keep the generated samples round-robin over the labels (kif)")
 
