@@ -182,21 +182,19 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
     assert m.opts.gen_weight == 0.25 and m.opts.gen_top_k == 20  # LAMOL's λ and top-k
     exs, _ = train(m, 0, REAL + REAL[:2])
     assert [ex.id for ex in exs[:6]] == ["s-0", "s-1", "s-2", "s-3", "s-0", "s-1"]
-    assert m.opts.gen_format == "conditioned"  # kif's default: the prompt is the tag and the example's label
-    assert len(exs) == 6 + 2
-    for ex in exs[6:]:  # the target: the tag and the head of the input (cut to the tiny encoder's target length)
-        real = REAL[int(ex.id[len("gen-s-"):])]
-        assert ex.prompt == f"[t1] {real.references[0]}" and ex.references[0].startswith("[t1] ")
-        assert real.prompt[len(TEMPLATE[0]):].startswith(ex.references[0][len("[t1] "):])
+    assert m.opts.gen_format == "tagged"  # kif's default
+    assert len(exs) == 6 + 2 and all(ex.prompt == gen_prompt("t1", "tagged", TEMPLATE[0])
+                                     and ex.references[0].startswith("[t1] ") for ex in exs[6:])
     stats = consolidate(m, 0, tmp_path / "k1")
     kept = m.memory.task_examples("t1")
     assert stats["memory_added"] == len(kept) <= 3
     fill = stats["pseudo_fill"]["t1"]  # the fill record in the task's results
-    assert (fill["requested"], fill["kept"], fill["format"]) == (3, len(kept), "conditioned")
+    assert (fill["requested"], fill["kept"], fill["format"]) == (3, len(kept), "tagged")
     drawn = [json.loads(line) for line in (tmp_path / "k1" / "generations.jsonl").read_text().splitlines()]
-    # every text drawn is on disk: per round ⌈2·3 / 2⌉ = 3 per label, labels in order
-    assert len(drawn) == fill["generated"] and [d["asked"] for d in drawn[:6]] == ["no"] * 3 + ["yes"] * 3
+    # every text drawn is on disk with its verdict (tagged: one prompt, no label asked)
+    assert len(drawn) == fill["generated"] and all(d["asked"] is None for d in drawn)
     assert sum(d["verdict"] == "ok" for d in drawn) == fill["well_formed"]
+    assert sum(d["verdict"] != "ok" for d in drawn) == sum(fill["rejected"].values())
     assert fill["generated"] == stats["pseudo_generated"] and fill["empty"] == (not kept)
     for ex in kept:  # a random tiny model rarely writes a well-formed sample; whatever it kept is one
         assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
@@ -285,7 +283,7 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
 # ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
 
 def test_tagged_prompt_target_and_parser():
-    assert GenerativeOptions().gen_format == "conditioned" and GenerativeOptions().gen_balance
+    assert GenerativeOptions().gen_format == "tagged" and GenerativeOptions().gen_balance
     assert gen_prompt("sst2", "tagged", TEMPLATE[0]) == (
         "[sst2] Write a new input for this task.\nIs it good? Option: yes, no.\nText:")
     assert gen_prompt("sst2", "tagged") == "[sst2] Write a new input for this task."

@@ -25,7 +25,7 @@ def test_replay_evidence_sweep_has_18_valid_cells(tmp_path):
         assert (cfg.data.train_samples, cfg.train.epochs, cfg.data.test_samples) == (96, 2, 200)  # quickstart
         assert cfg.data.max_target_length == 64  # a generation target holds an input
         assert cfg.method == {"kiflora-m": "kiflora-m", "kiflora": "kiflora"}.get(arm, arm.split("-")[0])
-        # what each arm sets (the rest is the method's default: memory 2 %, gen_format conditioned)
+        # what each arm sets (the rest is the method's default: memory 2 %, gen_format tagged)
         assert cfg.method_args == {"kiflora-m": {"memory_source": "pseudo"},
                                    "lfpt5-noreplay": {"memory_per_task": 0, "min_per_task": 0},
                                    "sapt-noreplay": {"memory_per_task": 0, "min_per_task": 0}}.get(arm, {})

@@ -40,7 +40,7 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    several cues stays malformed.
 4. **Format** (``gen_format``). ``lamol`` (the papers': LAMOL, LFPT5; SAPT's generator is LAMOL's)
    is 1-3 above: the model writes ``<input><cue> <answer>`` after ``__gen_<task>__``.
-   ``conditioned`` (kif's default) and ``tagged`` (kif's earlier default) split the two jobs: the
+   ``tagged`` (kif's default) and ``conditioned`` (kif, an option) split the two jobs: the
    model writes only the input, ``[<task>] <input>`` (``generation_target``), and the task's own
    answer path labels it.
    - The generation prompt (through the model's chat template, as every prompt): ``conditioned``:
@@ -68,9 +68,11 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    the cue and the label (0 of 384 well-formed, ``docs/results/generative_replay/``): the input
    is what it learns first, the label is what it learns the task for. Labelling with the task
    path also makes a label the model's best guess, not a sample from top-k 20. ``conditioned``
-   over ``tagged``: the tagged prompt's instruction was echoed into inputs (its option list, the
-   request), and its memory held only the labels the model happened to write (dbpedia: 6 of 14);
-   the conditioned prompt holds nothing to echo and asks for every label.
+   was built because the tagged prompt's instruction was echoed into inputs (its option list, the
+   request) and a tagged memory holds only the labels the model happens to write (dbpedia: 6 of
+   14); on SmolLM2 after a short training it was worse (agnews: 30.7 % well-formed, the model
+   often wrote no tag or ran past the token limit: ``docs/results/generative_replay/``), so it
+   is an option, not the default.
 """
 from __future__ import annotations
 
