@@ -15,7 +15,10 @@ A sweep file (paths relative to the sweep file)::
       olora: {config: ../table1/olora.yaml, method_args: {lambda_1: 0.5}}
 
 Layers, later wins: base (or the method's config) → set → methods[<method>] → the cell's
-grid values. A layer that sets ``order`` and not ``tasks`` clears ``tasks`` (and the
+grid values. With ``grid.method`` a mapping (label: method), ``methods`` may also be keyed by
+a label: a cell takes ``methods[<its label>]`` when there is one, else ``methods[<its method>]``
+(so ``{lfpt5: lfpt5, lfpt5-noreplay: lfpt5}`` can give the second arm its own ``method_args``).
+A layer that sets ``order`` and not ``tasks`` clears ``tasks`` (and the
 reverse), so a grid over orders works on a base with a task list. Cells run in grid order,
 the last key varying fastest; each writes ``OUT/<cell>/`` named from its values in a
 fixed order (method, order / tasks, other keys, seed), e.g. ``OUT/seqlora_std1_seed1``, so
@@ -165,7 +168,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
         source = f"{src} (cell {name})"
         cfg_raw = _apply(base_for(None), common, source)
         method = values.get("method", cfg_raw.get("method"))
-        per_method = methods.get(method)
+        per_method = methods.get(labels.get("method"), methods.get(method))  # a method label's entry first
         if per_method is not None:
             cfg_raw = _apply(base_for(per_method), common, source)
             cfg_raw = _apply(cfg_raw, {k: v for k, v in per_method.items() if k != "config"}, source)
@@ -175,7 +178,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
         except KifError as exc:
             raise _named(exc, source) from None
         cells.append(Cell(name, values, labels, cfg))
-    unused = [m for m in methods if all(c.config.method != m for c in cells)]
+    unused = [m for m in methods if all(m not in (c.config.method, c.labels.get("method")) for c in cells)]
     if unused:
         raise ConfigError(f"{src}: methods.{unused[0]}: no cell runs this method")
     return Sweep(path, Path(out), grid, cells)

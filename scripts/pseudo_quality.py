@@ -8,7 +8,12 @@ training examples of its task:
 - near-duplicates: Rouge-L F ≥ ``--near`` (0.8) against the closest real input;
 - label agreement: for a copy, whether the generated answer is the real one;
 - the fill record of every memory (``pseudo_fill`` in results.json: requested, generated,
-  well-formed, distinct, kept, label counts).
+  well-formed, distinct, kept, label counts; the refusals by reason and, for ``gen_format:
+  conditioned``, how many answers agreed with the label asked);
+- re-parsed: every text the run drew (``tasks/<k>/generations.jsonl``, tagged formats) judged again
+  by the current parser (``kif.replay.tagged_parse.verdict``), with the answers the run gave: a
+  parser change is measured without generating again. A text the run refused but the current
+  parser accepts has no answer on record and is counted ``unanswered``, not well-formed.
 
     python scripts/pseudo_quality.py runs/lfpt5-quickstart            # a table
     python scripts/pseudo_quality.py runs/lfpt5-quickstart --json     # machine-readable
@@ -23,6 +28,9 @@ from pathlib import Path
 
 from kif.configure import load_config
 from kif.metrics import rouge_l
+from kif.replay.generative import answer_mark
+from kif.replay.pseudo import prompt_template
+from kif.replay.tagged_parse import verdict
 from kif.runner import load_sequence_data
 
 
@@ -63,7 +71,29 @@ def quality(run: Path, near: float = 0.8) -> dict:
         for t, rec in st.get("pseudo_fill", {}).items():  # the generator's record of each memory it wrote
             fill[f"{k + 1}:{t}"] = rec
     out.update({"generated": gen, "well_formed": wf, "well_formed_share": wf / gen if gen else None,
-                "near_threshold": near, "fill": fill})
+                "near_threshold": near, "fill": fill, "reparsed": reparse(run, data)})
+    return out
+
+
+def reparse(run: Path, data) -> dict:
+    """``tasks/<k>/generations.jsonl`` of a task, judged again: verdict -> count, and the well-formed
+    rate (``ok`` with an answer on record). Memory tasks are the run's own (the task of its folder)."""
+    out: dict = {}
+    for f in sorted(run.glob("tasks/*/generations.jsonl")):
+        stage, task = f.parent.name.split("_", 1)  # tasks/01_sst2: the memory of the task the run just learned
+        prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
+        labels = sorted({ex.references[0].strip() for ex in data.train[task]})
+        closed = labels if len(labels) <= 32 and 2 * len(labels) < max(len(data.train[task]), 2) else None
+        counts: dict[str, int] = {}
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]
+            if why == "ok" and row.get("answer") is None:
+                why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"
+            counts[why] = counts.get(why, 0) + 1
+        total = sum(counts.values())
+        out[f"{int(stage)}:{task}"] = {"drawn": total, "verdicts": dict(sorted(counts.items())),
+                                  "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None}
     return out
 
 
@@ -87,6 +117,10 @@ def main(argv=None) -> int:
         for key, r in q["fill"].items():
             print(f"{key:<24} {r['requested']:>9}  {r['generated']:>9}  {r['well_formed']:>11}  {r['distinct']:>8}  "
                   f"{r['kept']:>4}  {r['labels']}" + ("  EMPTY" if r["empty"] else ""))
+            if "rejected" in r or "agreed" in r:
+                print(f"{'':<24} refused: {r.get('rejected', {})}" + (f"  agreed: {r['agreed']}" if "agreed" in r else ""))
+    for key, r in q["reparsed"].items():
+        print(f"re-parsed {key}: {r['drawn']} drawn, well-formed rate {r['well_formed_rate']}, {r['verdicts']}")
     return 0
 
 

@@ -62,7 +62,7 @@ from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, pseudo_samples
 from ..replay.generative import (closed_labels, generate_examples, generation_examples,
-                                 save_pseudo)
+                                 save_generations, save_pseudo)
 from ..replay.pseudo import prompt_template
 from .base import ExtraStage
 from .kif import KIF, KIFLoRA
@@ -83,6 +83,7 @@ class MemoryReplayMixin:
         self.last_replay: dict = {}
         self._gen_stats: dict = {}
         self._written: list = []  # the pseudo memory of the last task, for tasks/<k>/pseudo.jsonl
+        self._drawn: list = []  # every text drawn for it, for tasks/<k>/generations.jsonl
 
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)  # task k's own data: its memory is drawn from these
@@ -103,7 +104,7 @@ class MemoryReplayMixin:
         """Task k's memory from ``self._current`` (its training examples), with the model as it is now;
         ``self._gen_stats``: how many examples the generative path drew and how many were well-formed."""
         o, ctx = self.opts, self.ctx
-        self._gen_stats, self._written = {}, []
+        self._gen_stats, self._written, self._drawn = {}, [], []
         task = ctx.tasks[k]
         if o.memory_source == "real":
             return self.memory.add(task, self._current)
@@ -116,7 +117,7 @@ class MemoryReplayMixin:
                                         top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
                                         batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
                                         gen_format=o.gen_format, balance=o.gen_balance, stats=self._gen_stats,
-                                        prefix_cache=self.reuses_prefix_cache)
+                                        prefix_cache=self.reuses_prefix_cache, record=self._drawn)
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
@@ -198,6 +199,7 @@ class MemoryReplayMixin:
             kept = self.store_memory(k)
         stats.update({"memory_added": len(kept), "memory_total": len(self.memory)})
         save_pseudo(task_dir, self._written)  # empty for a real memory
+        save_generations(task_dir, self._drawn)
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
                           "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})

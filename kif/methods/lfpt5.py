@@ -171,7 +171,7 @@ class LFPT5(CLMethod):
             return []
         return generation_examples(task, examples, self.opts.gen_weight, seed,
                                    template=tuple(self.templates[task]), encoder=self.ctx.encoder,
-                                   fmt=self.opts.gen_format)
+                                   fmt=self.opts.gen_format, labels=self.label_sets.get(task, []))
 
     def train_examples(self, k: int, examples: list) -> list:
         task = self.ctx.tasks[k]

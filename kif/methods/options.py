@@ -82,10 +82,12 @@ class GenerativeOptions(BaseModel):
         "generated", description="gen_format lamol: answers of generated inputs: the ones the model wrote after "
         "the cue (LAMOL), or, for a text without a cue, the model's greedy prediction on its input (kif, small "
         "models). gen_format tagged always answers with the model's task path")
-    gen_format: Literal["tagged", "lamol"] = Field(
-        "tagged", description="tagged (kif): the model writes '[task] <input>' from a task-tagged prompt, the "
-        "answer is its label-constrained answer to the rebuilt prompt; lamol (LAMOL/LFPT5): it writes "
-        "'<input><cue> <answer>' after __gen_<task>__")
+    gen_format: Literal["conditioned", "tagged", "lamol"] = Field(
+        "tagged", description="conditioned (kif): the model writes '[task] <input>' after '[task] <label>', "
+        "one prompt per label of a closed label set ('[task]' alone for a free-form task), the answer is its "
+        "label-constrained answer to the rebuilt prompt (an option: measured worse on SmolLM2); tagged (kif, the "
+        "default): the same from one prompt '[task] Write a new input for this task.' + the instruction; "
+        "lamol (LAMOL/LFPT5): it writes '<input><cue> <answer>' after __gen_<task>__")
     gen_balance: bool = Field(True, description="keep the generated samples round-robin over the labels (kif)")
 
 

@@ -40,30 +40,44 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    several cues stays malformed.
 4. **Format** (``gen_format``). ``lamol`` (the papers': LAMOL, LFPT5; SAPT's generator is LAMOL's)
    is 1-3 above: the model writes ``<input><cue> <answer>`` after ``__gen_<task>__``.
-   ``tagged`` (kif's default) splits the two jobs: the model writes only the input, the task's
-   own answer path labels it.
-   - The generation prompt (through the model's chat template, as every prompt) is task-tagged
-     and carries the task's instruction: ``[<task>] Write a new input for this task.\n<prefix>``
-     (``gen_prompt``); the target is ``[<task>] <input>`` (``generation_target``).
-   - The parser (``parse_tagged``) keeps a text only if it starts with the asked task's tag (a
-     chat reply, or another task's input in LFPT5's shared prompt, is refused), has a non-empty
-     input, contains neither the answer cue nor the instruction, and ended with the end token
-     within ``data.max_target_length`` tokens (the longest target it was trained on).
+   ``tagged`` (kif's default) and ``conditioned`` (kif, an option) split the two jobs: the
+   model writes only the input, ``[<task>] <input>`` (``generation_target``), and the task's own
+   answer path labels it.
+   - The generation prompt (through the model's chat template, as every prompt): ``conditioned``:
+     ``[<task>] <label>``, the training example's label, for a task with a closed label set
+     (``closed_labels``, or the set the caller passes), ``[<task>]`` alone for a free-form task;
+     ``tagged``: ``[<task>] Write a new input for this task.\n<prefix>`` (``gen_prompt``).
+   - Generating: ``tagged`` draws 2·n texts a round from its one prompt; ``conditioned`` draws
+     ⌈2·n / L⌉ from each of the L label prompts, so every label is asked for equally often.
+   - The parser (``kif.replay.tagged_parse.verdict``) keeps a text only if it ended with the end
+     token within ``data.max_target_length`` tokens (the longest target trained on), starts with
+     the asked task's tag, has a non-empty input, and the input holds no tag-like bracketed word,
+     no answer cue followed by (at most) a label, no sentence of the instruction or of the
+     generation request, no list of labels, and is not a label alone; every refusal is counted
+     by its reason.
    - The answer is the model's answer to the rebuilt prompt ``prefix + input + suffix`` — the
      prompt evaluation asks: for a closed label set, the label of highest log-probability
      (``kif.evaluation.label_scores``: constrained to the label strings, so never outside the
-     set); for a free-form task, its greedy answer (empty: malformed).
+     set); for a free-form task, its greedy answer (empty: malformed). In ``conditioned`` the
+     label asked for is not forced on the input: an input the model scores as another label is
+     kept with that label, and counted as not ``agreed``.
    - Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are taken round-
-     robin over the labels in label order (``balanced``, ``gen_balance``), so the memory is as
-     balanced as the drawn samples allow.
+     robin over the labels in label order (``balanced``, ``gen_balance``; within a label the
+     agreed inputs first), so the memory is as balanced as the drawn samples allow.
    Why: SmolLM2-135M-Instruct wrote SST-2-like inputs after a short training but almost never
    the cue and the label (0 of 384 well-formed, ``docs/results/generative_replay/``): the input
    is what it learns first, the label is what it learns the task for. Labelling with the task
-   path also makes a label the model's best guess, not a sample from top-k 20.
+   path also makes a label the model's best guess, not a sample from top-k 20. ``conditioned``
+   was built because the tagged prompt's instruction was echoed into inputs (its option list, the
+   request) and a tagged memory holds only the labels the model happens to write (dbpedia: 6 of
+   14); on SmolLM2 after a short training it was worse (agnews: 30.7 % well-formed, the model
+   often wrote no tag or ran past the token limit: ``docs/results/generative_replay/``), so it
+   is an option, not the default.
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
@@ -76,6 +90,7 @@ from ..evaluation import generate, label_scores
 from ..io import write_jsonl
 from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
+from .tagged_parse import REQUEST, task_tag, verdict
 
 log = logging.getLogger("kif")
 ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
@@ -92,21 +107,20 @@ def separator(suffix: str) -> str:
     return (suffix if suffix.strip() else f" {ANSWER_MARK}") + " "
 
 
-GenFormat = Literal["tagged", "lamol"]
+GenFormat = Literal["conditioned", "tagged", "lamol"]
+FORMATS = ("conditioned", "tagged", "lamol")
 
 
-def task_tag(task: str) -> str:
-    """What a ``tagged`` generation prompt and target start with."""
-    return f"[{task}]"
-
-
-def gen_prompt(task: str, fmt: GenFormat = "lamol", prefix: str = "") -> str:
+def gen_prompt(task: str, fmt: GenFormat = "lamol", prefix: str = "", label: Optional[str] = None) -> str:
     """The generation prompt of ``task``: LAMOL's task token ``__gen_<task>__`` (one per task, as
-    LFPT5), or the ``tagged`` request with the task's instruction (``prefix``, the template's)."""
+    LFPT5); the ``tagged`` request with the task's instruction (``prefix``, the template's); or the
+    ``conditioned`` ``[<task>] <label>`` (``[<task>]`` without a label: a free-form task)."""
     if fmt == "lamol":
         return f"__gen_{task}__"
+    if fmt == "conditioned":
+        return task_tag(task) + (f" {label.strip()}" if label is not None else "")
     instruction = prefix.strip()
-    return f"{task_tag(task)} Write a new input for this task." + (f"\n{instruction}" if instruction else "")
+    return f"{task_tag(task)} {REQUEST}" + (f"\n{instruction}" if instruction else "")
 
 
 def body_of(prompt: str, prefix: str, suffix: str) -> str:
@@ -126,7 +140,7 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
     before its answer cue would teach the model to write examples without answers (a tagged
     target cut there would teach it to stop without the end token)."""
     body = body_of(ex.prompt, prefix, suffix)
-    head, tail = ((f"{task_tag(task)} ", "") if fmt == "tagged"
+    head, tail = ((f"{task_tag(task)} ", "") if fmt != "lamol"
                   else ("", f"{separator(suffix)}{ex.references[0].strip()}"))
     if encoder is not None:
         tok = encoder.tokenizer
@@ -140,17 +154,24 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
 
 def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int, *,
                         template: Optional[tuple[str, str]] = None, encoder: Optional[Encoder] = None,
-                        fmt: GenFormat = "lamol") -> list[Example]:
+                        fmt: GenFormat = "lamol", labels: Optional[Iterable[str]] = None) -> list[Example]:
     """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept).
     ``template``: the task's (prefix, suffix), by default ``prompt_template`` of ``examples``;
-    ``encoder``: fit each target in ``data.max_target_length`` (``generation_target``)."""
+    ``encoder``: fit each target in ``data.max_target_length`` (``generation_target``).
+    ``conditioned``: each prompt carries its example's answer when the task has a closed label set
+    (``labels``, by default ``closed_labels`` of ``examples``; the generator must use the same set)."""
     if weight <= 0 or not examples:
         return []
     prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
     n = min(len(examples), fraction_count(len(examples), weight))
     chosen = sorted(random.Random(f"{seed}:gen:{task}").sample(range(len(examples)), n))
-    prompt = gen_prompt(task, fmt, prefix)
-    return [Example(f"gen-{examples[i].id}", prompt,
+    closed = (set(labels) if labels is not None else closed_labels(examples)) if fmt == "conditioned" else None
+
+    def prompt(ex: Example) -> str:
+        answer = ex.references[0].strip()
+        return gen_prompt(task, fmt, prefix, label=answer if closed is not None and answer in closed else None)
+
+    return [Example(f"gen-{examples[i].id}", prompt(examples[i]),
                     (generation_target(examples[i], prefix, suffix, encoder, fmt=fmt, task=task),))
             for i in chosen]
 
@@ -256,18 +277,11 @@ def examples_from_texts(task: str, rounds: Iterable[Sequence[str]], template: tu
     return kept
 
 
-def parse_tagged(text: str, task: str, prefix: str, suffix: str, finished: bool = True) -> Optional[str]:
-    """The input of a ``tagged`` text ``[<task>] <input>``, or None when malformed: another tag or
-    none, an empty input, the answer cue or the instruction inside it, or no end token."""
-    text = text.strip()
-    tag = task_tag(task)
-    if not finished or not text.startswith(tag):
-        return None
-    body = text[len(tag):].strip()
-    instruction = prefix.strip()
-    if not body or answer_mark(suffix) in body or (instruction and instruction in body):
-        return None
-    return body
+def parse_tagged(text: str, task: str, prefix: str, suffix: str, finished: bool = True,
+                 labels: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The input of a tagged text ``[<task>] <input>``, or None when malformed (the reasons:
+    ``kif.replay.tagged_parse.verdict``)."""
+    return verdict(text, task, prefix, answer_mark(suffix), finished, labels)[0]
 
 
 def balanced(candidates: Sequence[tuple[str, str]], n: int, label_order: Optional[Sequence[str]] = None
@@ -288,37 +302,70 @@ def balanced(candidates: Sequence[tuple[str, str]], n: int, label_order: Optiona
     return [candidates[i] for i in sorted(chosen)]
 
 
-def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[tuple[str, bool]]], template: tuple[str, str],
+Drawn = tuple  # (text, finished) or (text, finished, the label its prompt asked for)
+
+
+def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], template: tuple[str, str],
                                n: int, answer: Predict, *, labels: Optional[Sequence[str]] = None,
-                               balance: bool = True, stats: Optional[dict] = None) -> list[Example]:
-    """Up to ``n`` distinct examples (``pseudo-<task>-<i>``) from rounds of ``tagged`` (text, finished)
-    pairs; rounds are read until ``n`` distinct well-formed inputs are found (or none is left).
+                               balance: bool = True, stats: Optional[dict] = None,
+                               record: Optional[list] = None) -> list[Example]:
+    """Up to ``n`` distinct examples (``pseudo-<task>-<i>``) from rounds of drawn texts, ``(text,
+    finished)`` or ``(text, finished, asked label)``; rounds are read until ``n`` distinct well-formed
+    inputs are found (or none is left).
 
     A text is well-formed when ``parse_tagged`` gives an input and ``answer`` (called once per round
     on the new distinct inputs' prompts) gives a non-empty answer, inside ``labels`` when given.
     Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
-    the labels with ``balance``, else the first ``n``. ``stats``: texts drawn, well-formed, distinct."""
+    the labels with ``balance`` (within a label, inputs whose answer is the label their prompt asked
+    for first), else the first ``n``. ``stats``: texts drawn, well-formed, distinct, ``agreed``
+    (well-formed texts answered with the label asked; conditioned only) and ``rejected`` (reason ->
+    count; ``no_answer``: an answer outside the label set, or empty). ``record`` gets one dict per
+    drawn text (text, finished, asked, verdict, answer), for ``generations.jsonl``."""
     prefix, suffix = template
-    pool: list[tuple[str, str]] = []
+    pool: list[tuple[str, str, bool]] = []
     answered: dict[str, Optional[str]] = {}  # normalised input -> its answer (None: malformed)
-    drawn = well_formed = 0
-    for pairs in (rounds if n > 0 else ()):
-        drawn += len(pairs)
-        bodies = [parse_tagged(t, task, prefix, suffix, f) for t, f in pairs]
-        new = list(dict.fromkeys(" ".join(b.split()) for b in bodies if b and " ".join(b.split()) not in answered))
+    drawn = well_formed = agreed = 0
+    rejected: dict[str, int] = {}
+    conditioned = False
+    for items in (rounds if n > 0 else ()):
+        drawn += len(items)
+        items = [(it[0], it[1], it[2] if len(it) > 2 else None) for it in items]
+        conditioned = conditioned or any(a is not None for _, _, a in items)
+        verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels) for t, f, _ in items]
+        keys = [" ".join(b.split()) if b else None for b, _ in verdicts]
+        new = list(dict.fromkeys(k for k in keys if k and k not in answered))
         if new:
-            for body, a in zip(new, answer([prefix + b + suffix for b in new])):
+            for key, a in zip(new, answer([prefix + k + suffix for k in new])):
                 a = a.strip()
-                ok = bool(a) and (labels is None or a in labels)
-                answered[body] = a if ok else None
-                if ok:
-                    pool.append((prefix + body + suffix, a))
-        well_formed += sum(1 for b in bodies if b and answered.get(" ".join(b.split())) is not None)
+                answered[key] = a if a and (labels is None or a in labels) else None
+        firsts: set[str] = set()
+        for (text, finished, asked), (_, why), key in zip(items, verdicts, keys):
+            got = answered.get(key) if key else None
+            why = why if why != "ok" else ("ok" if got is not None else "no_answer")
+            if why == "ok":
+                well_formed += 1
+                agreed += got == asked
+                if key in new and key not in firsts:
+                    firsts.add(key)
+                    pool.append((prefix + key + suffix, got, got == asked))
+            else:
+                rejected[why] = rejected.get(why, 0) + 1
+            if record is not None:
+                record.append({"text": text, "finished": finished, "asked": asked, "verdict": why, "answer": got})
         if len(pool) >= n:
             break
-    kept = balanced(pool, n, labels) if balance else pool[:n]
+    if balance:
+        ranked = sorted(range(len(pool)), key=lambda i: not pool[i][2])  # agreed first, each in pool order
+        picked = balanced([(pool[i][0], pool[i][1]) for i in ranked], n, labels)
+        where = {p: i for i, (p, _, _) in enumerate(pool)}
+        kept = sorted(picked, key=lambda c: where[c[0]])
+    else:
+        kept = [(p, a) for p, a, _ in pool[:n]]
     if stats is not None:
-        stats.update({"generated": drawn, "well_formed": well_formed, "distinct": len(pool), "kept": len(kept)})
+        stats.update({"generated": drawn, "well_formed": well_formed, "distinct": len(pool), "kept": len(kept),
+                      "rejected": dict(sorted(rejected.items()))})
+        if conditioned:
+            stats["agreed"] = agreed
     return [Example(f"pseudo-{task}-{i}", p, (a,)) for i, (p, a) in enumerate(kept)]
 
 
@@ -329,10 +376,12 @@ def fill_record(requested: int, examples: Sequence[Example], info: dict, fmt: Ge
     for ex in examples:
         labels[ex.references[0]] = labels.get(ex.references[0], 0) + 1
     generated = info.get("generated", 0)
-    return {"format": fmt, "requested": requested, "generated": generated,
-            "well_formed": info.get("well_formed", 0), "distinct": info.get("distinct", info.get("well_formed", 0)),
-            "kept": len(examples), "well_formed_rate": round(info.get("well_formed", 0) / generated, 4)
-            if generated else None, "labels": dict(sorted(labels.items())), "empty": requested > 0 and not examples}
+    out = {"format": fmt, "requested": requested, "generated": generated,
+           "well_formed": info.get("well_formed", 0), "distinct": info.get("distinct", info.get("well_formed", 0)),
+           "kept": len(examples), "well_formed_rate": round(info.get("well_formed", 0) / generated, 4)
+           if generated else None, "labels": dict(sorted(labels.items())), "empty": requested > 0 and not examples}
+    out.update({key: info[key] for key in ("agreed", "rejected") if key in info})
+    return out
 
 
 def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, str], n: int, eos_ids: list[int],
@@ -340,21 +389,26 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                       max_new_tokens: int = 256, rounds: int = 4, batch_size: int = 32,
                       gen_answers: Literal["generated", "predicted"] = "generated",
                       gen_format: GenFormat = "lamol", balance: bool = True,
-                      stats: Optional[dict] = None, prefix_cache: bool = True) -> list[Example]:
+                      stats: Optional[dict] = None, record: Optional[list] = None,
+                      prefix_cache: bool = True) -> list[Example]:
     """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
 
     ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts).
     ``lamol``: ``gen_answers: predicted`` answers cue-less texts by the model's batched greedy
     prediction (``kif.evaluation.generate``, at most ``data.max_target_length`` tokens: an answer's
-    length in training). ``tagged``: a text is at most ``min(max_new_tokens, data.max_target_length)``
-    tokens (the longest target trained on) and its answer is the label of highest log-probability
-    (``labels`` given) or the greedy answer. ``stats`` (optional): the counts and ``fill``, the
-    ``fill_record``. An empty memory (``n`` > 0, nothing kept) is logged, one line. ``prefix_cache``:
+    length in training). ``tagged`` / ``conditioned``: a text is at most ``min(max_new_tokens,
+    data.max_target_length)`` tokens (the longest target trained on) and its answer is the label of
+    highest log-probability (``labels`` given) or the greedy answer. ``conditioned`` draws a round's
+    2·n texts from one prompt per label (⌈2·n / labels⌉ each, label order; the seeds
+    ``(seed·1000 + round)·1000 + label index``). ``stats`` (optional): the counts and ``fill``, the
+    ``fill_record``; ``record`` (tagged formats): every drawn text and its verdict. An empty memory
+    (``n`` > 0, nothing kept) is logged, one line. ``prefix_cache``:
     the method's ``reuses_prefix_cache`` (greedy answers)."""
     if gen_answers not in ("generated", "predicted"):
         raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
-    if gen_format not in ("tagged", "lamol"):
-        raise ValueError(f"gen_format: {gen_format!r} is neither 'tagged' nor 'lamol'")
+    if gen_format not in FORMATS:
+        raise ValueError(f"gen_format: {gen_format!r} is not one of {', '.join(FORMATS)}")
+
     def predict(prompts: list[str]) -> list[str]:
         return generate(model, encoder, [encoder.prompt_ids(p) for p in prompts], eos_ids, batch_size,
                         encoder.max_target_length, prefix_cache)
@@ -371,14 +425,24 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                                   predict=predict if gen_answers == "predicted" else None, stats=info)
     else:
         order = sorted(labels) if labels is not None else None
-        prompt, limit = gen_prompt(task, "tagged", template[0]), min(max_new_tokens, encoder.max_target_length)
+        limit = min(max_new_tokens, encoder.max_target_length)
+        if gen_format == "tagged":
+            prompts: list[tuple[Optional[str], str]] = [(None, gen_prompt(task, "tagged", template[0]))]
+        else:
+            prompts = [(lab, gen_prompt(task, "conditioned", label=lab)) for lab in order or [None]]
+        per_prompt = math.ceil(2 * n / len(prompts))
 
         def tagged_rounds():
             for r in range(rounds):
-                done: list[bool] = []
-                texts = sample_texts(model, encoder, prompt, 2 * n, eos_ids, top_k=top_k, max_new_tokens=limit,
-                                     generator_seed=seed * 1000 + r, batch_size=batch_size, finished=done)
-                yield list(zip(texts, done))
+                drawn: list[tuple] = []
+                for j, (asked, prompt) in enumerate(prompts):
+                    done: list[bool] = []
+                    texts = sample_texts(model, encoder, prompt, per_prompt, eos_ids, top_k=top_k,
+                                         max_new_tokens=limit, batch_size=batch_size, finished=done,
+                                         generator_seed=seed * 1000 + r if gen_format == "tagged"
+                                         else (seed * 1000 + r) * 1000 + j)
+                    drawn += [(t, f, asked) for t, f in zip(texts, done)]
+                yield drawn
 
         def answer(prompts: list[str]) -> list[str]:
             if order is None:
@@ -387,7 +451,7 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
             return [order[j] for j in scores.argmax(-1).tolist()]
 
         out = tagged_examples_from_texts(task, tagged_rounds(), template, n, answer, labels=order,
-                                         balance=balance, stats=info)
+                                         balance=balance, stats=info, record=record)
     info["fill"] = fill_record(n, out, info, gen_format)
     if info["fill"]["empty"]:
         log.warning("generative replay: the memory of task %s stays empty (%d generated, %d well-formed, "
@@ -403,3 +467,11 @@ def save_pseudo(task_dir, examples: Sequence[Example]) -> None:
     if examples:
         write_jsonl(Path(task_dir) / "pseudo.jsonl",
                     [{"id": ex.id, "prompt": ex.prompt, "answer": ex.references[0]} for ex in examples])
+
+
+def save_generations(task_dir, record: Sequence[dict]) -> None:
+    """``task_dir/generations.jsonl``: every text drawn for the memory (tagged formats), with the
+    label its prompt asked for, its verdict (``ok`` or the reason refused) and its answer, so that a
+    parser can be judged, or changed and re-applied, without generating again."""
+    if record:
+        write_jsonl(Path(task_dir) / "generations.jsonl", list(record))

@@ -3,6 +3,7 @@ tiny model overfitted to a task writing that task's examples back."""
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,11 @@ def test_kif_m_pseudo_memory_from_the_generative_component(tmp_path):
     assert stats["memory_added"] == len(kept) <= 3
     fill = stats["pseudo_fill"]["t1"]  # the fill record in the task's results
     assert (fill["requested"], fill["kept"], fill["format"]) == (3, len(kept), "tagged")
+    drawn = [json.loads(line) for line in (tmp_path / "k1" / "generations.jsonl").read_text().splitlines()]
+    # every text drawn is on disk with its verdict (tagged: one prompt, no label asked)
+    assert len(drawn) == fill["generated"] and all(d["asked"] is None for d in drawn)
+    assert sum(d["verdict"] == "ok" for d in drawn) == fill["well_formed"]
+    assert sum(d["verdict"] != "ok" for d in drawn) == sum(fill["rejected"].values())
     assert fill["generated"] == stats["pseudo_generated"] and fill["empty"] == (not kept)
     for ex in kept:  # a random tiny model rarely writes a well-formed sample; whatever it kept is one
         assert ex.prompt.startswith(TEMPLATE[0]) and ex.prompt.endswith(TEMPLATE[1])
@@ -263,8 +269,16 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
     spec = importlib.util.spec_from_file_location("pq", REPO / "scripts" / "pseudo_quality.py")
     pq = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pq)
+    rows = [("[sst2] a new review", True, "ok", "Good"), ("[sst2] [sst2] twice", True, "ok", "Bad"),  # now refused
+            ("[sst2] was refused", True, "no_tag", None), ("[sst2] cut", False, "unfinished", None)]
+    from kif.io import write_jsonl
+    write_jsonl(tmp_path / "tasks" / "01_sst2" / "generations.jsonl",
+                [{"text": t, "finished": f, "asked": None, "verdict": v, "answer": a} for t, f, v, a in rows])
     q = pq.quality(tmp_path)
     assert q["well_formed_share"] == 0.4 and q["fill"] == {"2:sst2": rec}
+    # judged again: the repeated tag is refused now; a text refused then has no answer on record
+    assert q["reparsed"] == {"1:sst2": {"drawn": 4, "well_formed_rate": 0.25, "verdicts": {
+        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}}}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
 
 
@@ -284,7 +298,8 @@ def test_tagged_prompt_target_and_parser():
     assert parse_tagged("great cast", "sst2", p, s) is None  # no tag: e.g. a chat reply
     assert parse_tagged("[copa] great cast", "sst2", p, s) is None  # another task's tag
     assert parse_tagged("[sst2]   ", "sst2", p, s) is None  # empty input
-    assert parse_tagged("[sst2] great cast\nAnswer: yes", "sst2", p, s) is None  # the cue inside
+    assert parse_tagged("[sst2] great cast\nAnswer: yes", "sst2", p, s, labels=["no", "yes"]) is None  # answered
+    assert parse_tagged("[sst2] great cast\nAnswer:", "sst2", p, s) is None  # the cue, nothing after it
     assert parse_tagged("[sst2] Is it good? Option: yes, no.\nText: x", "sst2", p, s) is None  # the instruction
 
 
@@ -331,13 +346,15 @@ def test_tagged_examples_label_constraint_dedup_balance_and_fill():
     assert [(ex.id, ex.prompt, ex.references[0]) for ex in out] == [
         ("pseudo-sst2-0", p + "good one" + s, "yes"), ("pseudo-sst2-1", p + "good two" + s, "yes"),
         ("pseudo-sst2-2", p + "bad two" + s, "no"), ("pseudo-sst2-3", p + "bad three" + s, "no")]
-    assert info == {"generated": 11, "well_formed": 7, "distinct": 5, "kept": 4}
+    assert info == {"generated": 11, "well_formed": 7, "distinct": 5, "kept": 4,
+                    "rejected": {"no_answer": 1, "no_tag": 2, "unfinished": 1}}
     # each distinct input answered once, in its round
     assert calls == [[p + b + s for b in ("good one", "good two", "odd", "bad two")],
                      [p + b + s for b in ("good four", "bad three")]]
     assert fill_record(4, out, info, "tagged") == {
         "format": "tagged", "requested": 4, "generated": 11, "well_formed": 7, "distinct": 5, "kept": 4,
-        "well_formed_rate": 0.6364, "labels": {"no": 2, "yes": 2}, "empty": False}
+        "well_formed_rate": 0.6364, "labels": {"no": 2, "yes": 2}, "empty": False,
+        "rejected": {"no_answer": 1, "no_tag": 2, "unfinished": 1}}
     # without balance: the first 4 distinct of the pool (3 yes, 1 no)
     out = tagged_examples_from_texts("sst2", iter([round1, round2]), TEMPLATE, 4, answer, labels=["no", "yes"],
                                      balance=False)
@@ -366,7 +383,7 @@ def test_empty_memory_is_logged_and_recorded(caplog):
                                 rounds=2, batch_size=6, gen_format="tagged", stats=info)
     assert out == [] and info["fill"] == {"format": "tagged", "requested": 3, "generated": 12, "well_formed": 0,
                                           "distinct": 0, "kept": 0, "well_formed_rate": 0.0, "labels": {},
-                                          "empty": True}
+                                          "empty": True, "rejected": {"unfinished": 12}}
     lines = [r.getMessage() for r in caplog.records if "stays empty" in r.getMessage()]
     assert lines == ["generative replay: the memory of task sst2 stays empty (12 generated, 0 well-formed, "
                      "gen_format tagged)"]
@@ -399,3 +416,120 @@ def test_tagged_overfitted_model_writes_inputs_labelled_by_the_label_set(model):
     scores = label_scores(lm.model, enc, [enc.prompt_ids(ex.prompt) for ex in out], ["no", "yes"])
     assert [ex.references[0] for ex in out] == [["no", "yes"][j] for j in scores.argmax(-1).tolist()]
     assert sum(info["fill"]["labels"].values()) == len(out)
+
+
+def test_tagged_parser_names_each_rejection():
+    """One hand-built text per reason of kif.replay.tagged_parse.verdict, checked in its order."""
+    from kif.replay.tagged_parse import REASONS, verdict
+
+    p = "What is the topic? Choose one from the option. Option: World, Sports, Science or Technology.\nTitle: "
+    labels = ["Science or Technology", "Sports", "World"]
+    cases = {
+        "unfinished": ("[agnews] Markets rally", False),
+        "no_tag": ("Sure! Here is a new input: Markets rally", True),
+        "empty": ("[agnews]   ", True),
+        "tag_again": ("[agnews] [adnews] Markets rally", True),  # misspelt tag; "[/agnews]", "[agnews]" too
+        "cue": ("[agnews] Markets rally\nAnswer: World", True),  # it answers itself
+        "instruction": ("[agnews] Write a new input: Markets rally", True),
+        "options": ("[agnews] Sports or World?", True),  # labels listed (the instruction's own list: instruction)
+        "label_only": ("[agnews]  Sports. ", True),
+    }
+    assert tuple(cases) == REASONS
+    for reason, (text, finished) in cases.items():
+        assert verdict(text, "agnews", p, "Answer:", finished, labels) == (None, reason), reason
+    for text in ("[agnews] Markets rally [/agnews]", "[agnews] Markets rally [agnews]"):
+        assert verdict(text, "agnews", p, "Answer:", True, labels) == (None, "tag_again")
+    # a sentence of the instruction (≥ 3 words), any case and spacing
+    assert verdict("[agnews] x. CHOOSE one  from the option", "agnews", p, "Answer:", True, labels)[1] == "instruction"
+    ok = {  # usable inputs, the tag and surrounding space taken off
+        "[agnews]  Markets rally as rates fall \n": "Markets rally as rates fall",
+        "[agnews] Sports fans cheer": "Sports fans cheer",  # a label inside a sentence
+        "[agnews] Q: who won?\nAnswer: the home side, at last": "Q: who won?\nAnswer: the home side, at last",
+        "[agnews] World Cup [1] results": "World Cup [1] results",  # brackets that are no tag
+        "[agnews] Sports and more sports": "Sports and more sports",  # one label twice is no option list
+    }
+    for text, body in ok.items():
+        assert verdict(text, "agnews", p, "Answer:", True, labels) == (body, "ok"), text
+    # without a label set the label rules do not apply; parse_tagged is the verdict's input
+    assert parse_tagged("[agnews] Sports.", "agnews", p, "\n\nAnswer:") == "Sports."
+    assert parse_tagged("[agnews] Sports.", "agnews", p, "\n\nAnswer:", labels=labels) is None
+
+
+def test_conditioned_prompts_carry_the_label():
+    """conditioned: the prompt is '[task] <label>' of each chosen example, the target '[task] <input>';
+    a free-form task (no closed label set) gets '[task]' alone."""
+    gen = generation_examples("sst2", REAL, 1.0, seed=0, fmt="conditioned", labels={"yes", "no"})
+    assert [(ex.prompt, ex.references) for ex in gen] == [
+        ("[sst2] yes", ("[sst2] a fine film",)), ("[sst2] no", ("[sst2] dull and slow",)),
+        ("[sst2] yes", ("[sst2] great cast",)), ("[sst2] no", ("[sst2] awful plot",))]
+    assert gen_prompt("sst2", "conditioned", TEMPLATE[0], label=" yes ") == "[sst2] yes"
+    # 4 examples, 2 labels: not a closed set by closed_labels' rule, so no labels in the prompts
+    assert {ex.prompt for ex in generation_examples("sst2", REAL, 1.0, seed=0, fmt="conditioned")} == {"[sst2]"}
+    assert {ex.prompt for ex in generation_examples("sst2", REAL, 1.0, seed=0, fmt="conditioned",
+                                                    labels=[])} == {"[sst2]"}
+
+
+def test_conditioned_texts_agreed_first_within_a_label_and_counted():
+    """(text, finished, asked) triples: the answer is still the scored one; within a label the inputs
+    answered with the label they were asked for are kept first; rejections counted by reason."""
+    p, s = TEMPLATE
+
+    def answer(prompts):  # "yes" when the input says good
+        return ["yes" if "Text: good" in q else "no" for q in prompts]
+
+    drawn = [("[sst2] good a", True, "no"),  # asked no, answered yes: not agreed
+             ("[sst2] good b", True, "yes"), ("[sst2] good c", True, "yes"),
+             ("[sst2] bad d", True, "no"), ("[sst2] yes", True, "yes"),  # a label only
+             ("[sst2] bad e", False, "no"), ("[sst2] [sst2] bad f", True, "no")]
+    info: dict = {}
+    record: list = []
+    out = tagged_examples_from_texts("sst2", [drawn], TEMPLATE, 2, answer, labels=["no", "yes"], stats=info,
+                                     record=record)
+    # pool: good a (yes, not agreed), good b, good c (yes, agreed), bad d (no, agreed);
+    # round-robin no, yes: bad d, then good b before good a (agreed first); kept in pool order
+    assert [(ex.prompt, ex.references[0]) for ex in out] == [(p + "good b" + s, "yes"), (p + "bad d" + s, "no")]
+    assert info == {"generated": 7, "well_formed": 4, "distinct": 4, "kept": 2, "agreed": 3,
+                    "rejected": {"label_only": 1, "tag_again": 1, "unfinished": 1}}
+    assert [r["verdict"] for r in record] == ["ok", "ok", "ok", "ok", "label_only", "unfinished", "tag_again"]
+    assert record[0] == {"text": "[sst2] good a", "finished": True, "asked": "no", "verdict": "ok", "answer": "yes"}
+    assert fill_record(2, out, info, "conditioned")["agreed"] == 3
+
+
+def test_conditioned_draws_the_same_count_per_label():
+    """A random tiny model: each round draws ⌈2·n / labels⌉ texts from each label's prompt, in label order,
+    each recorded with its verdict (a random model never writes the tag)."""
+    lm = load_model("tiny-llama", "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 8)
+    info, record = {}, []
+    out = generate_examples(lm.model, enc, "t", TEMPLATE, 4, lm.eos_token_ids, labels={"a", "b", "c"}, seed=1,
+                            rounds=2, batch_size=4, gen_format="conditioned", stats=info, record=record)
+    assert out == [] and info["fill"]["generated"] == len(record) == 2 * 3 * 3  # ⌈8 / 3⌉ = 3 per label
+    assert [r["asked"] for r in record] == (["a"] * 3 + ["b"] * 3 + ["c"] * 3) * 2
+    assert all(r["verdict"] in ("unfinished", "no_tag") and r["answer"] is None for r in record)
+    assert sum(info["fill"]["rejected"].values()) == 18 and info["fill"]["agreed"] == 0
+
+
+@pytest.mark.parametrize("model", ["tiny-llama"])
+def test_conditioned_overfitted_model_writes_each_label_balanced(model):
+    """A tiny model trained hard on conditioned generation examples and the task writes, from '[sst2] yes'
+    and '[sst2] no', the task's inputs of that label; the scored labels agree and the memory is 2 + 2."""
+    cfg = validate_config({"model": model, "lora": {"enabled": False},
+                           "train": {"epochs": 150, "batch_size": 8, "learning_rate": 3e-3, "precision": "fp32",
+                                     "group_by_length": False, "logging_steps": 50},
+                           "data": {"max_input_length": 64, "max_target_length": 48}})
+    torch.manual_seed(0)
+    lm = load_model(cfg.model, cfg.data.prompt_format)
+    for p in lm.model.parameters():
+        p.requires_grad_(True)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
+    gen = generation_examples("sst2", REAL, 1.0, seed=0, fmt="conditioned", labels={"yes", "no"})
+    train_task(lm.model, enc, REAL + gen, cfg.train, 0, show_progress=False)
+    info, record = {}, []
+    out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
+                            max_new_tokens=40, rounds=3, batch_size=8, gen_format="conditioned", stats=info,
+                            record=record)
+    truth = {ex.prompt: ex.references[0] for ex in REAL}
+    assert sorted((ex.prompt, ex.references[0]) for ex in out) == sorted(truth.items())  # all 4, each its label
+    assert info["fill"]["labels"] == {"no": 2, "yes": 2}
+    ok = [r for r in record if r["verdict"] == "ok"]
+    assert info["fill"]["agreed"] == sum(r["answer"] == r["asked"] for r in ok) >= 0.8 * len(ok)
