@@ -85,7 +85,7 @@ class TrainConfig(_Strict):
         "auto", description="attention kernels (SDPA) for training (kif.attention): auto = torch's choice, "
         "except that on a CUDA GPU in bf16/fp16 cuDNN is left out (its backward gives NaN gradients on padded "
         "batches on H100/H200); a name: that kernel only")
-    # The harness's model selection (kif.training.KeepBest): held-out examples scored every
+    # The harness's model selection (kif.validation.KeepBest): held-out examples scored every
     # eval_steps, the best weights kept (TaSL: 100, 40, load_best_model_at_end, eval loss).
     validation_samples: int = Field(0, ge=0, description="examples held out of each task's training data "
                                     "for validation (TaSL/SAPT: 100); never trained on, never replayed")

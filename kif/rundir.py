@@ -2,7 +2,7 @@
 
 ::
 
-    OUT/config.yaml             the run's config record (kif.config.config_record)
+    OUT/config.yaml             the run's config record (kif.configure.config_record)
     OUT/results.json            the results record (kif.results.Results), after every stage
     OUT/results.<...>.json      re-scored records (``kif rescore``), never over results.json
     OUT/checkpoints/after-NN/   the newest task boundary: method.safetensors, method.json,
@@ -100,7 +100,7 @@ class RunDir:
         return raw
 
     def check_config(self, cfg: RunConfig, accept_change: bool, ran: str, advice: str) -> list[str]:
-        """The keys in which ``cfg`` differs from the stored config record (kif.config.config_changes);
+        """The keys in which ``cfg`` differs from the stored config record (kif.configure.config_changes);
         unless ``accept_change``, any is a KifError: "<config.yaml>: <ran> another config (keys); <advice>"."""
         changed = config_changes(_same_benchmark(self.read_config(required=True), cfg), cfg)
         if changed and not accept_change:
