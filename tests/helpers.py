@@ -50,3 +50,16 @@ def kif_run(cfg, out, fault=None, extra=()):
         env["KIF_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "kif.cli", "run", str(cfg), "-o", str(out), "-q", *extra],
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+def fails_one_line(argv, capsys, *culprits) -> str:
+    """``kif ARGV`` in-process exits 2 with one "kif: error:" line naming every culprit, no traceback."""
+    from kif.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("kif: error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert all(c in lines[0] for c in culprits), lines[0]
+    assert "Traceback" not in err
+    return lines[0]

@@ -10,17 +10,7 @@ import yaml
 
 from kif.cli import main
 
-from helpers import tiny_config
-
-
-def _fails(argv, capsys, *culprits):
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("kif: error:")]
-    assert code == 2 and len(lines) == 1, err
-    assert all(c in lines[0] for c in culprits), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
+from helpers import fails_one_line, tiny_config
 
 
 def _snapshot(folder: Path) -> dict:
@@ -54,7 +44,7 @@ def test_task_name_that_is_not_one_path_component_is_refused_before_any_write(na
     cfg = tiny_config(benchmark=str(bench), tasks=[name], method="seqlora").model_dump(mode="json")
     (home / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     before = _snapshot(tmp_path)
-    line = _fails(["run", str(home / "cfg.yaml"), "-o", str(home / "out"), "-q"], capsys,
+    line = fails_one_line(["run", str(home / "cfg.yaml"), "-o", str(home / "out"), "-q"], capsys,
                   "task name", "bench.yaml")
     assert "path component" in line
     assert _snapshot(tmp_path) == before  # no escape, no output folder
@@ -64,7 +54,7 @@ def test_unseen_task_names_from_a_custom_benchmark_are_checked_too(tmp_path, cap
     bench = _bench_with_task(tmp_path, "..")
     cfg = tiny_config(method="seqlora", tasks=["cb"], eval={"unseen": {"benchmark": str(bench)}})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    _fails(["run", str(tmp_path / "cfg.yaml"), "-o", str(tmp_path / "out"), "-q"], capsys,
+    fails_one_line(["run", str(tmp_path / "cfg.yaml"), "-o", str(tmp_path / "out"), "-q"], capsys,
            "task name", "path component")
     assert not (tmp_path / "out").exists()
 
@@ -85,7 +75,7 @@ def test_divergence_stop_sees_the_method_extra_loss(method, args, tmp_path, caps
     cfg = tiny_config(method=method, method_args=args, tasks=["cb", "copa"],
                       train={"learning_rate": 1e6}).model_dump(mode="json")
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    line = _fails(["run", str(tmp_path / "cfg.yaml"), "-o", str(tmp_path / "out"), "-q"], capsys, "diverged")
+    line = fails_one_line(["run", str(tmp_path / "cfg.yaml"), "-o", str(tmp_path / "out"), "-q"], capsys, "diverged")
     assert "learning_rate" in line
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert not results["finished"]
@@ -162,7 +152,7 @@ def test_finished_run_with_an_intact_results_file_is_left_untouched(finished_run
 def test_stored_config_that_is_not_a_mapping_is_named_not_an_empty_diff(text, finished_run, tmp_path, capsys):
     cfg, run = _copy_run(finished_run, tmp_path)
     (run / "config.yaml").write_text(text)
-    line = _fails(["run", str(cfg), "-o", str(run), "-q"], capsys, "config.yaml", "not a kif config")
+    line = fails_one_line(["run", str(cfg), "-o", str(run), "-q"], capsys, "config.yaml", "not a kif config")
     assert "()" not in line
 
 
@@ -216,7 +206,7 @@ def test_kif_checkpoint_without_its_state_after_task_1_is_refused(case, kif_afte
                                               **{n.replace("method.fused_prev/", "method.fisher/"): v
                                                  for n, v in t.items() if n.startswith("method.fused_prev/")}})
     before = _snapshot(out)
-    line = _fails(["run", str(cfg), "-o", str(out), "-q"], capsys, str(ckpt))
+    line = fails_one_line(["run", str(cfg), "-o", str(out), "-q"], capsys, str(ckpt))
     assert ("lacks the state" in line) or ("never writes" in line)
     assert _snapshot(out) == before
 
@@ -369,7 +359,7 @@ def test_report_on_a_hostile_run_folder_is_one_line_and_changes_nothing_outside_
     edit(bad)
     before = _snapshot(tmp_path / "runs")
     t0 = time.perf_counter()
-    _fails(["report", str(good), str(bad), "-o", str(tmp_path / "rep")], capsys, culprit)
+    fails_one_line(["report", str(good), str(bad), "-o", str(tmp_path / "rep")], capsys, culprit)
     assert time.perf_counter() - t0 < 60
     assert _snapshot(tmp_path / "runs") == before
     assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
@@ -590,13 +580,13 @@ def test_second_pull_into_one_folder_is_refused_naming_the_first(hostile_server,
 @pytest.mark.parametrize("url", ["http://[::1", "ftp://host/x", "http://", "http://host:99999/x", "not a url",
                                  "http://ho st/x"])
 def test_pull_malformed_base_url_is_one_line(url, tmp_path, capsys):
-    _fails(["data", "pull", "--dir", str(tmp_path / "data"), "--base-url", url, "-q"], capsys, "--base-url")
+    fails_one_line(["data", "pull", "--dir", str(tmp_path / "data"), "--base-url", url, "-q"], capsys, "--base-url")
     assert not (tmp_path / "data").exists()
 
 
 def test_pull_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("mine")
-    _fails(["data", "pull", "--dir", str(tmp_path / "f"), "--base-url", "http://127.0.0.1:9", "-q"], capsys,
+    fails_one_line(["data", "pull", "--dir", str(tmp_path / "f"), "--base-url", "http://127.0.0.1:9", "-q"], capsys,
            str(tmp_path / "f"), "not a folder")
     assert (tmp_path / "f").read_text() == "mine"
 
@@ -608,7 +598,7 @@ def test_custom_data_item_too_long_is_refused(tmp_path, capsys):
 
     (tmp_path / "data.json").write_text(json.dumps([{"input": "x" * (MAX_ITEM_CHARS + 1), "output": "a"}]))
     (tmp_path / "bench.yaml").write_text("name: b\ntasks:\n  t: {path: data.json, metric: accuracy}\n")
-    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json", "characters")
+    fails_one_line(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json", "characters")
 
 
 def test_custom_data_file_too_large_is_refused_unread(tmp_path, monkeypatch, capsys):
@@ -619,7 +609,7 @@ def test_custom_data_file_too_large_is_refused_unread(tmp_path, monkeypatch, cap
     monkeypatch.setattr(loaders, "MAX_TEXT_BYTES", 2**20)
     (tmp_path / "data.json.gz").write_bytes(gzip.compress(b" " * (8 * 2**20) + b"[]"))
     (tmp_path / "bench.yaml").write_text("name: b\ntasks:\n  t: {path: data.json.gz, metric: accuracy}\n")
-    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json.gz", "MB of text")
+    fails_one_line(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "data.json.gz", "MB of text")
 
 
 @pytest.mark.parametrize("template", ["{input:>999999999}", "{input:.99999999}", "{input:0>123456}"])
@@ -627,4 +617,4 @@ def test_prompt_template_with_a_huge_width_is_refused(template, tmp_path, capsys
     (tmp_path / "data.json").write_text(json.dumps([{"input": "q", "output": "a"}]))
     doc = {"name": "b", "tasks": {"t": {"path": "data.json", "metric": "accuracy", "prompt_template": template}}}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(doc))
-    _fails(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "prompt_template", "width")
+    fails_one_line(["benchmarks", str(tmp_path / "bench.yaml")], capsys, "prompt_template", "width")

@@ -128,20 +128,25 @@ def test_predicted_answers_on_a_tiny_model():
                                     max_new_tokens=12, rounds=2, batch_size=4, gen_answers="predicted")
 
 
-@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
-def test_overfitted_model_writes_its_task_back(model):
-    """A tiny model trained hard on the generation objective of 4 examples reproduces them."""
+def _overfit(model: str, examples, batch_size: int):
+    """A tiny model with every weight trainable, trained 150 epochs on ``examples`` at lr 3e-3:
+    (the loaded model, its encoder, the training stats)."""
     cfg = validate_config({"model": model, "lora": {"enabled": False},
-                           "train": {"epochs": 150, "batch_size": 4, "learning_rate": 3e-3, "precision": "fp32",
-                                     "group_by_length": False, "logging_steps": 50},
+                           "train": {"epochs": 150, "batch_size": batch_size, "learning_rate": 3e-3,
+                                     "precision": "fp32", "group_by_length": False, "logging_steps": 50},
                            "data": {"max_input_length": 64, "max_target_length": 48}})
     torch.manual_seed(0)
     lm = load_model(cfg.model, cfg.data.prompt_format)
     for p in lm.model.parameters():
         p.requires_grad_(True)
     enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
-    stats = train_task(lm.model, enc, generation_examples("sst2", REAL, 1.0, seed=0), cfg.train, 0,
-                       show_progress=False)
+    return lm, enc, train_task(lm.model, enc, examples, cfg.train, 0, show_progress=False)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_overfitted_model_writes_its_task_back(model):
+    """A tiny model trained hard on the generation objective of 4 examples reproduces them."""
+    lm, enc, stats = _overfit(model, generation_examples("sst2", REAL, 1.0, seed=0), batch_size=4)
     assert stats["steps"] == 150  # one batch of all 4 examples per epoch
     rng = torch.get_rng_state()
     info: dict = {}
@@ -395,17 +400,7 @@ def test_tagged_overfitted_model_writes_inputs_labelled_by_the_label_set(model):
     inputs back; each answer is the label of highest log-probability under the task prompt."""
     from kif.evaluation import label_scores
 
-    cfg = validate_config({"model": model, "lora": {"enabled": False},
-                           "train": {"epochs": 150, "batch_size": 8, "learning_rate": 3e-3, "precision": "fp32",
-                                     "group_by_length": False, "logging_steps": 50},
-                           "data": {"max_input_length": 64, "max_target_length": 48}})
-    torch.manual_seed(0)
-    lm = load_model(cfg.model, cfg.data.prompt_format)
-    for p in lm.model.parameters():
-        p.requires_grad_(True)
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
-    train_task(lm.model, enc, REAL + generation_examples("sst2", REAL, 1.0, seed=0, fmt="tagged"), cfg.train, 0,
-               show_progress=False)
+    lm, enc, _ = _overfit(model, REAL + generation_examples("sst2", REAL, 1.0, seed=0, fmt="tagged"), batch_size=8)
     info: dict = {}
     out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
                             max_new_tokens=40, rounds=3, batch_size=8, gen_format="tagged", stats=info)
@@ -513,17 +508,8 @@ def test_conditioned_draws_the_same_count_per_label():
 def test_conditioned_overfitted_model_writes_each_label_balanced(model):
     """A tiny model trained hard on conditioned generation examples and the task writes, from '[sst2] yes'
     and '[sst2] no', the task's inputs of that label; the scored labels agree and the memory is 2 + 2."""
-    cfg = validate_config({"model": model, "lora": {"enabled": False},
-                           "train": {"epochs": 150, "batch_size": 8, "learning_rate": 3e-3, "precision": "fp32",
-                                     "group_by_length": False, "logging_steps": 50},
-                           "data": {"max_input_length": 64, "max_target_length": 48}})
-    torch.manual_seed(0)
-    lm = load_model(cfg.model, cfg.data.prompt_format)
-    for p in lm.model.parameters():
-        p.requires_grad_(True)
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 48)
     gen = generation_examples("sst2", REAL, 1.0, seed=0, fmt="conditioned", labels={"yes", "no"})
-    train_task(lm.model, enc, REAL + gen, cfg.train, 0, show_progress=False)
+    lm, enc, _ = _overfit(model, REAL + gen, batch_size=8)
     info, record = {}, []
     out = generate_examples(lm.model, enc, "sst2", TEMPLATE, 4, lm.eos_token_ids, labels={"yes", "no"}, seed=3,
                             max_new_tokens=40, rounds=3, batch_size=8, gen_format="conditioned", stats=info,

@@ -20,7 +20,7 @@ from kif.cli import main
 from kif.errors import KifError
 from kif.lock import LOCK_NAME, OutputLock
 
-from helpers import REPO, read_results, tiny_config
+from helpers import REPO, fails_one_line, read_results, tiny_config
 
 pytestmark = pytest.mark.slow  # whole runs: `pytest -m "not slow"` leaves them out
 
@@ -42,16 +42,6 @@ def _snapshot(folder: Path) -> dict:
         elif p.is_file():
             out[str(p.relative_to(folder))] = p.read_bytes()
     return out
-
-
-def _fails(argv, capsys, *culprits):
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("kif: error:")]
-    assert code == 2 and len(lines) == 1, err
-    assert all(c in lines[0] for c in culprits), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _kif(*argv, env=None, **kw):
@@ -110,15 +100,15 @@ def test_lock_dies_with_its_process(tmp_path):
 def test_held_folder_refuses_run_and_report(tmp_path, capsys, finished):
     out = tmp_path / "out"
     with OutputLock(out):
-        _fails(["run", "--set", "model=tiny-llama", "--set", "tasks=[cb]", "-o", str(out), "-q"], capsys,
+        fails_one_line(["run", "--set", "model=tiny-llama", "--set", "tasks=[cb]", "-o", str(out), "-q"], capsys,
                "in use by another kif process", LOCK_NAME, f"pid {os.getpid()}")
-        _fails(["report", str(finished), "-o", str(out)], capsys, "in use by another kif process")
+        fails_one_line(["report", str(finished), "-o", str(out)], capsys, "in use by another kif process")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
 
 
 def test_failed_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "deep" / "out"
-    _fails(["run", "--set", "model=tiny-llama", "--set", "tasks=[nosuchtask]", "-o", str(out), "-q"], capsys,
+    fails_one_line(["run", "--set", "model=tiny-llama", "--set", "tasks=[nosuchtask]", "-o", str(out), "-q"], capsys,
            "nosuchtask")
     assert not out.exists()
 
@@ -188,7 +178,7 @@ def test_inconsistent_checkpoint_is_refused_and_nothing_written(case, finished, 
     name, edit, culprits = BAD_CHECKPOINTS[case]
     _edit(ckpt, name, edit)
     before = _snapshot(out)
-    _fails(["run", str(out / "config.yaml"), "-o", str(out), "-q"], capsys, *culprits)
+    fails_one_line(["run", str(out / "config.yaml"), "-o", str(out), "-q"], capsys, *culprits)
     assert _snapshot(out) == before
 
 
@@ -200,7 +190,7 @@ def test_non_finite_tensor_in_checkpoint_is_refused(finished, tmp_path, capsys):
     t[name] = torch.full_like(t[name], float("nan"))
     save_file(t, str(ckpt / "method.safetensors"))
     before = _snapshot(out)
-    _fails(["run", str(out / "config.yaml"), "-o", str(out), "-q"], capsys, "method.safetensors", "NaN")
+    fails_one_line(["run", str(out / "config.yaml"), "-o", str(out), "-q"], capsys, "method.safetensors", "NaN")
     assert _snapshot(out) == before
 
 
@@ -221,7 +211,7 @@ def test_symlinked_tasks_folder_is_refused_and_its_target_untouched(finished, tm
     (out / "tasks").symlink_to(elsewhere)
     before = _snapshot(elsewhere)
     for extra in ([], ["--overwrite"]):
-        _fails(["run", str(out / "config.yaml"), "-o", str(out), "-q", *extra], capsys, "tasks", "symbolic link")
+        fails_one_line(["run", str(out / "config.yaml"), "-o", str(out), "-q", *extra], capsys, "tasks", "symbolic link")
     assert _snapshot(elsewhere) == before
 
 
@@ -229,7 +219,7 @@ def test_overwrite_with_a_bad_setting_keeps_the_old_run(finished, tmp_path, caps
     out = tmp_path / "out"
     shutil.copytree(finished, out)
     before = _snapshot(out)
-    _fails(["run", str(out / "config.yaml"), "-o", str(out), "-q", "--overwrite",
+    fails_one_line(["run", str(out / "config.yaml"), "-o", str(out), "-q", "--overwrite",
             "--set", "lora.target_modules=[q_prj]"], capsys, "lora.target_modules", "q_prj")
     assert _snapshot(out) == before
 
@@ -259,7 +249,7 @@ def test_diverging_run_stops_before_a_checkpoint_then_resumes_with_a_lower_lr(tm
     model's do.)"""
     out = tmp_path / "out"
     cfg = _cfg_file(tmp_path / "cfg.yaml", lora={"target_modules": ["q_proj", "v_proj", "lm_head"]})
-    line = _fails(["run", str(cfg), "-o", str(out), "-q", "--set", "train.learning_rate=1e6"], capsys,
+    line = fails_one_line(["run", str(cfg), "-o", str(out), "-q", "--set", "train.learning_rate=1e6"], capsys,
                   "task 1/2 cb", "diverged at optimizer step 2", "learning_rate (now 1e+06)")
     assert "fp32" not in line  # the run is already fp32
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["after-00"]  # nothing of task 1
@@ -284,7 +274,7 @@ def test_non_finite_state_is_never_checkpointed(tmp_path, capsys, data_dir, monk
 
     monkeypatch.setattr(SeqLoRA, "after_task", poison, raising=False)
     out = tmp_path / "out"
-    _fails(["run", str(_cfg_file(tmp_path / "cfg.yaml")), "-o", str(out), "-q"], capsys, "non-finite", "not saved")
+    fails_one_line(["run", str(_cfg_file(tmp_path / "cfg.yaml")), "-o", str(out), "-q"], capsys, "non-finite", "not saved")
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["after-00"]
 
 
@@ -499,7 +489,7 @@ def test_output_folder_that_cannot_be_made(make, culprit, command, tmp_path, cap
     out = make(tmp_path)
     argv = (["run", "--set", "model=tiny-llama", "--set", "tasks=[cb]", "-o", str(out), "-q"] if command == "run"
             else ["report", str(finished), "-o", str(out)])
-    _fails(argv, capsys, str(out), culprit)
+    fails_one_line(argv, capsys, str(out), culprit)
 
 
 @pytest.mark.parametrize("command", ["run", "report", "sweep"])
@@ -507,13 +497,13 @@ def test_empty_output_name_is_an_error(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = {"run": ["run", "--set", "model=tiny-llama", "-o", ""], "report": ["report", str(tmp_path), "-o", ""],
             "sweep": ["sweep", "x.yaml", "-o", ""]}[command]
-    _fails(argv, capsys, "-o", "empty")
+    fails_one_line(argv, capsys, "-o", "empty")
     assert not list(tmp_path.iterdir())
 
 
 def test_non_utf8_output_path_is_refused_at_start(tmp_path, capsys):
     out = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff"))
-    _fails(["run", "--set", "model=tiny-llama", "--set", "tasks=[cb]", "-o", str(out), "-q"], capsys,
+    fails_one_line(["run", "--set", "model=tiny-llama", "--set", "tasks=[cb]", "-o", str(out), "-q"], capsys,
            "not valid UTF-8")
     assert not os.path.lexists(out)
 
