@@ -202,9 +202,8 @@ class MemoryReplayMixin:
         save_generations(task_dir, self._drawn)
         if self._gen_stats:
             stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
-                          "pseudo_well_formed": self._gen_stats.get("well_formed", 0)})
-            if "fill" in self._gen_stats:
-                stats["pseudo_fill"] = {self.ctx.tasks[k]: self._gen_stats["fill"]}
+                          "pseudo_well_formed": self._gen_stats.get("well_formed", 0),
+                          "pseudo_fill": {self.ctx.tasks[k]: self._gen_stats["fill"]}})
             if self.opts.gen_answers == "predicted":
                 stats["pseudo_answers_predicted"] = self._gen_stats.get("answers_predicted", 0)
         if k == 0 or self.opts.replay_mode == "mixed":

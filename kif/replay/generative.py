@@ -80,7 +80,7 @@ import logging
 import math
 import random
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional, Sequence
+from typing import Callable, Iterable, Literal, Optional, Sequence, get_args
 
 import torch
 
@@ -108,7 +108,7 @@ def separator(suffix: str) -> str:
 
 
 GenFormat = Literal["conditioned", "tagged", "lamol"]
-FORMATS = ("conditioned", "tagged", "lamol")
+FORMATS = get_args(GenFormat)
 
 
 def gen_prompt(task: str, fmt: GenFormat = "lamol", prefix: str = "", label: Optional[str] = None) -> str:
