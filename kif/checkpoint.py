@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import ArtifactError, KifError
-from .torchutil import non_finite
+from .guards import non_finite_names
 from .methods import get_method
 from .results import Results
 from .rundir import RunDir
@@ -77,7 +77,7 @@ def validate_checkpoint(path: Path, tensors: dict, meta, results, *, method: str
     for name in tensors:
         if not name.startswith(("model.", "method.")):
             raise ArtifactError(f"{path / 'method.safetensors'}: unexpected tensor {name!r}")
-    nan = non_finite(tensors)
+    nan = non_finite_names(tensors)
     if nan:
         raise ArtifactError(f"{path / 'method.safetensors'}: {nan[0]} holds NaN/inf; kif never saves "
                             "such a state, the file was altered")

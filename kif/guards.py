@@ -42,6 +42,13 @@ def check_float_range(values: Any, source: str, prefix: str = "", blame=None) ->
 
 # ---- advice when numbers blow up ----------------------------------------------------------------
 
+def non_finite_names(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf, checked one by one with the tensors'
+    own methods, so this module stays torch-free (a resume's check, read by ``kif sweep`` before
+    torch loads); :func:`kif.torchutil.non_finite` puts one fused pass before it for hot paths."""
+    return [n for n, t in tensors.items() if t.is_floating_point() and t.numel() and not bool(t.isfinite().all())]
+
+
 def precision_hint(bf16: bool) -> str:
     """What to try when numbers blow up; fp32 is suggested only to a run that is not in fp32."""
     return "lower train.learning_rate" + (" or use train.precision: fp32" if bf16 else "")

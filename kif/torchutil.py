@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import KifError
-from .guards import precision_hint
+from .guards import non_finite_names, precision_hint
 
 
 @contextlib.contextmanager
@@ -45,10 +45,8 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 def non_finite(tensors: dict) -> list[str]:
     """Names of the floating-point tensors holding NaN or inf (one fused check when all are finite)."""
-    floats = {n: t for n, t in tensors.items() if t.is_floating_point() and t.numel()}
-    if all_finite(list(floats.values())):
-        return []
-    return [n for n, t in floats.items() if not bool(t.isfinite().all())]
+    floats = [t for t in tensors.values() if t.is_floating_point() and t.numel()]
+    return [] if all_finite(floats) else non_finite_names(tensors)
 
 
 def check_finite_state(tensors: dict, what: str, bf16: bool) -> None:

@@ -131,3 +131,13 @@ def test_function_level_imports_by_hand(tmp_path, monkeypatch):
 def test_kif_internal_imports_inside_functions_only_in_the_cli():
     inside = {m: n for m, n in function_level_imports().items() if m != "kif.cli"}
     assert inside == {}, "import at module level (a cycle it hides shows in the test above)"
+
+
+def test_sweep_checks_before_torch_loads():
+    """``kif sweep`` validates its file (and every cell's config) before any model code loads:
+    importing it must not import torch (2+ s), as a checkpoint check once did."""
+    import subprocess
+
+    code = "import sys, kif.sweep; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
