@@ -1,6 +1,7 @@
 """Atomic file writes: a kill at any instant leaves the old file or the new one, never half;
-and the one way kif reads a JSON or YAML file it did not just write (:func:`read_json`,
-:func:`read_yaml`): every failure is one line naming the file.
+and how kif reads the JSON and YAML files of runs, configs and checkpoints (:func:`read_json`,
+:func:`read_yaml`): every failure is one line naming the file. Benchmark data files (gzip,
+a BOM, a size cap) are read by ``kif.data.loaders.read_json``, which raises DataError.
 
 A write that fails (a full disk, a read-only folder) is an :class:`~kif.errors.OutputError`
 naming the file; the temporary file is removed and the previous version stays. Saved
