@@ -61,7 +61,7 @@ import torch
 from ..core.fusion import top_fraction_mask
 from ..core.units import clean_param_name
 from ..replay import Memory, pseudo_samples
-from ..replay.generative import (closed_labels, generate_examples, generation_examples,
+from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
                                  save_generations, save_pseudo)
 from ..replay.pseudo import prompt_template
 from .base import ExtraStage
@@ -91,7 +91,8 @@ class MemoryReplayMixin:
         if self._generative():  # LAMOL: learn to write the task's examples while learning it
             examples = list(examples) + generation_examples(self.ctx.tasks[k], self._current, self.opts.gen_weight,
                                                             self.ctx.cfg.seed + k, encoder=self.ctx.encoder,
-                                                            fmt=self.opts.gen_format)
+                                                            fmt=self.opts.gen_format,
+                                                            instruction=self.opts.gen_instruction)
         if self.opts.replay_mode == "mixed":  # the released code: D_k ∪ M_{<k}, one stage
             examples = list(examples) + self.memory.examples_before(k)
         return examples
@@ -112,12 +113,10 @@ class MemoryReplayMixin:
         cfg = ctx.cfg
         if self._generative():
             template = prompt_template([ex.prompt for ex in self._current])
-            samples = generate_examples(self.model, ctx.encoder, task, template, n, ctx.lm.eos_token_ids,
-                                        labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
-                                        top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                        gen_format=o.gen_format, balance=o.gen_balance, stats=self._gen_stats,
-                                        prefix_cache=self.reuses_prefix_cache, record=self._drawn)
+            samples = generate_with(o, self.model, ctx.encoder, task, template, n, ctx.lm.eos_token_ids,
+                                    labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
+                                    batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache,
+                                    stats=self._gen_stats, record=self._drawn)
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,
@@ -201,11 +200,7 @@ class MemoryReplayMixin:
         save_pseudo(task_dir, self._written)  # empty for a real memory
         save_generations(task_dir, self._drawn)
         if self._gen_stats:
-            stats.update({"pseudo_generated": self._gen_stats.get("generated", 0),
-                          "pseudo_well_formed": self._gen_stats.get("well_formed", 0),
-                          "pseudo_fill": {self.ctx.tasks[k]: self._gen_stats["fill"]}})
-            if self.opts.gen_answers == "predicted":
-                stats["pseudo_answers_predicted"] = self._gen_stats.get("answers_predicted", 0)
+            add_pseudo_stats(stats, self.ctx.tasks[k], self._gen_stats, self.opts.gen_answers)
         if k == 0 or self.opts.replay_mode == "mixed":
             return stats
         self.save_adapter(task_dir / "adapter_fused")  # f̂_k before replay

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
 from ..replay import memory_size
-from ..replay.generative import (closed_labels, generate_examples, generation_examples,
+from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
                                  save_pseudo)
 from ..replay.pseudo import prompt_template
 from ..data import Example
@@ -144,20 +144,11 @@ class LFPT5(CLMethod):
             prefix, suffix = self.templates.get(task, ["", ""])
             info: dict = {}
             labels = self.label_sets.get(task)
-            samples = generate_examples(self.model, ctx.encoder, task, (prefix, suffix), self._size(n_new),
-                                        ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
-                                        seed=cfg.seed + 2000 + 100 * k + i, top_k=o.gen_top_k,
-                                        max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                        batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                        gen_format=o.gen_format, balance=o.gen_balance, stats=info,
-                                        prefix_cache=self.reuses_prefix_cache)
-            if "fill" in info:
-                stats.setdefault("pseudo_fill", {})[task] = info["fill"]
-            stats["pseudo_generated"] += info.get("generated", 0)
-            stats["pseudo_well_formed"] += info.get("well_formed", 0)
-            if o.gen_answers == "predicted":
-                stats["pseudo_answers_predicted"] = (stats.get("pseudo_answers_predicted", 0)
-                                                     + info.get("answers_predicted", 0))
+            samples = generate_with(o, self.model, ctx.encoder, task, (prefix, suffix), self._size(n_new),
+                                    ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
+                                    seed=cfg.seed + 2000 + 100 * k + i, batch_size=cfg.eval.batch_size,
+                                    prefix_cache=self.reuses_prefix_cache, stats=info)
+            add_pseudo_stats(stats, task, info, o.gen_answers)
             out += samples
         return out, stats
 
@@ -171,7 +162,8 @@ class LFPT5(CLMethod):
             return []
         return generation_examples(task, examples, self.opts.gen_weight, seed,
                                    template=tuple(self.templates[task]), encoder=self.ctx.encoder,
-                                   fmt=self.opts.gen_format, labels=self.label_sets.get(task, []))
+                                   fmt=self.opts.gen_format, labels=self.label_sets.get(task, []),
+                                   instruction=self.opts.gen_instruction)
 
     def train_examples(self, k: int, examples: list) -> list:
         task = self.ctx.tasks[k]

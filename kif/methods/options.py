@@ -89,6 +89,12 @@ class GenerativeOptions(BaseModel):
         "default): the same from one prompt '[task] Write a new input for this task.' + the instruction; "
         "lamol (LAMOL/LFPT5): it writes '<input><cue> <answer>' after __gen_<task>__")
     gen_balance: bool = Field(True, description="keep the generated samples round-robin over the labels (kif)")
+    gen_force_tag: bool = Field(True, description="gen_format tagged / conditioned: start every generated text "
+                                "with the task's tag and sample only the input after it (kif); false: the model "
+                                "writes the tag itself and a text without it is refused")
+    gen_instruction: bool = Field(True, description="gen_format tagged: the generation prompt carries the task's "
+                                  "instruction after the request (kif); false: '[task] Write a new input for this "
+                                  "task.' alone")
 
 
 def _warmup_needs_a_schedule(v: int, info: ValidationInfo) -> int:

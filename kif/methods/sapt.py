@@ -65,7 +65,7 @@ from ..encoding import pad
 from ..errors import ConfigError
 from ..io import atomic_save_dir, atomic_save_tensors
 from ..replay import Memory
-from ..replay.generative import closed_labels, generate_examples, generation_examples
+from ..replay.generative import add_pseudo_stats, closed_labels, generate_with, generation_examples
 from ..replay.pseudo import prompt_template
 from .inclora import IncLoRA, adapter_name
 from .options import SAPTOptions
@@ -208,7 +208,8 @@ class SAPT(IncLoRA):
     def train_examples(self, k: int, examples: list) -> list:
         self._current = list(examples)
         gen = generation_examples(self.ctx.tasks[k], examples, self.opts.gen_weight, self.ctx.cfg.seed + k,
-                                  encoder=self.ctx.encoder, fmt=self.opts.gen_format)
+                                  encoder=self.ctx.encoder, fmt=self.opts.gen_format,
+                                  instruction=self.opts.gen_instruction)
         return list(examples) + gen
 
     def before_task(self, k: int) -> None:
@@ -254,18 +255,13 @@ class SAPT(IncLoRA):
         self.targets = self.targets[:k] + [target.float()]
         info: dict = {}
         cfg = ctx.cfg
-        samples = generate_examples(self.model, ctx.encoder, task,
-                                    prompt_template([ex.prompt for ex in self._current]),
-                                    self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
-                                    labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
-                                    top_k=o.gen_top_k, max_new_tokens=o.gen_max_tokens, rounds=o.gen_rounds,
-                                    batch_size=cfg.eval.batch_size, gen_answers=o.gen_answers,
-                                    gen_format=o.gen_format, balance=o.gen_balance, stats=info,
-                                    prefix_cache=self.reuses_prefix_cache)
+        samples = generate_with(o, self.model, ctx.encoder, task, prompt_template([ex.prompt for ex in self._current]),
+                                self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
+                                labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
+                                batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache, stats=info)
         self.memory.add(task, samples, select=False)
-        return {"memory_added": len(samples), "pseudo_generated": info.get("generated", 0),
-                "pseudo_well_formed": info.get("well_formed", 0), "pseudo_fill": {task: info.get("fill")},
-                "attention_target": [round(float(x), 6) for x in target]}
+        return add_pseudo_stats({"memory_added": len(samples)}, task, info, o.gen_answers) | {
+            "attention_target": [round(float(x), 6) for x in target]}
 
     # --- state --------------------------------------------------------------------------------------
     def state_summary(self) -> dict:

@@ -154,12 +154,14 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
 
 def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int, *,
                         template: Optional[tuple[str, str]] = None, encoder: Optional[Encoder] = None,
-                        fmt: GenFormat = "lamol", labels: Optional[Iterable[str]] = None) -> list[Example]:
+                        fmt: GenFormat = "lamol", labels: Optional[Iterable[str]] = None,
+                        instruction: bool = True) -> list[Example]:
     """⌈weight·n⌉ generation examples of ``task`` (a seeded draw; original order kept).
     ``template``: the task's (prefix, suffix), by default ``prompt_template`` of ``examples``;
     ``encoder``: fit each target in ``data.max_target_length`` (``generation_target``).
     ``conditioned``: each prompt carries its example's answer when the task has a closed label set
-    (``labels``, by default ``closed_labels`` of ``examples``; the generator must use the same set)."""
+    (``labels``, by default ``closed_labels`` of ``examples``; the generator must use the same set).
+    ``instruction`` (``tagged``): the prompt carries the task's instruction after the request."""
     if weight <= 0 or not examples:
         return []
     prefix, suffix = template or prompt_template([ex.prompt for ex in examples])
@@ -169,7 +171,8 @@ def generation_examples(task: str, examples: Sequence[Example], weight: float, s
 
     def prompt(ex: Example) -> str:
         answer = ex.references[0].strip()
-        return gen_prompt(task, fmt, prefix, label=answer if closed is not None and answer in closed else None)
+        return gen_prompt(task, fmt, prefix if instruction else "",
+                          label=answer if closed is not None and answer in closed else None)
 
     return [Example(f"gen-{examples[i].id}", prompt(examples[i]),
                     (generation_target(examples[i], prefix, suffix, encoder, fmt=fmt, task=task),))
@@ -195,28 +198,45 @@ def parse_example(text: str, prefix: str, suffix: str, labels: Optional[set[str]
     return prefix + body + suffix, answer
 
 
+def forced_ids(encoder: Encoder, head: str) -> list[int]:
+    """The token ids that every target starting with ``head`` (a task's tag) starts with, to be put
+    before sampling; [] when the tokenizer merges ``head`` with what follows (nothing is forced)."""
+    ids = encoder.target_ids(head)[:-1]  # without the end token
+    return ids if encoder.target_ids(head + " x")[:len(ids)] == ids else []
+
+
 @torch.no_grad()
 def sample_texts(model, encoder: Encoder, prompt: str, n: int, eos_ids: list[int], *, top_k: int,
                  max_new_tokens: int, generator_seed: int, batch_size: int,
-                 finished: Optional[list[bool]] = None) -> list[str]:
+                 finished: Optional[list[bool]] = None, forced: Sequence[int] = ()) -> list[str]:
     """``n`` top-k continuations of ``prompt``; torch's RNG forked and seeded (global state untouched).
-    ``finished`` (optional) gets, per text, whether it ended with an end token."""
+    ``finished`` (optional) gets, per text, whether it ended with an end token. ``forced``: token ids
+    every continuation starts with (the first tokens of the answer, e.g. the task tag), part of the
+    text returned and of the ``max_new_tokens``."""
     tok = encoder.tokenizer
-    ids = encoder.prompt_ids(prompt)
+    ids, forced = encoder.prompt_ids(prompt), list(forced)
     device = next(model.parameters()).device
     texts: list[str] = []
     devices = [device.index or 0] if device.type == "cuda" else []
+    start_id = None
+    if encoder.is_seq2seq:  # the decoder's start token: T5's is its pad token (a wrapper may hide the config)
+        start_id = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+        start_id = tok.pad_token_id if start_id is None else start_id
     with eval_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(generator_seed)
         for start in range(0, n, batch_size):
             rows = min(batch_size, n - start)
-            input_ids = torch.tensor([ids] * rows, dtype=torch.long, device=device)
+            input_ids = torch.tensor([ids + ([] if encoder.is_seq2seq else forced)] * rows, dtype=torch.long,
+                                     device=device)
+            extra = ({"decoder_input_ids": torch.tensor([[start_id] + forced] * rows, device=device)}
+                     if encoder.is_seq2seq and forced else {})
             out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-                                 top_k=top_k, top_p=1.0, temperature=1.0, max_new_tokens=max_new_tokens,
-                                 eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
-            new = out if encoder.is_seq2seq else out[:, input_ids.shape[1]:]
+                                 top_k=top_k, top_p=1.0, temperature=1.0,
+                                 max_new_tokens=max(1, max_new_tokens - len(forced)),
+                                 eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, **extra)
+            new = out if encoder.is_seq2seq else out[:, len(ids):]  # the forced ids included
             for row in new.tolist():
-                if encoder.is_seq2seq and row and row[0] == tok.pad_token_id:
+                if encoder.is_seq2seq and row and row[0] == start_id:
                     row = row[1:]  # the decoder start token
                 cut = next((j for j, t in enumerate(row) if t in eos_ids), None)
                 texts.append(tok.decode(row[:cut], skip_special_tokens=True))
@@ -390,7 +410,7 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                       gen_answers: Literal["generated", "predicted"] = "generated",
                       gen_format: GenFormat = "lamol", balance: bool = True,
                       stats: Optional[dict] = None, record: Optional[list] = None,
-                      prefix_cache: bool = True) -> list[Example]:
+                      prefix_cache: bool = True, force_tag: bool = True, instruction: bool = True) -> list[Example]:
     """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
 
     ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts).
@@ -403,7 +423,11 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
     ``(seed·1000 + round)·1000 + label index``). ``stats`` (optional): the counts and ``fill``, the
     ``fill_record``; ``record`` (tagged formats): every drawn text and its verdict. An empty memory
     (``n`` > 0, nothing kept) is logged, one line. ``prefix_cache``:
-    the method's ``reuses_prefix_cache`` (greedy answers)."""
+    the method's ``reuses_prefix_cache`` (greedy answers). ``force_tag`` (tagged formats): every text
+    starts with the task's tag, put there before sampling (``forced_ids``), so the model samples only
+    the input — kif; without it the model must write the tag itself, and a text without it is refused.
+    ``instruction`` (``tagged``): the generation prompt carries the task's instruction, as it did in
+    training (``generation_examples``)."""
     if gen_answers not in ("generated", "predicted"):
         raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
     if gen_format not in FORMATS:
@@ -427,10 +451,12 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
         order = sorted(labels) if labels is not None else None
         limit = min(max_new_tokens, encoder.max_target_length)
         if gen_format == "tagged":
-            prompts: list[tuple[Optional[str], str]] = [(None, gen_prompt(task, "tagged", template[0]))]
+            prompts: list[tuple[Optional[str], str]] = [(None, gen_prompt(task, "tagged",
+                                                                          template[0] if instruction else ""))]
         else:
             prompts = [(lab, gen_prompt(task, "conditioned", label=lab)) for lab in order or [None]]
         per_prompt = math.ceil(2 * n / len(prompts))
+        forced = forced_ids(encoder, task_tag(task)) if force_tag else []
 
         def tagged_rounds():
             for r in range(rounds):
@@ -438,7 +464,7 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                 for j, (asked, prompt) in enumerate(prompts):
                     done: list[bool] = []
                     texts = sample_texts(model, encoder, prompt, per_prompt, eos_ids, top_k=top_k,
-                                         max_new_tokens=limit, batch_size=batch_size, finished=done,
+                                         max_new_tokens=limit, batch_size=batch_size, finished=done, forced=forced,
                                          generator_seed=seed * 1000 + r if gen_format == "tagged"
                                          else (seed * 1000 + r) * 1000 + j)
                     drawn += [(t, f, asked) for t, f in zip(texts, done)]
@@ -459,6 +485,31 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
     if stats is not None:
         stats.update(info)
     return out
+
+
+def generate_with(opts, model, encoder: Encoder, task: str, template: tuple[str, str], n: int,
+                  eos_ids: list[int], *, labels: Optional[set[str]], seed: int, batch_size: int,
+                  prefix_cache: bool, stats: Optional[dict] = None, record: Optional[list] = None) -> list[Example]:
+    """``generate_examples`` under a method's generator keys (``gen_*``,
+    ``kif.methods.options.GenerativeOptions``): the one call kif-m, lfpt5 and sapt make."""
+    return generate_examples(model, encoder, task, template, n, eos_ids, labels=labels, seed=seed,
+                             top_k=opts.gen_top_k, max_new_tokens=opts.gen_max_tokens, rounds=opts.gen_rounds,
+                             batch_size=batch_size, gen_answers=opts.gen_answers, gen_format=opts.gen_format,
+                             balance=opts.gen_balance, force_tag=opts.gen_force_tag,
+                             instruction=opts.gen_instruction, stats=stats, record=record, prefix_cache=prefix_cache)
+
+
+def add_pseudo_stats(stats: dict, task: str, info: dict, gen_answers: str) -> dict:
+    """Add one task's generation ``info`` (``generate_examples``' ``stats``) to a results.json stage
+    record: ``pseudo_generated`` and ``pseudo_well_formed`` summed over tasks, ``pseudo_fill`` per task,
+    ``pseudo_answers_predicted`` (``gen_answers: predicted``) summed."""
+    stats["pseudo_generated"] = stats.get("pseudo_generated", 0) + info.get("generated", 0)
+    stats["pseudo_well_formed"] = stats.get("pseudo_well_formed", 0) + info.get("well_formed", 0)
+    if "fill" in info:
+        stats.setdefault("pseudo_fill", {})[task] = info["fill"]
+    if gen_answers == "predicted":
+        stats["pseudo_answers_predicted"] = stats.get("pseudo_answers_predicted", 0) + info.get("answers_predicted", 0)
+    return stats
 
 
 def save_pseudo(task_dir, examples: Sequence[Example]) -> None:

@@ -519,3 +519,27 @@ def test_conditioned_overfitted_model_writes_each_label_balanced(model):
     assert info["fill"]["labels"] == {"no": 2, "yes": 2}
     ok = [r for r in record if r["verdict"] == "ok"]
     assert info["fill"]["agreed"] == sum(r["answer"] == r["asked"] for r in ok) >= 0.8 * len(ok)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_forced_tag_starts_every_text_and_counts_against_the_token_limit(model):
+    """force_tag (the default): every drawn text starts with the task's tag, which the model did not
+    sample, so no text is refused for a missing tag; the tag's tokens are part of the limit (a random
+    model writes exactly limit − tag tokens after it). Without it a random model never writes the tag."""
+    from kif.replay.generative import forced_ids
+
+    lm = load_model(model, "plain")
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 12)
+    tag = forced_ids(enc, "[sst2]")
+    assert lm.tokenizer.decode(tag).strip() == "[sst2]" and enc.target_ids("[sst2] x")[:len(tag)] == tag
+    record: list = []
+    generate_examples(lm.model, enc, "sst2", TEMPLATE, 3, lm.eos_token_ids, labels={"yes", "no"}, seed=1, rounds=1,
+                      batch_size=6, gen_format="tagged", record=record)
+    assert len(record) == 6 and all(r["text"].strip().startswith("[sst2]") for r in record)
+    assert all(r["verdict"] != "no_tag" for r in record)
+    unfinished = [r["text"] for r in record if not r["finished"]]
+    assert unfinished and all(len(enc.target_ids(t.strip())) - 1 <= 12 for t in unfinished)
+    record = []
+    generate_examples(lm.model, enc, "sst2", TEMPLATE, 3, lm.eos_token_ids, labels={"yes", "no"}, seed=1, rounds=1,
+                      batch_size=6, gen_format="tagged", record=record, force_tag=False)
+    assert not any(r["text"].strip().startswith("[sst2]") for r in record)

@@ -9,6 +9,7 @@ import torch
 from kif.data import Example
 from kif.io import load_tensors
 from kif.methods import lfpt5 as lfpt5_module
+from kif.replay import generative
 from kif.runner import consolidate, run
 
 from helpers import read_results, tiny_config
@@ -44,7 +45,7 @@ def test_trains_both_objectives_and_replays_what_it_generated(tmp_path, monkeypa
         return [Example(f"pseudo-{task}-0", f"{template[0]}7{template[1]}", ("yes",)),
                 Example(f"pseudo-{task}-1", f"{template[0]}8{template[1]}", ("no",))]
 
-    monkeypatch.setattr(lfpt5_module, "generate_examples", fake)
+    monkeypatch.setattr(generative, "generate_examples", fake)  # what generate_with calls
     exs, _ = train(m, 1, examples("t2", 6), seed=1)
     # before task 2 the model as task 1 left it writes task 1's pseudo-samples (template and labels kept)
     assert len(calls) == 1
@@ -101,7 +102,7 @@ def _task2_ready(tmp_path, monkeypatch, **args):
         return [Example(f"pseudo-{task}-0", f"{template[0]}7{template[1]}", ("yes",)),
                 Example(f"pseudo-{task}-1", f"{template[0]}8{template[1]}", ("no",))]
 
-    monkeypatch.setattr(lfpt5_module, "generate_examples", fake)
+    monkeypatch.setattr(generative, "generate_examples", fake)  # what generate_with calls
     exs = m.train_examples(1, examples("t2", 6))
     m.before_task(1)
     return m, exs, after_task1
@@ -188,7 +189,7 @@ def test_resumed_method_continues_with_the_same_teacher(tmp_path, monkeypatch):
     tensors, meta = a.state_dict()
     b = _method(tmp_path / "b")
     b.load_state_dict(tensors, meta)
-    monkeypatch.setattr(lfpt5_module, "generate_examples", fake)
+    monkeypatch.setattr(generative, "generate_examples", fake)  # what generate_with calls
     runs = []
     for m in (a, b):
         _, stats = train(m, 1, examples("t2", 6), seed=1)
