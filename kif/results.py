@@ -198,9 +198,12 @@ class Results(BaseModel):
             raise ArtifactError(f"{source}: {validation_message(err, quote=True)}") from None
 
 
+RESULTS_FILE = "results.json"  # a run folder's record (kif.rundir's layout)
+
+
 def load_results(path: str | Path) -> Results:
     """Read and validate a run directory's ``results.json``, or a results file (``kif rescore``'s)."""
-    path = Path(path) if Path(path).is_file() else Path(path) / "results.json"
+    path = Path(path) if Path(path).is_file() else Path(path) / RESULTS_FILE
     return Results.from_dict(read_json(path, "results file"), str(path))
 
 

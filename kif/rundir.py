@@ -31,11 +31,11 @@ from .errors import ArtifactError, KifError, OutputError
 from .io import atomic_save_dir, atomic_save_tensors, atomic_write_text, load_tensors, read_json, read_yaml
 from .lock import OutputLock
 from .names import check_path_component
-from .results import Results, load_results
+from .results import RESULTS_FILE, Results, load_results
 
 log = logging.getLogger("kif")
 
-RESULTS = "results.json"
+RESULTS = RESULTS_FILE
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 # what kif writes in a run folder (``--overwrite`` removes exactly these)

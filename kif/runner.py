@@ -14,6 +14,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -73,7 +74,7 @@ class RunState:
     elapsed_before: float  # seconds spent by earlier invocations of a resumed run
     unseen: SequenceEvaluator | None = None  # over the held-out tasks of eval.unseen
 
-    @property
+    @cached_property
     def run_dir(self) -> RunDir:
         return RunDir(self.out_dir)
 
@@ -281,7 +282,7 @@ def train_extra_stage(method: CLMethod, k: int, stage: ExtraStage) -> dict:
         stats = {"examples": len(stage.examples)}
         if stage.examples:
             stats.update(train_task(method.model, method.ctx.encoder, stage.examples, stage.train, stage.seed,
-                                    extra_loss=stage.extra_loss, step_hook=stage.step_hook,
+                                    extra_loss=stage.extra_loss,
                                     post_step_hook=stage.post_step_hook, show_progress=False,
                                     progress_label=f"{stage.name} {k + 1}/{len(method.ctx.tasks)}"))
     finally:

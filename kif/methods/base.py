@@ -37,7 +37,6 @@ class ExtraStage:
     train: TrainConfig
     seed: int
     extra_loss: Optional[Callable] = None
-    step_hook: Optional[Callable[[], None]] = None  # as on_gradients
     post_step_hook: Optional[Callable[[], None]] = None  # as on_step_end
     end: Callable[[], None] = lambda: None  # after training, also when it failed: undo the stage's set-up
 

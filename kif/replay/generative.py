@@ -297,13 +297,6 @@ def examples_from_texts(task: str, rounds: Iterable[Sequence[str]], template: tu
     return kept
 
 
-def parse_tagged(text: str, task: str, prefix: str, suffix: str, finished: bool = True,
-                 labels: Optional[Sequence[str]] = None) -> Optional[str]:
-    """The input of a tagged text ``[<task>] <input>``, or None when malformed (the reasons:
-    ``kif.replay.tagged_parse.verdict``)."""
-    return verdict(text, task, prefix, answer_mark(suffix), finished, labels)[0]
-
-
 def balanced(candidates: Sequence[tuple[str, str]], n: int, label_order: Optional[Sequence[str]] = None
              ) -> list[tuple[str, str]]:
     """``n`` of the (prompt, answer) ``candidates`` taken round-robin over the answers (in
@@ -322,7 +315,7 @@ def balanced(candidates: Sequence[tuple[str, str]], n: int, label_order: Optiona
     return [candidates[i] for i in sorted(chosen)]
 
 
-Drawn = tuple  # (text, finished) or (text, finished, the label its prompt asked for)
+Drawn = tuple[str, bool, Optional[str]]  # (text, ended with the end token, the label its prompt asked for)
 
 
 def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], template: tuple[str, str],
@@ -330,10 +323,10 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
                                balance: bool = True, stats: Optional[dict] = None,
                                record: Optional[list] = None) -> list[Example]:
     """Up to ``n`` distinct examples (``pseudo-<task>-<i>``) from rounds of drawn texts, ``(text,
-    finished)`` or ``(text, finished, asked label)``; rounds are read until ``n`` distinct well-formed
-    inputs are found (or none is left).
+    finished, asked label)`` (``None``: a tagged prompt asks for none); rounds are read until ``n``
+    distinct well-formed inputs are found (or none is left).
 
-    A text is well-formed when ``parse_tagged`` gives an input and ``answer`` (called once per round
+    A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``) gives an input and ``answer`` (called once per round
     on the new distinct inputs' prompts) gives a non-empty answer, inside ``labels`` when given.
     Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
     the labels with ``balance`` (within a label, inputs whose answer is the label their prompt asked
@@ -349,7 +342,6 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     conditioned = False
     for items in (rounds if n > 0 else ()):
         drawn += len(items)
-        items = [(it[0], it[1], it[2] if len(it) > 2 else None) for it in items]
         conditioned = conditioned or any(a is not None for _, _, a in items)
         verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels) for t, f, _ in items]
         keys = [" ".join(b.split()) if b else None for b, _ in verdicts]

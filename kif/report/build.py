@@ -27,6 +27,7 @@ from .. import __version__
 from ..errors import ArtifactError
 from ..io import atomic_write_text
 from ..lock import OutputLock, check_utf8_path
+from ..results import RESULTS_FILE
 from .aggregate import FIGURE_PATTERN as _SEEDS_PATTERN, add_seed_section
 from .plots import plot_importance, plot_matrix, plot_trajectories
 from .unseen import add_unseen_section
@@ -46,10 +47,10 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     seen = set()
     for p in paths:
         p = Path(p)
-        if (p / "results.json").exists() or not p.is_dir():
+        if (p / RESULTS_FILE).exists() or not p.is_dir():
             found = [p]
         else:
-            found = sorted(c for c in p.iterdir() if c.is_dir() and (c / "results.json").is_file())
+            found = sorted(c for c in p.iterdir() if c.is_dir() and (c / RESULTS_FILE).is_file())
             if not found:
                 found = [p]  # load_run names the missing results.json
         for f in found:

@@ -16,7 +16,7 @@ from kif.methods.options import GenerativeOptions
 from kif.models import load_model
 from kif.replay.generative import (balanced, closed_labels, cueless_prompt, examples_from_texts,
                                    fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
-                                   parse_example, parse_tagged, tagged_examples_from_texts)
+                                   parse_example, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template
 from kif.training import train_task
 
@@ -289,6 +289,18 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
 
 # ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
 
+def parse_tagged(text, task, prefix, suffix, finished=True, labels=None):
+    """The input the tagged parser finds in ``text``, or None."""
+    from kif.replay.generative import answer_mark
+    from kif.replay.tagged_parse import verdict
+    return verdict(text, task, prefix, answer_mark(suffix), finished, labels)[0]
+
+
+def untagged_asks(rounds):
+    """Rounds of (text, finished) as the tagged format draws them: no label asked."""
+    return [[(text, finished, None) for text, finished in r] for r in rounds]
+
+
 def test_tagged_prompt_target_and_parser():
     assert GenerativeOptions().gen_format == "tagged" and GenerativeOptions().gen_balance
     assert gen_prompt("sst2", "tagged", TEMPLATE[0]) == (
@@ -344,7 +356,8 @@ def test_tagged_examples_label_constraint_dedup_balance_and_fill():
               ("[sst2] bad two", True)]
     round2 = [("[sst2] good four", True), ("[sst2] good one", True), ("[sst2] bad three", True)]  # good one: again
     info: dict = {}
-    out = tagged_examples_from_texts("sst2", [round1, round2], TEMPLATE, 4, answer, labels=["no", "yes"], stats=info)
+    out = tagged_examples_from_texts("sst2", untagged_asks([round1, round2]), TEMPLATE, 4, answer,
+                                     labels=["no", "yes"], stats=info)
     # round 1: well-formed good one ×2, good two, bad two = 4 texts, 3 distinct (< 4: round 2 is read);
     # round 2: all 3 well-formed, 2 new. Pool: good one, good two, bad two, good four, bad three;
     # round-robin no, yes, no, yes: bad two, good one, bad three, good two, kept in the pool's order
@@ -361,20 +374,21 @@ def test_tagged_examples_label_constraint_dedup_balance_and_fill():
         "well_formed_rate": 0.6364, "labels": {"no": 2, "yes": 2}, "empty": False,
         "rejected": {"no_answer": 1, "no_tag": 2, "unfinished": 1}}
     # without balance: the first 4 distinct of the pool (3 yes, 1 no)
-    out = tagged_examples_from_texts("sst2", iter([round1, round2]), TEMPLATE, 4, answer, labels=["no", "yes"],
+    out = tagged_examples_from_texts("sst2", iter(untagged_asks([round1, round2])), TEMPLATE, 4, answer,
+                                     labels=["no", "yes"],
                                      balance=False)
     assert [ex.prompt[len(p):-len(s)] for ex in out] == ["good one", "good two", "bad two", "good four"]
     # the pool reaches n in round 1: round 2 is never drawn
     drawn = []
 
     def lazy():
-        for r in (round1, round2):
+        for r in untagged_asks([round1, round2]):
             drawn.append(len(r))
             yield r
     assert len(tagged_examples_from_texts("sst2", lazy(), TEMPLATE, 2, answer, labels=["no", "yes"])) == 2
     assert drawn == [8]
     # free-form (no label set): any non-empty answer
-    out = tagged_examples_from_texts("sst2", [[("[sst2] odd", True)]], TEMPLATE, 2, answer)
+    out = tagged_examples_from_texts("sst2", [[("[sst2] odd", True, None)]], TEMPLATE, 2, answer)
     assert [ex.references[0] for ex in out] == ["maybe"]
 
 
