@@ -448,6 +448,12 @@ def test_tagged_parser_names_each_rejection():
         assert verdict(text, "agnews", p, "Answer:", finished, labels) == (None, reason), reason
     for text in ("[agnews] Markets rally [/agnews]", "[agnews] Markets rally [agnews]"):
         assert verdict(text, "agnews", p, "Answer:", True, labels) == (None, "tag_again")
+    # a line that starts with the tag again is the next example: the first one ended there, even when
+    # the whole text ran past the token limit; a repeated tag at the start leaves the first one empty
+    assert verdict("[agnews] Markets rally\n[agnews] Rates fall, and", "agnews", p, "Answer:", False,
+                   labels) == ("Markets rally", "ok")
+    assert verdict("[agnews] \n[agnews] Markets rally", "agnews", p, "Answer:", True, labels) == (None, "empty")
+    assert verdict("[agnews] Markets rally\n[sst2] good", "agnews", p, "Answer:", True, labels) == (None, "tag_again")
     # a sentence of the instruction (≥ 3 words), any case and spacing
     assert verdict("[agnews] x. CHOOSE one  from the option", "agnews", p, "Answer:", True, labels)[1] == "instruction"
     ok = {  # usable inputs, the tag and surrounding space taken off
