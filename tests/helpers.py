@@ -63,3 +63,23 @@ def fails_one_line(argv, capsys, *culprits) -> str:
     assert all(c in lines[0] for c in culprits), lines[0]
     assert "Traceback" not in err
     return lines[0]
+
+
+def snapshot(root: Path, folders: bool = True) -> dict:
+    """Every path under ``root`` (links not followed) -> its content's sha256, ``("link", target)``
+    for a link, ``"dir"`` for a folder (with ``folders``): equal snapshots = nothing was written."""
+    import hashlib
+
+    out: dict = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            key = str(p.relative_to(root))
+            if p.is_symlink():
+                out[key] = ("link", os.readlink(p))
+            elif p.is_dir():
+                if folders:
+                    out[key] = "dir"
+            else:
+                out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

@@ -10,19 +10,7 @@ import yaml
 
 from kif.cli import main
 
-from helpers import fails_one_line, tiny_config
-
-
-def _snapshot(folder: Path) -> dict:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_symlink():
-            out[str(p.relative_to(folder))] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[str(p.relative_to(folder))] = p.read_bytes()
-        else:
-            out[str(p.relative_to(folder))] = "dir"
-    return out
+from helpers import fails_one_line, snapshot, tiny_config
 
 
 # ---- 1. task names become paths ---------------------------------------------------------------------
@@ -43,11 +31,11 @@ def test_task_name_that_is_not_one_path_component_is_refused_before_any_write(na
     bench = _bench_with_task(home, name)
     cfg = tiny_config(benchmark=str(bench), tasks=[name], method="seqlora").model_dump(mode="json")
     (home / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     line = fails_one_line(["run", str(home / "cfg.yaml"), "-o", str(home / "out"), "-q"], capsys,
                   "task name", "bench.yaml")
     assert "path component" in line
-    assert _snapshot(tmp_path) == before  # no escape, no output folder
+    assert snapshot(tmp_path) == before  # no escape, no output folder
 
 
 def test_unseen_task_names_from_a_custom_benchmark_are_checked_too(tmp_path, capsys):
@@ -143,9 +131,9 @@ def test_finished_run_with_a_bad_results_file_is_rewritten_from_the_checkpoint(e
 
 def test_finished_run_with_an_intact_results_file_is_left_untouched(finished_run, tmp_path):
     cfg, run = _copy_run(finished_run, tmp_path)
-    before = _snapshot(run)
+    before = snapshot(run)
     assert main(["run", str(cfg), "-o", str(run), "-q"]) == 0
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("text", ["", "[1, 2]\n", "just text\n"])
@@ -205,10 +193,10 @@ def test_kif_checkpoint_without_its_state_after_task_1_is_refused(case, kif_afte
         _edit_method_tensors(ckpt, lambda t: {**{n: v for n, v in t.items() if not n.startswith("method.")},
                                               **{n.replace("method.fused_prev/", "method.fisher/"): v
                                                  for n, v in t.items() if n.startswith("method.fused_prev/")}})
-    before = _snapshot(out)
+    before = snapshot(out)
     line = fails_one_line(["run", str(cfg), "-o", str(out), "-q"], capsys, str(ckpt))
     assert ("lacks the state" in line) or ("never writes" in line)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def test_every_method_declares_exactly_the_state_it_writes(tmp_path, monkeypatch, data_dir):
@@ -357,11 +345,11 @@ def test_report_on_a_hostile_run_folder_is_one_line_and_changes_nothing_outside_
     shutil.copytree(kif_run, good)
     shutil.copytree(kif_run, bad)
     edit(bad)
-    before = _snapshot(tmp_path / "runs")
+    before = snapshot(tmp_path / "runs")
     t0 = time.perf_counter()
     fails_one_line(["report", str(good), str(bad), "-o", str(tmp_path / "rep")], capsys, culprit)
     assert time.perf_counter() - t0 < 60
-    assert _snapshot(tmp_path / "runs") == before
+    assert snapshot(tmp_path / "runs") == before
     assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
 
 

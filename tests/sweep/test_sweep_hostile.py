@@ -4,7 +4,6 @@ folder, ``-o`` checked first, ``--accept-config-change``, one-line errors; and a
 corpus of hostile sweep files and cell folders: exit 2, one line, no file changed."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import kif.runner
 from kif.cli import main
 from kif.errors import KifError
 
-from helpers import read_results
+from helpers import read_results, snapshot
 from test_sweep import BASE, GRID
 
 ONE = {"method": ["seqlora"], "tasks": {"a": GRID["tasks"]["a"]}, "seed": [1]}
@@ -51,18 +50,6 @@ def work(finished, tmp_path):
 @pytest.fixture
 def no_run(monkeypatch):
     monkeypatch.setattr(kif.runner, "run", lambda *a, **k: pytest.fail("a cell ran"))
-
-
-def snapshot(root: Path) -> dict:
-    """Every path under root with its content hash (folders: None)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.join(dirpath, d)] = None
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            out[p] = "link:" + os.readlink(p) if os.path.islink(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 def sweep_cli(capsys, *args) -> tuple[int, list[str]]:
