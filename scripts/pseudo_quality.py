@@ -17,6 +17,7 @@ training examples of its task:
 
     python scripts/pseudo_quality.py runs/lfpt5-quickstart            # a table
     python scripts/pseudo_quality.py runs/lfpt5-quickstart --json     # machine-readable
+    python scripts/pseudo_quality.py CONFIG.yaml --generations FILE    # re-parse one committed file
 """
 from __future__ import annotations
 
@@ -76,25 +77,31 @@ def quality(run: Path, near: float = 0.8) -> dict:
 
 
 def reparse(run: Path, data) -> dict:
-    """``tasks/<k>/generations.jsonl`` of a task, judged again: verdict -> count, and the well-formed
-    rate (``ok`` with an answer on record). Memory tasks are the run's own (the task of its folder)."""
+    """``tasks/<k>/generations.jsonl`` of a task, judged again (``reparse_file``). Memory tasks are the
+    run's own (the task of its folder)."""
     out: dict = {}
     for f in sorted(run.glob("tasks/*/generations.jsonl")):
         stage, task = f.parent.name.split("_", 1)  # tasks/01_sst2: the memory of the task the run just learned
-        prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
-        labels = sorted({ex.references[0].strip() for ex in data.train[task]})
-        closed = labels if len(labels) <= 32 and 2 * len(labels) < max(len(data.train[task]), 2) else None
-        counts: dict[str, int] = {}
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]
-            if why == "ok" and row.get("answer") is None:
-                why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"
-            counts[why] = counts.get(why, 0) + 1
-        total = sum(counts.values())
-        out[f"{int(stage)}:{task}"] = {"drawn": total, "verdicts": dict(sorted(counts.items())),
-                                  "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None}
+        out[f"{int(stage)}:{task}"] = reparse_file(f, task, data)
     return out
+
+
+def reparse_file(f: Path, task: str, data) -> dict:
+    """One ``generations.jsonl`` of ``task`` judged again: verdict -> count, and the well-formed rate
+    (``ok`` with an answer on record; ``unanswered``: accepted now, refused when it was drawn)."""
+    prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
+    labels = sorted({ex.references[0].strip() for ex in data.train[task]})
+    closed = labels if len(labels) <= 32 and 2 * len(labels) < max(len(data.train[task]), 2) else None
+    counts: dict[str, int] = {}
+    for line in f.read_text().splitlines():
+        row = json.loads(line)
+        why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]
+        if why == "ok" and row.get("answer") is None:
+            why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"
+        counts[why] = counts.get(why, 0) + 1
+    total = sum(counts.values())
+    return {"drawn": total, "verdicts": dict(sorted(counts.items())),
+            "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None}
 
 
 def main(argv=None) -> int:
@@ -102,7 +109,19 @@ def main(argv=None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--near", type=float, default=0.8, help="Rouge-L F (0-1) for a near-duplicate")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--generations", type=Path, metavar="FILE",
+                    help="re-parse this generations.jsonl only; RUN is then the config of the run that drew it")
     a = ap.parse_args(argv)
+    if a.generations is not None:  # a committed generations file, without its run folder
+        cfg = load_config(a.run)
+        task = cfg.tasks[0] if cfg.tasks and len(cfg.tasks) == 1 else None
+        if task is None:
+            print(f"{a.run}: --generations needs a one-task config", file=sys.stderr)
+            return 2
+        r = reparse_file(a.generations, task, load_sequence_data(cfg))
+        print(json.dumps(r) if a.json else f"re-parsed {a.generations}: {r['drawn']} drawn, "
+              f"well-formed rate {r['well_formed_rate']}, {r['verdicts']}")
+        return 0
     q = quality(a.run, a.near)
     if a.json:
         print(json.dumps(q, indent=1))

@@ -246,7 +246,7 @@ def test_long_inputs_are_cut_so_the_answer_fits(model):
     assert gen.references[0] == target
 
 
-def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
+def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, capsys):
     """scripts/pseudo_quality.py on a hand-made run: one copy (same answer), one near-duplicate
     (one word changed), one new input; well-formed share from results.json."""
     import importlib.util
@@ -285,6 +285,14 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir):
     assert q["reparsed"] == {"1:sst2": {"drawn": 4, "well_formed_rate": 0.25, "verdicts": {
         "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}}}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
+    # one committed generations file, judged against a one-task config (no run folder)
+    one = tmp_path / "one.yaml"
+    one.write_text("method: lfpt5\nmodel: tiny-llama\nbenchmark: long_sequence\ntasks: [sst2]\n"
+                   "data: {train_samples: 4}\n")
+    assert pq.main([str(one), "--generations", str(tmp_path / "tasks" / "01_sst2" / "generations.jsonl"),
+                    "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == q["reparsed"]["1:sst2"]
+    assert pq.main([str(tmp_path / "config.yaml"), "--generations", str(one)]) == 2  # two tasks
 
 
 # ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
