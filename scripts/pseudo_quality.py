@@ -77,24 +77,32 @@ def quality(run: Path, near: float = 0.8) -> dict:
 
 
 def reparse(run: Path, data) -> dict:
-    """``tasks/<k>/generations.jsonl`` of a task, judged again (``reparse_file``). Memory tasks are the
-    run's own (the task of its folder)."""
+    """``tasks/<k>/generations.jsonl``, judged again (``reparse_file``), keyed ``<stage>:<task>``: each
+    row's ``task`` (lfpt5 writes the earlier tasks' memories before a task), else the task of the
+    folder (kif-m and sapt write the memory of the task just learned)."""
     out: dict = {}
     for f in sorted(run.glob("tasks/*/generations.jsonl")):
-        stage, task = f.parent.name.split("_", 1)  # tasks/01_sst2: the memory of the task the run just learned
-        out[f"{int(stage)}:{task}"] = reparse_file(f, task, data)
+        stage, own = f.parent.name.split("_", 1)
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        for task in dict.fromkeys(row.get("task", own) for row in rows):
+            mine = [row for row in rows if row.get("task", own) == task]
+            out[f"{int(stage)}:{task}"] = reparse_rows(mine, task, data)
     return out
 
 
 def reparse_file(f: Path, task: str, data) -> dict:
-    """One ``generations.jsonl`` of ``task`` judged again: verdict -> count, and the well-formed rate
-    (``ok`` with an answer on record; ``unanswered``: accepted now, refused when it was drawn)."""
+    """One ``generations.jsonl`` of ``task`` judged again (``reparse_rows``)."""
+    return reparse_rows([json.loads(line) for line in f.read_text().splitlines()], task, data)
+
+
+def reparse_rows(rows: list, task: str, data) -> dict:
+    """Drawn texts of ``task`` judged again: verdict -> count, and the well-formed rate (``ok`` with
+    an answer on record; ``unanswered``: accepted now, refused when it was drawn)."""
     prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
     labels = sorted({ex.references[0].strip() for ex in data.train[task]})
     closed = labels if len(labels) <= 32 and 2 * len(labels) < max(len(data.train[task]), 2) else None
     counts: dict[str, int] = {}
-    for line in f.read_text().splitlines():
-        row = json.loads(line)
+    for row in rows:
         why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]
         if why == "ok" and row.get("answer") is None:
             why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"

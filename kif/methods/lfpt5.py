@@ -63,7 +63,7 @@ from ..io import atomic_save_tensors
 from ..prompting import PromptedModel, trainable_state, vocab_init
 from ..replay import memory_size
 from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
-                                 save_pseudo)
+                                 save_generations, save_pseudo)
 from ..replay.pseudo import prompt_template
 from ..data import Example
 from ..encoding import IGNORE
@@ -140,14 +140,17 @@ class LFPT5(CLMethod):
         """Pseudo-samples of tasks 0..k-1, written by the model as it is now; and stats."""
         o, ctx, cfg = self.opts, self.ctx, self.ctx.cfg
         out, stats = [], {"pseudo_generated": 0, "pseudo_well_formed": 0}
+        self._pseudo_drawn = []  # every text drawn (tagged formats), each with its task: generations.jsonl
         for i, task in enumerate(ctx.tasks[:k]):
             prefix, suffix = self.templates.get(task, ["", ""])
             info: dict = {}
+            drawn: list = []
             labels = self.label_sets.get(task)
             samples = generate_with(o, self.model, ctx.encoder, task, (prefix, suffix), self._size(n_new),
                                     ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
                                     seed=cfg.seed + 2000 + 100 * k + i, batch_size=cfg.eval.batch_size,
-                                    prefix_cache=self.reuses_prefix_cache, stats=info)
+                                    prefix_cache=self.reuses_prefix_cache, stats=info, record=drawn)
+            self._pseudo_drawn += [{"task": task, **row} for row in drawn]
             add_pseudo_stats(stats, task, info, o.gen_answers)
             out += samples
         return out, stats
@@ -220,6 +223,7 @@ class LFPT5(CLMethod):
         stats = dict(getattr(self, "_pseudo_stats", {}))
         stats["pseudo_trained"] = {t: len(ids) for t, ids in self.last_pseudo.items()}
         save_pseudo(task_dir, getattr(self, "_pseudo_written", []))  # written before this task, trained on in it
+        save_generations(task_dir, getattr(self, "_pseudo_drawn", []))
         if self.teacher is not None:
             stats["kd_rows"] = self._kd_rows  # pseudo rows the KL term was computed on, over all epochs
         return stats

@@ -65,7 +65,8 @@ from ..encoding import pad
 from ..errors import ConfigError
 from ..io import atomic_save_dir, atomic_save_tensors
 from ..replay import Memory
-from ..replay.generative import add_pseudo_stats, closed_labels, generate_with, generation_examples
+from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
+                                 save_generations)
 from ..replay.pseudo import prompt_template
 from .inclora import IncLoRA, adapter_name
 from .options import SAPTOptions
@@ -254,12 +255,15 @@ class SAPT(IncLoRA):
             target = self.attention([ex.prompt for ex in self._current[:o.target_samples]]).mean(0).cpu()
         self.targets = self.targets[:k] + [target.float()]
         info: dict = {}
+        drawn: list = []
         cfg = ctx.cfg
         samples = generate_with(o, self.model, ctx.encoder, task, prompt_template([ex.prompt for ex in self._current]),
                                 self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
                                 labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
-                                batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache, stats=info)
+                                batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache, stats=info,
+                                record=drawn)
         self.memory.add(task, samples, select=False)
+        save_generations(task_dir, drawn)
         return add_pseudo_stats({"memory_added": len(samples)}, task, info, o.gen_answers) | {
             "attention_target": [round(float(x), 6) for x in target]}
 

@@ -1,6 +1,7 @@
 """LFPT5 (kif/methods/lfpt5.py): one soft prompt, two objectives, generative replay of earlier tasks."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -219,6 +220,11 @@ def test_end_to_end(model, tmp_path):
     assert res["adapter_bytes"] == (out / "tasks" / "03_sst2" / "adapter" / "prompts.safetensors").stat().st_size
     assert [t["train_examples"] for t in res["per_task"]][0] == 16 + 4
     assert res["per_task"][2]["pseudo_generated"] > 0
+    # before task 3 it wrote the memories of tasks 1 and 2: every text drawn, with its task and verdict
+    rows = [json.loads(line) for line in (out / "tasks" / "03_sst2" / "generations.jsonl").open()]
+    assert [r["task"] for r in rows] == sorted((r["task"] for r in rows), key=["cb", "copa"].index)
+    assert {r["task"] for r in rows} == {"cb", "copa"} and len(rows) == res["per_task"][2]["pseudo_generated"]
+    assert sum(r["verdict"] == "ok" for r in rows) == res["per_task"][2]["pseudo_well_formed"]
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data_dir):

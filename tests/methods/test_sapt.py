@@ -1,6 +1,8 @@
 """SAPT (kif/methods/sapt.py): attention over per-task LoRA blocks (SALS) and its reflection (ARM)."""
 from __future__ import annotations
 
+import json
+
 import random
 
 import pytest
@@ -101,6 +103,11 @@ def test_end_to_end_tiny_t5(tmp_path):
     for t in res["per_task"]:
         assert t["pseudo_generated"] > 0 and 0 <= t["memory_added"] <= 1  # ⌈2 % of 16⌉ at most
         assert sum(t["attention_target"]) == pytest.approx(1.0, abs=1e-4)
+    # every text drawn for task k's memory, with its verdict, in task k's folder
+    for k, (task, t) in enumerate(zip(["cb", "copa", "sst2"], res["per_task"])):
+        rows = [json.loads(line) for line in (out / "tasks" / f"0{k + 1}_{task}" / "generations.jsonl").open()]
+        assert len(rows) == t["pseudo_generated"]
+        assert sum(r["verdict"] == "ok" for r in rows) == t["pseudo_well_formed"]
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data_dir):
