@@ -4,6 +4,7 @@ number (issue 32) compares the fingerprint before and after it:
 
     python scripts/run_fingerprint.py -o before.json          # on the commit before
     python scripts/run_fingerprint.py --compare before.json   # after: exit 1 on any difference
+    python scripts/run_fingerprint.py --only sapt --arg gen_force_tag=false --compare before.json
 
 Runs each method on tests/fixtures/benchmarks (tiny-llama, cb/copa/sst2 as the tests do), one
 torch thread; a few minutes on a 2-core machine."""
@@ -52,7 +53,7 @@ def fingerprint_run(method: str, method_args: dict, out: Path) -> dict:
             "matrix": results.get("matrix"), "files": files}
 
 
-def fingerprint(only: list[str] | None) -> dict:
+def fingerprint(only: list[str] | None, extra: dict | None = None) -> dict:
     from kif.methods import all_methods
 
     runs = {name: (name, {}) for name in all_methods()} | VARIANTS
@@ -61,8 +62,20 @@ def fingerprint(only: list[str] | None) -> dict:
         for label, (method, args) in runs.items():
             if only and label not in only:
                 continue
-            out[label] = fingerprint_run(method, args, Path(tmp) / label.replace("/", "_"))
+            out[label] = fingerprint_run(method, {**args, **(extra or {})}, Path(tmp) / label.replace("/", "_"))
             print(f"{label}: {out[label]['results']} ({len(out[label]['files'])} files)", file=sys.stderr)
+    return out
+
+
+def differences(before: dict, now: dict) -> list[str]:
+    """What differs between two fingerprints of one run: its matrix, its results, and its files
+    changed, new or gone."""
+    out = [key for key in ("matrix", "results") if before.get(key) != now.get(key)]
+    old, new = before.get("files", {}), now.get("files", {})
+    for what, names in (("changed", [f for f in new if f in old and old[f] != new[f]]),
+                        ("new", [f for f in new if f not in old]), ("gone", [f for f in old if f not in new])):
+        if names:
+            out.append(f"{what} {', '.join(names)}")
     return out
 
 
@@ -71,11 +84,15 @@ def main() -> int:
     p.add_argument("-o", "--output", help="write the fingerprint here (JSON)")
     p.add_argument("--compare", help="a fingerprint to compare against: exit 1 on any difference")
     p.add_argument("--only", nargs="*", help="these methods/variants only")
+    p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method_args value (YAML) added to every run, e.g. gen_force_tag=false")
     args = p.parse_args()
     import torch
+    import yaml
 
     torch.set_num_threads(1)
-    now = fingerprint(args.only)
+    extra = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.arg)}
+    now = fingerprint(args.only, extra)
     if args.output:
         Path(args.output).write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
     if not args.compare:
@@ -83,7 +100,7 @@ def main() -> int:
     before = json.loads(Path(args.compare).read_text())
     diffs = [label for label in now if before.get(label) != now[label]]
     for label in diffs:
-        print(f"DIFFERS: {label}", file=sys.stderr)
+        print(f"DIFFERS: {label}: {'; '.join(differences(before.get(label, {}), now[label]))}", file=sys.stderr)
     print(f"{len(now) - len(diffs)} of {len(now)} identical", file=sys.stderr)
     return 1 if diffs else 0
 
