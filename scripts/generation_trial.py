@@ -15,7 +15,6 @@ with the settings), and prints the fill line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

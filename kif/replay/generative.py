@@ -329,8 +329,9 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     finished, asked label)`` (``None``: a tagged prompt asks for none); rounds are read until ``n``
     distinct well-formed inputs are found (or none is left).
 
-    A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``) gives an input and ``answer`` (called once per round
-    on the new distinct inputs' prompts) gives a non-empty answer, inside ``labels`` when given.
+    A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``) gives an input and ``answer``
+    (called once per round on the new distinct inputs' prompts) gives a non-empty answer, inside
+    ``labels`` when given.
     Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
     the labels with ``balance`` (within a label, inputs whose answer is the label their prompt asked
     for first), else the first ``n``. ``stats``: texts drawn, well-formed, distinct, ``agreed``

@@ -14,10 +14,11 @@ from kif.data import Example
 from kif.encoding import Encoder
 from kif.methods.options import GenerativeOptions
 from kif.models import load_model
-from kif.replay.generative import (balanced, closed_labels, cueless_prompt, examples_from_texts,
+from kif.replay.generative import (answer_mark, balanced, closed_labels, cueless_prompt, examples_from_texts,
                                    fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
                                    parse_example, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template
+from kif.replay.tagged_parse import verdict
 from kif.training import train_task
 
 from helpers import REPO
@@ -299,8 +300,6 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, ca
 
 def parse_tagged(text, task, prefix, suffix, finished=True, labels=None):
     """The input the tagged parser finds in ``text``, or None."""
-    from kif.replay.generative import answer_mark
-    from kif.replay.tagged_parse import verdict
     return verdict(text, task, prefix, answer_mark(suffix), finished, labels)[0]
 
 
@@ -437,7 +436,7 @@ def test_tagged_overfitted_model_writes_inputs_labelled_by_the_label_set(model):
 
 def test_tagged_parser_names_each_rejection():
     """One hand-built text per reason of kif.replay.tagged_parse.verdict, checked in its order."""
-    from kif.replay.tagged_parse import REASONS, verdict
+    from kif.replay.tagged_parse import REASONS
 
     p = "What is the topic? Choose one from the option. Option: World, Sports, Science or Technology.\nTitle: "
     labels = ["Science or Technology", "Sports", "World"]

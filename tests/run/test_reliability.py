@@ -442,7 +442,7 @@ def test_sigterm_swallowed_by_a_finaliser_still_stops_the_run(monkeypatch):
 
     def command(args):
         SignalledWhileCollected()
-        deadline = time.monotonic() + 30  # the resent signal ends the wait at once; 3 s once ran out on a loaded machine
+        deadline = time.monotonic() + 30  # the resent signal ends the wait at once (3 s once ran out under load)
         while time.monotonic() < deadline:
             time.sleep(0.01)
         return 0
