@@ -231,6 +231,21 @@ def test_kif_m_pseudo_memory_on_the_default_path_end_to_end(tmp_path):
     assert [t.get("replay_examples") for t in res["per_task"][1:]] == [res["memory"].get("cb", 0),
                                                                       res["memory"].get("cb", 0)
                                                                       + res["memory"].get("copa", 0)]
+    # scripts/generation_trial.py from task 2's trained adapter, with the run's own settings, draws
+    # exactly the texts the run drew; with the tag not forced, other texts
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trial", REPO / "scripts" / "generation_trial.py")
+    trial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trial)
+    drawn = (out / "tasks" / "02_copa" / "generations.jsonl").read_bytes()
+    assert trial.main([str(out), "-o", str(tmp_path / "again"), "--task-index", "1"]) == 0
+    assert (tmp_path / "again" / "generations.jsonl").read_bytes() == drawn
+    fill = json.loads((tmp_path / "again" / "fill.json").read_text())["fill"]
+    assert fill == res["per_task"][1]["pseudo_fill"]["copa"]
+    assert trial.main([str(out), "-o", str(tmp_path / "free"), "--task-index", "1",
+                       "--set", "method_args.gen_force_tag=false"]) == 0
+    assert (tmp_path / "free" / "generations.jsonl").read_bytes() != drawn
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
