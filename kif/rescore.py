@@ -26,8 +26,8 @@ from . import __version__
 from .data.loaders import read_jsonl
 from .errors import ArtifactError, ConfigError, DataError
 from .metrics import Metric, check_normalization, describe_normalization, score_task
-from .results import Results
-from .rundir import RESULTS, RunDir
+from .results import RESULTS_FILE, Results
+from .rundir import RunDir
 _DELIMITER = re.compile(r"^set_match ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 _NORMALIZATION = re.compile(r", normalization (\w+)")
 
@@ -130,7 +130,7 @@ def _row(pred_dir: Path, res: Results, scoring: dict[str, TaskScoring], old_row:
 def write_rescored(results: Results, path: str | Path) -> Path:
     """Write a re-scored record; never a run's own results.json."""
     path = Path(path)
-    if path.name == RESULTS:
+    if path.name == RESULTS_FILE:
         raise ConfigError(f"{path}: a run's own results file; write the re-scored results under another "
                           "name (default RUN/results.<metric>.json)")
     results.write(path)

@@ -35,11 +35,10 @@ from .results import RESULTS_FILE, Results, load_results
 
 log = logging.getLogger("kif")
 
-RESULTS = RESULTS_FILE
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 # what kif writes in a run folder (``--overwrite`` removes exactly these)
-ENTRIES = (CHECKPOINTS, "tasks", "zero_shot", "logs", "unseen", RESULTS, CONFIG)
+ENTRIES = (CHECKPOINTS, "tasks", "zero_shot", "logs", "unseen", RESULTS_FILE, CONFIG)
 MAX_CONFIG_BYTES = 1 << 20  # kif's config.yaml is a few KB
 
 
@@ -55,7 +54,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.config_file, self.results_file = self.path / CONFIG, self.path / RESULTS
+        self.config_file, self.results_file = self.path / CONFIG, self.path / RESULTS_FILE
 
     # ---- layout --------------------------------------------------------------------------------
     def task_dir(self, k: int, task: str) -> Path:
@@ -150,7 +149,7 @@ class RunDir:
         def write(tmp: Path) -> None:
             atomic_save_tensors(tmp / "method.safetensors", tensors)
             (tmp / "method.json").write_text(json.dumps(meta, sort_keys=True, allow_nan=False))
-            (tmp / RESULTS).write_text(json.dumps(results, indent=1, allow_nan=False))
+            (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=1, allow_nan=False))
 
         atomic_save_dir(dest, write)
         for old in dest.parent.glob("after-*"):  # keep only the newest
@@ -162,8 +161,8 @@ class RunDir:
         """(tensors, meta as read, validated results); a damaged file is an ArtifactError naming it."""
         tensors = load_tensors(path / "method.safetensors")
         meta, results = (read_json(path / name, "checkpoint file", note="; the run directory is damaged")
-                         for name in ("method.json", RESULTS))
-        return tensors, meta, Results.from_dict(results, str(path / RESULTS))
+                         for name in ("method.json", RESULTS_FILE))
+        return tensors, meta, Results.from_dict(results, str(path / RESULTS_FILE))
 
     # ---- the folder ------------------------------------------------------------------------------
     def check_no_symlinks(self) -> None:

@@ -90,11 +90,12 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, show_progr
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     data = load_sequence_data(cfg)
-    checkpoint = checkpoint_to_resume(RunDir(out_dir), cfg, overwrite, accept_config_change, data.tasks)
+    run_dir = RunDir(out_dir)
+    checkpoint = checkpoint_to_resume(run_dir, cfg, overwrite, accept_config_change, data.tasks)
     barrier()  # several processes: all have read the directory before the main one writes to it
     if checkpoint and checkpoint[2].finished:
         log.info("%s: run already complete", out_dir)
-        RunDir(out_dir).restore_results(checkpoint[2])
+        run_dir.restore_results(checkpoint[2])
         return checkpoint[2].to_dict()
     state = setup(cfg, out_dir, data, checkpoint, t_start, overwrite)
     if not checkpoint:
@@ -170,12 +171,12 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     run_dir = RunDir(out_dir)
     if checkpoint:
         tensors, meta, results = checkpoint
-        method.check_state(tensors, meta.get("method", {}), meta.get("stages_done", 0),
-                           str(run_dir.latest_checkpoint() / "method.json"))
+        latest = run_dir.latest_checkpoint()
+        method.check_state(tensors, meta.get("method", {}), meta.get("stages_done", 0), str(latest / "method.json"))
         try:
             method.load_state_dict(tensors, meta.get("method", {}))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
-            raise ArtifactError(f"{run_dir.latest_checkpoint()}: the saved state does not fit method "
+            raise ArtifactError(f"{latest}: the saved state does not fit method "
                                 f"'{cfg.method}' ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         results.resumed = (results.resumed or 0) + 1
         # a run resumed by other code than started it says so (the start's is kif_commit)

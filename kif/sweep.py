@@ -217,11 +217,12 @@ def check_cells(sweep: Sweep, accept_config_change: bool = False, repair: bool =
         except KifError as exc:
             raise _named(exc, source) from None
         cell_dir = sweep.out / cell.name
-        if RunDir(cell_dir).config_file.is_file():
-            changed = RunDir(cell_dir).check_config(cfg, accept_config_change, f"cell {cell.name} ran with",
-                                                    "restore the sweep file, pass --accept-config-change to "
-                                                    "continue the cell with the new one, or move that directory "
-                                                    "away to run the cell afresh")
+        run_dir = RunDir(cell_dir)
+        if run_dir.config_file.is_file():
+            changed = run_dir.check_config(cfg, accept_config_change, f"cell {cell.name} ran with",
+                                           "restore the sweep file, pass --accept-config-change to continue the "
+                                           "cell with the new one, or move that directory away to run the cell "
+                                           "afresh")
             if changed:
                 log.info("sweep: cell %s continues with a changed config (%s)", cell.name, ", ".join(changed[:5]))
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kif.configure import load_config
 from kif.metrics import rouge_l
-from kif.replay.generative import answer_mark
+from kif.replay.generative import answer_mark, closed_labels
 from kif.replay.pseudo import prompt_template
 from kif.replay.tagged_parse import verdict
 from kif.runner import load_sequence_data
@@ -99,8 +99,8 @@ def reparse_rows(rows: list, task: str, data) -> dict:
     """Drawn texts of ``task`` judged again: verdict -> count, and the well-formed rate (``ok`` with
     an answer on record; ``unanswered``: accepted now, refused when it was drawn)."""
     prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
-    labels = sorted({ex.references[0].strip() for ex in data.train[task]})
-    closed = labels if len(labels) <= 32 and 2 * len(labels) < max(len(data.train[task]), 2) else None
+    labels = closed_labels(data.train[task])  # the set the run's generator was given
+    closed = sorted(labels) if labels is not None else None
     counts: dict[str, int] = {}
     for row in rows:
         why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]

@@ -88,11 +88,11 @@ def main() -> int:
                    help="a method_args value (YAML) added to every run, e.g. gen_force_tag=false")
     args = p.parse_args()
     import torch
-    import yaml
+
+    from kif.configure import apply_overrides
 
     torch.set_num_threads(1)
-    extra = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.arg)}
-    now = fingerprint(args.only, extra)
+    now = fingerprint(args.only, apply_overrides({}, args.arg, "--arg"))  # values parsed as kif's --set does
     if args.output:
         Path(args.output).write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
     if not args.compare:

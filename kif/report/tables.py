@@ -218,8 +218,8 @@ def check_run_config(run_dir: str | Path) -> None:
     hand-edited file with a list seed or an out-of-range fraction is a one-line
     ArtifactError naming the file and the field. A run without config.yaml is fine (its
     seed is unknown, its fractions the defaults)."""
-    path = RunDir(run_dir).config_file
-    cfg = RunDir(run_dir).read_config()
+    run = RunDir(run_dir)
+    path, cfg = run.config_file, run.read_config()
     if cfg is None:
         return
 

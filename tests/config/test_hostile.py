@@ -88,13 +88,19 @@ def test_divergence_guard_adds_the_extra_loss_to_the_step_loss():
 
 # ---- 2d. the checkpoint is the record -----------------------------------------------------------------
 
+def _finished_two_task_run(root: Path, method: str) -> Path:
+    """``kif run`` of a tiny two-task ``method`` config: ``root/cfg.yaml`` and the finished ``root/run``."""
+    cfg = tiny_config(method=method, tasks=["cb", "copa"]).model_dump(mode="json")
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(root / "cfg.yaml"), "-o", str(root / "run"), "-q"]) == 0
+    return root / "run"
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, data_dir):
     """One finished two-task SeqLoRA run (copied by each test that edits it)."""
     root = tmp_path_factory.mktemp("finished")
-    cfg = tiny_config(method="seqlora", tasks=["cb", "copa"]).model_dump(mode="json")
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(root / "cfg.yaml"), "-o", str(root / "run"), "-q"]) == 0
+    _finished_two_task_run(root, "seqlora")
     return root
 
 
@@ -258,11 +264,7 @@ def test_report_run_names_are_unique_and_the_same_in_every_section(finished_run,
 @pytest.fixture(scope="module")
 def kif_run(tmp_path_factory, data_dir):
     """A finished two-task KIF run: results, config and unit-score files for the report to read."""
-    root = tmp_path_factory.mktemp("kifrun")
-    cfg = tiny_config(method="kif", tasks=["cb", "copa"]).model_dump(mode="json")
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(root / "cfg.yaml"), "-o", str(root / "run"), "-q"]) == 0
-    return root / "run"
+    return _finished_two_task_run(tmp_path_factory.mktemp("kifrun"), "kif")
 
 
 def _edit_json(path: Path, fn) -> None:
