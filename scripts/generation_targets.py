@@ -1,0 +1,58 @@
+"""How the generation targets of a config's tasks end: how many of each task's training inputs are
+cut to fit ``data.max_target_length`` (``kif.replay.generative.generation_target``, tagged format),
+and how many of those still end mid-sentence (no sentence or line end fitted, so the token cut
+stands) — the shares quoted in ``docs/method.md`` and ``docs/results/generative_replay/``.
+
+    python scripts/generation_targets.py docs/results/generative_replay/full_agnews.config.yaml \
+        --set "tasks=[sst2,imdb,yelp,amazon,dbpedia,agnews,yahoo]"
+
+prints one Markdown row per task: examples, cut, cut mid-sentence. Reads the tokenizer and the
+training data only (no model weights are used).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kif.configure import load_config
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+
+    from kif.encoding import Encoder
+    from kif.models import load_model
+    from kif.replay.generative import body_of, generation_target, sentence_head
+    from kif.replay.pseudo import prompt_template
+    from kif.runner import load_sequence_data
+
+    data = load_sequence_data(cfg)
+    lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
+    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
+                  cfg.data.max_input_length, cfg.data.max_target_length)
+    tok = lm.tokenizer
+    print(f"max_target_length {cfg.data.max_target_length}\n\n| task | examples | cut | cut mid-sentence |\n|---|---|---|---|")
+    for task in data.tasks:
+        examples = data.train[task]
+        template = prompt_template([ex.prompt for ex in examples])
+        budget = cfg.data.max_target_length - 2 - len(tok(f"[{task}] ", add_special_tokens=False)["input_ids"])
+        cut = mid = 0
+        for ex in examples:
+            target = generation_target(ex, *template, enc, fmt="tagged", task=task)
+            if target == generation_target(ex, *template, None, fmt="tagged", task=task):
+                continue
+            cut += 1
+            ids = tok(body_of(ex.prompt, *template), add_special_tokens=False)["input_ids"]
+            token_cut = tok.decode(ids[:max(budget, 1)], skip_special_tokens=True)
+            mid += sentence_head(token_cut) == token_cut.strip()  # no end fitted: the token cut stands
+        n = len(examples)
+        print(f"| {task} | {n} | {cut} ({100 * cut / n:.1f} %) | {mid} ({100 * mid / n:.1f} %) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
