@@ -88,7 +88,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence, get_args
 
@@ -100,7 +99,7 @@ from ..evaluation import generate, label_scores
 from ..io import write_jsonl
 from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
-from .tagged_parse import REQUEST, task_tag, verdict
+from .tagged_parse import REQUEST, sentence_head, task_tag, verdict
 
 log = logging.getLogger("kif")
 ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
@@ -161,18 +160,6 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
         if len(ids) > budget:
             body = sentence_head(tok.decode(ids[:max(budget, 1)], skip_special_tokens=True))
     return f"{head}{body}{tail}"
-
-
-SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")  # "end." / 'end!"' before a space; a line break
-
-
-def sentence_head(text: str) -> str:
-    """``text`` (an input cut at a token count) up to its last sentence end ("." "!" "?", with any
-    closing quotes or brackets, before whitespace) or line break, stripped; all of it when it has
-    none. "U.S. to" counts as an end: a cut there still ends on a word."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text)]
-    head = text[:ends[-1]].strip() if ends else ""
-    return head or text.strip()
 
 
 def generation_examples(task: str, examples: Sequence[Example], weight: float, seed: int, *,
@@ -354,14 +341,15 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     ``labels`` when given.
     Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
     the labels with ``balance`` (within a label, inputs whose answer is the label their prompt asked
-    for first), else the first ``n``. ``stats``: texts drawn, well-formed, distinct, ``agreed``
-    (well-formed texts answered with the label asked; conditioned only) and ``rejected`` (reason ->
-    count; ``no_answer``: an answer outside the label set, or empty). ``record`` gets one dict per
+    for first), else the first ``n``. ``stats``: texts drawn, well-formed, ``cut`` (well-formed texts
+    that ran to the token limit, cut by ``verdict`` at a sentence end or the next example), distinct,
+    ``agreed`` (well-formed texts answered with the label asked; conditioned only) and ``rejected``
+    (reason -> count; ``no_answer``: an answer outside the label set, or empty). ``record`` gets one dict per
     drawn text (text, finished, asked, verdict, answer), for ``generations.jsonl``."""
     prefix, suffix = template
     pool: list[tuple[str, str, bool]] = []
     answered: dict[str, Optional[str]] = {}  # normalised input -> its answer (None: malformed)
-    drawn = well_formed = agreed = 0
+    drawn = well_formed = agreed = cut = 0
     rejected: dict[str, int] = {}
     conditioned = False
     for items in (rounds if n > 0 else ()):
@@ -380,6 +368,7 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
             why = why if why != "ok" else ("ok" if got is not None else "no_answer")
             if why == "ok":
                 well_formed += 1
+                cut += not finished
                 agreed += got == asked
                 if key in new and key not in firsts:
                     firsts.add(key)
@@ -398,8 +387,8 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     else:
         kept = [(p, a) for p, a, _ in pool[:n]]
     if stats is not None:
-        stats.update({"generated": drawn, "well_formed": well_formed, "distinct": len(pool), "kept": len(kept),
-                      "rejected": dict(sorted(rejected.items()))})
+        stats.update({"generated": drawn, "well_formed": well_formed, "cut": cut, "distinct": len(pool),
+                      "kept": len(kept), "rejected": dict(sorted(rejected.items()))})
         if conditioned:
             stats["agreed"] = agreed
     return [Example(f"pseudo-{task}-{i}", p, (a,)) for i, (p, a) in enumerate(kept)]
@@ -416,7 +405,7 @@ def fill_record(requested: int, examples: Sequence[Example], info: dict, fmt: Ge
            "well_formed": info.get("well_formed", 0), "distinct": info.get("distinct", info.get("well_formed", 0)),
            "kept": len(examples), "well_formed_rate": round(info.get("well_formed", 0) / generated, 4)
            if generated else None, "labels": dict(sorted(labels.items())), "empty": requested > 0 and not examples}
-    out.update({key: info[key] for key in ("agreed", "rejected") if key in info})
+    out.update({key: info[key] for key in ("cut", "agreed", "rejected") if key in info})
     return out
 
 

@@ -16,9 +16,9 @@ from kif.methods.options import GenerativeOptions
 from kif.models import load_model
 from kif.replay.generative import (answer_mark, balanced, closed_labels, cueless_prompt, examples_from_texts,
                                    fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
-                                   parse_example, sentence_head, tagged_examples_from_texts)
+                                   parse_example, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template
-from kif.replay.tagged_parse import verdict
+from kif.replay.tagged_parse import sentence_head, verdict
 from kif.training import train_task
 
 from helpers import REPO
@@ -398,24 +398,25 @@ def test_tagged_examples_label_constraint_dedup_balance_and_fill():
               ("[sst2] good two", True), ("[copa] good three", True), ("[sst2] odd", True),  # another tag; odd: no label
               ("chatter", True), ("[sst2] bad one", False),  # no tag; not finished
               ("[sst2] bad two", True)]
-    round2 = [("[sst2] good four", True), ("[sst2] good one", True), ("[sst2] bad three", True)]  # good one: again
+    round2 = [("[sst2] good four", True), ("[sst2] good one", True), ("[sst2] bad three", True),  # good one: again
+              ("[sst2] good five. and then", False)]  # ran to the limit: cut at its sentence end
     info: dict = {}
     out = tagged_examples_from_texts("sst2", untagged_asks([round1, round2]), TEMPLATE, 4, answer,
                                      labels=["no", "yes"], stats=info)
     # round 1: well-formed good one ×2, good two, bad two = 4 texts, 3 distinct (< 4: round 2 is read);
-    # round 2: all 3 well-formed, 2 new. Pool: good one, good two, bad two, good four, bad three;
+    # round 2: all 4 well-formed, 3 new. Pool: good one, good two, bad two, good four, bad three, good five.;
     # round-robin no, yes, no, yes: bad two, good one, bad three, good two, kept in the pool's order
     assert [(ex.id, ex.prompt, ex.references[0]) for ex in out] == [
         ("pseudo-sst2-0", p + "good one" + s, "yes"), ("pseudo-sst2-1", p + "good two" + s, "yes"),
         ("pseudo-sst2-2", p + "bad two" + s, "no"), ("pseudo-sst2-3", p + "bad three" + s, "no")]
-    assert info == {"generated": 11, "well_formed": 7, "distinct": 5, "kept": 4,
+    assert info == {"generated": 12, "well_formed": 8, "cut": 1, "distinct": 6, "kept": 4,
                     "rejected": {"no_answer": 1, "no_tag": 2, "unfinished": 1}}
     # each distinct input answered once, in its round
     assert calls == [[p + b + s for b in ("good one", "good two", "odd", "bad two")],
-                     [p + b + s for b in ("good four", "bad three")]]
+                     [p + b + s for b in ("good four", "bad three", "good five.")]]
     assert fill_record(4, out, info, "tagged") == {
-        "format": "tagged", "requested": 4, "generated": 11, "well_formed": 7, "distinct": 5, "kept": 4,
-        "well_formed_rate": 0.6364, "labels": {"no": 2, "yes": 2}, "empty": False,
+        "format": "tagged", "requested": 4, "generated": 12, "well_formed": 8, "distinct": 6, "kept": 4,
+        "well_formed_rate": 0.6667, "labels": {"no": 2, "yes": 2}, "empty": False, "cut": 1,
         "rejected": {"no_answer": 1, "no_tag": 2, "unfinished": 1}}
     # without balance: the first 4 distinct of the pool (3 yes, 1 no)
     out = tagged_examples_from_texts("sst2", iter(untagged_asks([round1, round2])), TEMPLATE, 4, answer,
@@ -446,7 +447,7 @@ def test_empty_memory_is_logged_and_recorded(caplog):
                                 rounds=2, batch_size=6, gen_format="tagged", stats=info)
     assert out == [] and info["fill"] == {"format": "tagged", "requested": 3, "generated": 12, "well_formed": 0,
                                           "distinct": 0, "kept": 0, "well_formed_rate": 0.0, "labels": {},
-                                          "empty": True, "rejected": {"unfinished": 12}}
+                                          "empty": True, "cut": 0, "rejected": {"unfinished": 12}}
     lines = [r.getMessage() for r in caplog.records if "stays empty" in r.getMessage()]
     assert lines == ["generative replay: the memory of task sst2 stays empty (12 generated, 0 well-formed, "
                      "gen_format tagged)"]
@@ -497,6 +498,13 @@ def test_tagged_parser_names_each_rejection():
     assert verdict("[agnews] Markets rally\n[agnews] Rates fall, and", "agnews", p, "Answer:", False,
                    labels) == ("Markets rally", "ok")
     assert verdict("[agnews] \n[agnews] Markets rally", "agnews", p, "Answer:", True, labels) == (None, "empty")
+    # a text that ran to the token limit is cut at its last sentence or line end, then judged
+    assert verdict("[agnews] Markets rally. Rates fall and", "agnews", p, "Answer:", False, labels) == (
+        "Markets rally.", "ok")
+    assert verdict("[agnews] Markets rally\nText: Rates fall and", "agnews", p, "Answer:", False, labels) == (
+        "Markets rally", "ok")
+    assert verdict("[agnews] Sports.\nText: Rates fall and", "agnews", p, "Answer:", False, labels) == (
+        None, "label_only")  # the cut text is judged as any other
     assert verdict("[agnews] Markets rally\n[sst2] good", "agnews", p, "Answer:", True, labels) == (None, "tag_again")
     # a sentence of the instruction (≥ 3 words), any case and spacing
     assert verdict("[agnews] x. CHOOSE one  from the option", "agnews", p, "Answer:", True, labels)[1] == "instruction"
@@ -547,7 +555,7 @@ def test_conditioned_texts_agreed_first_within_a_label_and_counted():
     # pool: good a (yes, not agreed), good b, good c (yes, agreed), bad d (no, agreed);
     # round-robin no, yes: bad d, then good b before good a (agreed first); kept in pool order
     assert [(ex.prompt, ex.references[0]) for ex in out] == [(p + "good b" + s, "yes"), (p + "bad d" + s, "no")]
-    assert info == {"generated": 7, "well_formed": 4, "distinct": 4, "kept": 2, "agreed": 3,
+    assert info == {"generated": 7, "well_formed": 4, "cut": 0, "distinct": 4, "kept": 2, "agreed": 3,
                     "rejected": {"label_only": 1, "tag_again": 1, "unfinished": 1}}
     assert [r["verdict"] for r in record] == ["ok", "ok", "ok", "ok", "label_only", "unfinished", "tag_again"]
     assert record[0] == {"text": "[sst2] good a", "finished": True, "asked": "no", "verdict": "ok", "answer": "yes"}
