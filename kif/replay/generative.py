@@ -20,13 +20,13 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
    draw of the task's n examples) into the n task examples, which gives the generation loss the
    share λ of the gradient in expectation (``generation_examples``, ``gen_weight``) — kif.
    The target shares ``data.max_target_length`` with the task's answers: a long input is cut
-   (its head kept) so that the cue and the answer always fit, at its last sentence or line end
-   within the limit (``sentence_head``), so that every target ends where a text can end — kif.
-   Cut at a token count instead (kif before issue 28's fourth measurement), many targets of the
-   long-input tasks ended mid-sentence (SmolLM2's tokenizer, max_target_length 64, all 1,000
-   training inputs: agnews 43.5 %, dbpedia 72.4 %, yelp 80.4 %, imdb 98.5 %; cut at sentence
-   ends: 0.2, 0, 5.6 and 9.5 %), an end the model cannot learn to place: after training on
-   agnews' 1,000 examples, 29 of 96 texts ran to the token limit (``docs/results/generative_replay/``).
+   (its head kept) so that the cue and the answer always fit — kif. The cut is at a token count,
+   so it often falls mid-sentence (SmolLM2's tokenizer at 64 tokens: 43.5 % of agnews' 1,000
+   training inputs, 72.4 % of dbpedia's, 98.5 % of imdb's; ``scripts/generation_targets.py``).
+   Cutting at the last sentence end instead was measured and not adopted: it left 25 % of
+   agnews' targets a bare title, and after a short training the model then wrote bare labels
+   (``docs/results/generative_replay/``, fourth measurement). A text the model writes past the
+   limit is cut at a sentence end instead (``kif.replay.tagged_parse.verdict``).
 2. **Generating** (``generate_examples``): after the task, the model continues its generation
    token with top-k sampling (LAMOL: k = 20) from a forked, seeded RNG (deterministic; the
    global RNG, hence the rest of the run, untouched), in rounds until ``n`` samples pass the
@@ -99,7 +99,7 @@ from ..evaluation import generate, label_scores
 from ..io import write_jsonl
 from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
-from .tagged_parse import REQUEST, sentence_head, task_tag, verdict
+from .tagged_parse import REQUEST, task_tag, verdict
 
 log = logging.getLogger("kif")
 ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
@@ -147,8 +147,7 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
     With an ``encoder``, the input is cut (its head kept) so that the whole target fits in
     ``data.max_target_length`` tokens: the encoder truncates targets there, and a target cut
     before its answer cue would teach the model to write examples without answers (a tagged
-    target cut there would teach it to stop without the end token). The cut is at the last
-    sentence or line end that fits (``sentence_head``)."""
+    target cut there would teach it to stop without the end token)."""
     body = body_of(ex.prompt, prefix, suffix)
     head, tail = ((f"{task_tag(task)} ", "") if fmt != "lamol"
                   else ("", f"{separator(suffix)}{ex.references[0].strip()}"))
@@ -158,7 +157,7 @@ def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[E
         budget = encoder.max_target_length - 2 - fixed
         ids = tok(body, add_special_tokens=False)["input_ids"]
         if len(ids) > budget:
-            body = sentence_head(tok.decode(ids[:max(budget, 1)], skip_special_tokens=True))
+            body = tok.decode(ids[:max(budget, 1)], skip_special_tokens=True).strip()
     return f"{head}{body}{tail}"
 
 

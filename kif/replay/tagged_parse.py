@@ -8,9 +8,10 @@ first is judged (a stop sequence, as the end token is one; SmolLM2 wrote several
 5 of 96 texts on sst2). The reasons, checked in this order (the first that applies is the one counted):
 
 - ``unfinished``: no end token within the token limit, and no sentence or line end to cut the text
-  at. A text that ran to the limit and has one is cut there (``sentence_head``), as a long input is
-  cut for the generation target it was trained on, and then judged like any other: SmolLM2 trained
-  on agnews' 1,000 examples ran 32 of 96 texts past the limit, most of them news items;
+  at. A text that ran to the limit and has one is cut there (``sentence_head``) and then judged like
+  any other: it is the head of a longer input, as the generation targets of long inputs are (they
+  are cut to the limit). SmolLM2 trained on agnews' and dbpedia's 1,000 examples ran 29 and 32 of
+  96 texts past the limit, most of them news items and articles that went on;
 - ``no_tag``: the text does not start with the asked task's tag (a chat reply, another task's input);
 - ``empty``: nothing after the tag;
 - ``tag_again``: the input holds a tag-like bracketed word, ``[word]`` or ``[/word]`` (a word spelt as
@@ -85,9 +86,9 @@ SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")  # "end." / 'end!"' before
 
 def sentence_head(text: str) -> str:
     """``text`` up to its last sentence end ("." "!" "?", with any closing quotes or brackets,
-    before whitespace) or line break, stripped; all of it when it has none. How a long input is
-    cut to fit a length: a training target (``generation_target``) and a text that ran to the token
-    limit (``verdict``). "U.S. to" counts as an end: a cut there still ends on a word."""
+    before whitespace) or line break, stripped; all of it when it has none: where a text that ran
+    to the token limit is cut (``verdict``). "U.S. to" counts as an end: a cut there still ends on
+    a word."""
     ends = [m.end() for m in SENTENCE_END.finditer(text)]
     head = text[:ends[-1]].strip() if ends else ""
     return head or text.strip()
@@ -102,7 +103,7 @@ def verdict(text: str, task: str, prefix: str, cue: str, finished: bool = True,
     next_example = text.find("\n" + tag)
     if next_example >= 0:  # a line that starts with the tag again begins another example: this one ended
         text, finished = text[:next_example].strip(), True
-    if not finished:  # ran to the token limit: cut as a long real input is cut for training
+    if not finished:  # ran to the token limit: keep its head up to a sentence end
         cut = sentence_head(text)
         if cut == text:
             return None, "unfinished"

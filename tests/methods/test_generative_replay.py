@@ -360,19 +360,7 @@ def test_sentence_head_cuts_at_the_last_sentence_or_line_end():
     assert sentence_head("Kodak wins\nText: Eastman Kodak Co. won the fir") == "Kodak wins\nText: Eastman Kodak Co."
     assert sentence_head("Kodak wins\nText: Eastman Kodak won the fir") == "Kodak wins"  # the line end
     assert sentence_head("3.5 million people and") == "3.5 million people and"  # no end: all of it
-    assert sentence_head("The end.") == "The end."  # an end needs a space after it
-
-
-@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
-def test_long_targets_end_at_a_sentence_end(model):
-    """A long input is cut where a text can end (its last sentence end that fits), not mid-sentence,
-    so the model learns an end it can place; a short one is untouched."""
-    lm = load_model(model, "plain")
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0], 64, 32)
-    long = Example("l", TEMPLATE[0] + "A good film. " + "It drags on and on " * 8 + TEMPLATE[1], ("no",))
-    assert generation_target(long, *TEMPLATE, enc, fmt="tagged", task="sst2") == "[sst2] A good film."
-    assert generation_target(long, *TEMPLATE, enc) == "A good film.\nAnswer: no"
-    assert generation_target(REAL[1], *TEMPLATE, enc, fmt="tagged", task="sst2") == "[sst2] dull and slow"
+    assert sentence_head("The end.") == "The end."  # an end needs a space after it: no cut, all of it
 
 
 def test_balanced_round_robin_over_labels():
