@@ -59,7 +59,8 @@ Used by ``sapt`` (its Attentive Reflection Module replays the generated inputs),
      ``forced_ids``): the model samples only the input, so no text is lost to a missing or misspelt
      tag, which SmolLM2 wrote in 19 % of its texts on sst2 (``docs/results/generative_replay/``).
    - The parser (``kif.replay.tagged_parse.verdict``) keeps a text only if it ended with the end
-     token within ``data.max_target_length`` tokens (the longest target trained on), starts with
+     token within ``data.max_target_length`` tokens (the longest target trained on) or, having run
+     to that limit, has a sentence or line end to be cut at (``sentence_head``), starts with
      the asked task's tag, has a non-empty input, and the input holds no tag-like bracketed word,
      no answer cue followed by (at most) a label, no sentence of the instruction or of the
      generation request, no list of labels, and is not a label alone; every refusal is counted
