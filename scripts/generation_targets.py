@@ -1,12 +1,13 @@
 """How the generation targets of a config's tasks end: how many of each task's training inputs are
-cut to fit ``data.max_target_length`` (``kif.replay.generative.generation_target``, tagged format),
-and how many of those still end mid-sentence (no sentence or line end fitted, so the token cut
-stands) — the shares quoted in ``docs/method.md`` and ``docs/results/generative_replay/``.
+cut to fit ``data.max_target_length`` (``kif.replay.generative.generation_target``, tagged format:
+at a token count, so mostly mid-sentence), and how many would still end mid-sentence if cut at their
+last sentence or line end (``sentence_head``; none fits) — the shares quoted in ``docs/method.md``
+and ``docs/results/generative_replay/`` (fourth measurement).
 
     python scripts/generation_targets.py docs/results/generative_replay/full_agnews.config.yaml \
         --set "tasks=[sst2,imdb,yelp,amazon,dbpedia,agnews,yahoo]"
 
-prints one Markdown row per task: examples, cut, cut mid-sentence. Reads the tokenizer and the
+prints one Markdown row per task: examples, cut, mid-sentence even at a sentence end. Reads the tokenizer and the
 training data only (no model weights are used).
 """
 from __future__ import annotations
@@ -26,8 +27,9 @@ def main(argv=None) -> int:
 
     from kif.encoding import Encoder
     from kif.models import load_model
-    from kif.replay.generative import body_of, generation_target, sentence_head
+    from kif.replay.generative import body_of, generation_target
     from kif.replay.pseudo import prompt_template
+    from kif.replay.tagged_parse import sentence_head
     from kif.runner import load_sequence_data
 
     data = load_sequence_data(cfg)
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
     enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
                   cfg.data.max_input_length, cfg.data.max_target_length)
     tok = lm.tokenizer
-    print(f"max_target_length {cfg.data.max_target_length}\n\n| task | examples | cut | cut mid-sentence |\n|---|---|---|---|")
+    print(f"max_target_length {cfg.data.max_target_length}\n\n| task | examples | cut | mid-sentence even at a sentence end |\n|---|---|---|---|")
     for task in data.tasks:
         examples = data.train[task]
         template = prompt_template([ex.prompt for ex in examples])
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
             cut += 1
             ids = tok(body_of(ex.prompt, *template), add_special_tokens=False)["input_ids"]
             token_cut = tok.decode(ids[:max(budget, 1)], skip_special_tokens=True)
-            mid += sentence_head(token_cut) == token_cut.strip()  # no end fitted: the token cut stands
+            mid += sentence_head(token_cut) == token_cut.strip()  # no sentence or line end fits
         n = len(examples)
         print(f"| {task} | {n} | {cut} ({100 * cut / n:.1f} %) | {mid} ({100 * mid / n:.1f} %) |")
     return 0

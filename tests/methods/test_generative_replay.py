@@ -3,6 +3,7 @@ tiny model overfitted to a task writing that task's examples back."""
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -233,7 +234,6 @@ def test_kif_m_pseudo_memory_on_the_default_path_end_to_end(tmp_path):
                                                                       + res["memory"].get("copa", 0)]
     # scripts/generation_trial.py from task 2's trained adapter, with the run's own settings, draws
     # exactly the texts the run drew; with the tag not forced, other texts
-    import importlib.util
 
     spec = importlib.util.spec_from_file_location("trial", REPO / "scripts" / "generation_trial.py")
     trial = importlib.util.module_from_spec(spec)
@@ -265,7 +265,6 @@ def test_long_inputs_are_cut_so_the_answer_fits(model):
 def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, capsys):
     """scripts/pseudo_quality.py on a hand-made run: one copy (same answer), one near-duplicate
     (one word changed), one new input; well-formed share from results.json."""
-    import importlib.util
     import json
 
     from kif.replay.generative import save_pseudo
@@ -361,6 +360,20 @@ def test_sentence_head_cuts_at_the_last_sentence_or_line_end():
     assert sentence_head("Kodak wins\nText: Eastman Kodak won the fir") == "Kodak wins"  # the line end
     assert sentence_head("3.5 million people and") == "3.5 million people and"  # no end: all of it
     assert sentence_head("The end.") == "The end."  # an end needs a space after it: no cut, all of it
+
+
+def test_generation_targets_script_counts_cut_targets(tmp_path, capsys):
+    """scripts/generation_targets.py on tiny-llama with max_target_length 8: the fixture's sst2 inputs
+    are longer than the 8 - 2 - tag tokens a target leaves them, so every one is cut; its row says so."""
+    from helpers import write_config
+
+    cfg = write_config(tmp_path / "c.yaml", tasks=["sst2"], data={"max_target_length": 8, "train_samples": 4})
+    spec = importlib.util.spec_from_file_location("gt", REPO / "scripts" / "generation_targets.py")
+    gt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gt)
+    assert gt.main([str(cfg)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sst2 ")]
+    assert len(rows) == 1 and rows[0].startswith("| sst2 | 4 | 4 (100.0 %) | ")
 
 
 def test_balanced_round_robin_over_labels():
