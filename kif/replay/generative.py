@@ -339,7 +339,8 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``) gives an input and ``answer``
     (called once per round on the new distinct inputs' prompts) gives a non-empty answer, inside
     ``labels`` when given.
-    Duplicates (same whitespace-normalised input) are dropped; the ``n`` kept are ``balanced`` over
+    Duplicates (same whitespace-normalised input) are dropped, the first kept as written (its line
+    breaks too: "Title\nText: …" as agnews' real inputs); the ``n`` kept are ``balanced`` over
     the labels with ``balance`` (within a label, inputs whose answer is the label their prompt asked
     for first), else the first ``n``. ``stats``: texts drawn, well-formed, ``cut`` (well-formed texts
     that ran to the token limit, cut by ``verdict`` at a sentence end or the next example), distinct,
@@ -357,9 +358,13 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
         conditioned = conditioned or any(a is not None for _, _, a in items)
         verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels) for t, f, _ in items]
         keys = [" ".join(b.split()) if b else None for b, _ in verdicts]
-        new = list(dict.fromkeys(k for k in keys if k and k not in answered))
+        bodies: dict[str, str] = {}  # a new key -> its first text's input, line breaks kept (as in real inputs)
+        for (body, _), key in zip(verdicts, keys):
+            if key and key not in answered:
+                bodies.setdefault(key, body)
+        new = list(bodies)
         if new:
-            for key, a in zip(new, answer([prefix + k + suffix for k in new])):
+            for key, a in zip(new, answer([prefix + bodies[k] + suffix for k in new])):
                 a = a.strip()
                 answered[key] = a if a and (labels is None or a in labels) else None
         firsts: set[str] = set()
@@ -372,7 +377,7 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
                 agreed += got == asked
                 if key in new and key not in firsts:
                     firsts.add(key)
-                    pool.append((prefix + key + suffix, got, got == asked))
+                    pool.append((prefix + bodies[key] + suffix, got, got == asked))
             else:
                 rejected[why] = rejected.get(why, 0) + 1
             if record is not None:

@@ -438,6 +438,25 @@ def test_tagged_examples_label_constraint_dedup_balance_and_fill():
     assert [ex.references[0] for ex in out] == ["maybe"]
 
 
+def test_tagged_examples_keep_the_inputs_line_breaks():
+    """A kept input is the first text's input as written: its line break stays in the answered prompt
+    and in the memory (agnews' real inputs are "Title\nText: ..."); only the duplicate check ignores
+    whitespace, so the second text (a space for the break) is a duplicate of the first."""
+    p, s = TEMPLATE
+    asked: list[list[str]] = []
+
+    def answer(prompts):
+        asked.append(prompts)
+        return ["yes"] * len(prompts)
+    texts = [("[sst2] Good day\nText: good one", True), ("[sst2] Good day Text: good one", True)]
+    info: dict = {}
+    out = tagged_examples_from_texts("sst2", untagged_asks([texts]), TEMPLATE, 2, answer,
+                                     labels=["no", "yes"], stats=info)
+    assert [ex.prompt for ex in out] == [p + "Good day\nText: good one" + s]
+    assert asked == [[p + "Good day\nText: good one" + s]]
+    assert (info["well_formed"], info["distinct"]) == (2, 1)
+
+
 def test_empty_memory_is_logged_and_recorded(caplog):
     """Random tiny-llama weights never write the '[sst2]' tag: the memory stays empty, one warning line."""
     lm = load_model("tiny-llama", "plain")
