@@ -217,7 +217,13 @@ def test_fusion_weights_script_counts_units_by_weight(tmp_path):
     (tmp_path / "tasks").rename(src / "kif_x" / "tasks")
     (src / "kif_x" / "results.json").write_text('{"finished": true}')
     (src / "kif_x" / "config.yaml").write_text("method: kif\n")
+    (src / "kif_x" / "tasks" / "02_b" / "pseudo.jsonl").write_text('{"id": "pseudo-b-0"}\n')  # a generated memory
+    (src / "kif_x" / "checkpoints").mkdir()
+    (src / "kif_x" / "checkpoints" / "state.pt").write_text("x")
     assert ps.publish(src, tmp_path / "pub") == ["kif_x"]
+    assert (tmp_path / "pub" / "kif_x" / "tasks" / "02_b" / "pseudo.jsonl").read_text() == '{"id": "pseudo-b-0"}\n'
+    assert sorted(p.name for p in (tmp_path / "pub" / "kif_x").rglob("*") if p.is_file()) == [
+        "config.yaml", "fusion_weights.json", "pseudo.jsonl", "results.json"]  # never the weights or checkpoints
     import json
     published = json.loads((tmp_path / "pub" / "kif_x" / "fusion_weights.json").read_text())
     assert published["tasks"]["02_b"]["histogram"]["counts"] == counts
