@@ -10,6 +10,9 @@ training examples of its task:
 - the fill record of every memory (``pseudo_fill`` in results.json: requested, generated,
   well-formed, distinct, kept, label counts; the refusals by reason and, for ``gen_format:
   conditioned``, how many answers agreed with the label asked);
+- shape: the line-start fields that every real training input of the task has ("Text:" in agnews'
+  "Title\nText: …"; none for sst2), and how many well-formed texts have them all (a title alone
+  is well-formed for the parser, but not the shape of any real input);
 - re-parsed: every text the run drew (``tasks/<k>/generations.jsonl``, tagged formats) judged again
   by the current parser (``kif.replay.tagged_parse.verdict``), with the answers the run gave: a
   parser change is measured without generating again. A text the run refused but the current
@@ -95,21 +98,50 @@ def reparse_file(f: Path, task: str, data) -> dict:
     return reparse_rows([json.loads(line) for line in f.read_text().splitlines()], task, data)
 
 
+FIELD = re.compile(r"^([A-Za-z][A-Za-z ]*):", re.M)  # a field at the start of a line: "Text: …"
+
+
+def fields(body: str) -> set[str]:
+    """The line-start fields of an input, lower case: {"text"} for "Title\nText: …"."""
+    return {f.lower() for f in FIELD.findall(body)}
+
+
+def real_fields(prompts: list[str], prefix: str, suffix: str) -> list[str]:
+    """The fields every real input has (``prompts`` without the task template's ``prefix``/``suffix``)."""
+    sets = [fields(p[len(prefix):len(p) - len(suffix)]) for p in prompts]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def reparse_rows(rows: list, task: str, data) -> dict:
-    """Drawn texts of ``task`` judged again: verdict -> count, and the well-formed rate (``ok`` with
-    an answer on record; ``unanswered``: accepted now, refused when it was drawn)."""
-    prefix, suffix = prompt_template([ex.prompt for ex in data.train[task]])
+    """Drawn texts of ``task`` judged again: verdict -> count, the well-formed rate (``ok`` with
+    an answer on record; ``unanswered``: accepted now, refused when it was drawn), the ``fields``
+    every real input has (``real_fields``), the well-formed texts ``with_fields`` (all of them), and
+    ``cut_without_fields``: well-formed texts that ran to the token limit and lack them once cut (a
+    cut at the title's line end leaves the title alone)."""
+    prompts = [ex.prompt for ex in data.train[task]]
+    prefix, suffix = prompt_template(prompts)
+    required = set(real_fields(prompts, prefix, suffix))
     labels = closed_labels(data.train[task])  # the set the run's generator was given
     closed = sorted(labels) if labels is not None else None
     counts: dict[str, int] = {}
+    shaped = cut_bare = 0
     for row in rows:
-        why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)[1]
+        body, why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)
         if why == "ok" and row.get("answer") is None:
             why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"
         counts[why] = counts.get(why, 0) + 1
+        if why == "ok":
+            shaped += required <= fields(body)
+            cut_bare += not row["finished"] and not required <= fields(body)
     total = sum(counts.values())
     return {"drawn": total, "verdicts": dict(sorted(counts.items())),
-            "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None}
+            "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None,
+            "fields": sorted(required), "with_fields": shaped, "cut_without_fields": cut_bare}
+
+
+def shape(r: dict) -> str:
+    return (f"{r['with_fields']} well-formed with the fields every real input has ({', '.join(r['fields'])}), "
+            f"{r['cut_without_fields']} cut without them" if r["fields"] else "real inputs have no line-start field")
 
 
 def main(argv=None) -> int:
@@ -128,7 +160,7 @@ def main(argv=None) -> int:
             return 2
         r = reparse_file(a.generations, task, load_sequence_data(cfg))
         print(json.dumps(r) if a.json else f"re-parsed {a.generations}: {r['drawn']} drawn, "
-              f"well-formed rate {r['well_formed_rate']}, {r['verdicts']}")
+              f"well-formed rate {r['well_formed_rate']}, {r['verdicts']}; {shape(r)}")
         return 0
     q = quality(a.run, a.near)
     if a.json:
@@ -147,7 +179,8 @@ def main(argv=None) -> int:
             if "rejected" in r or "agreed" in r:
                 print(f"{'':<24} refused: {r.get('rejected', {})}" + (f"  agreed: {r['agreed']}" if "agreed" in r else ""))
     for key, r in q["reparsed"].items():
-        print(f"re-parsed {key}: {r['drawn']} drawn, well-formed rate {r['well_formed_rate']}, {r['verdicts']}")
+        print(f"re-parsed {key}: {r['drawn']} drawn, well-formed rate {r['well_formed_rate']}, {r['verdicts']}; "
+              f"{shape(r)}")
     return 0
 
 

@@ -298,7 +298,8 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, ca
     assert q["well_formed_share"] == 0.4 and q["fill"] == {"2:sst2": rec}
     # judged again: the repeated tag is refused now; a text refused then has no answer on record
     assert q["reparsed"] == {"1:sst2": {"drawn": 4, "well_formed_rate": 0.25, "verdicts": {
-        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}}}
+        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}, "fields": [], "with_fields": 1,
+        "cut_without_fields": 0}}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
     # one committed generations file, judged against a one-task config (no run folder)
     one = tmp_path / "one.yaml"
@@ -308,6 +309,18 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, ca
                     "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == q["reparsed"]["1:sst2"]
     assert pq.main([str(tmp_path / "config.yaml"), "--generations", str(one)]) == 2  # two tasks
+    # shape: every real agnews input is "Title\nText: …"; a well-formed title alone lacks the field
+    rows = [("[agnews] A title\nText: a body.", True, "World"), ("[agnews] A title alone", True, "Sports"),
+            ("[agnews] Another\ntext: lower case counts", True, "World"), ("[agnews] Refused\nText: x", True, None),
+            ("[agnews] Cut title\nText: ran to the limit", False, "World")]  # cut at the line end: the title
+    write_jsonl(tmp_path / "agnews.jsonl", [{"text": t, "finished": f, "asked": None, "verdict": "ok" if a else
+                                             "no_answer", "answer": a} for t, f, a in rows])
+    (tmp_path / "agnews.yaml").write_text("method: lfpt5\nmodel: tiny-llama\nbenchmark: long_sequence\n"
+                                          "tasks: [agnews]\ndata: {train_samples: 4}\n")
+    assert pq.main([str(tmp_path / "agnews.yaml"), "--generations", str(tmp_path / "agnews.jsonl"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["verdicts"], r["fields"], r["with_fields"], r["cut_without_fields"]) == (
+        {"ok": 4, "no_answer": 1}, ["text"], 2, 1)
 
 
 # ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
