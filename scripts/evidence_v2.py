@@ -13,6 +13,8 @@ for every method of the plan count. Verdict words (fixed in the plan):
   Holm-adjusted p < 0.05          "A > B" / "A < B"
   90 % interval inside ±margin    "as good as (within ±margin)"   (margins: primary AP only)
   otherwise                       "not resolved"
+Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; while
+fewer than the plan's 14 sequences are complete, every verdict is labelled "interim, n = k of 14".
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from statistics import fmean, stdev
 from kif.stats import holm, t_cdf, t_quantile
 
 METHODS = ["seqlora", "kiflora", "kif", "weight-ensemble", "ewc"]
+PLANNED_SEQUENCES = 14  # PLAN.md; configs/evidence-v2/sweep.yaml (a test checks the two agree)
 # (A, B, metric, equivalence margin or None)
 PRIMARY = [("kif", "weight-ensemble", "AP", 2.0), ("kiflora", "seqlora", "AP", 2.0)]
 SECONDARY = [
@@ -103,12 +106,19 @@ def compare(d: list[float], margin: float | None) -> dict:
     return out
 
 
-def verdict(c: dict, a: str, b: str) -> str:
+def verdict(c: dict, a: str, b: str, complete: int) -> str:
     if c["p_holm"] < 0.05:
-        return f"{a} {'>' if c['mean'] > 0 else '<'} {b}"
-    if c.get("equivalent"):
-        return f"as good as (within ±{c['margin']:g})"
-    return "not resolved"
+        word = f"{a} {'>' if c['mean'] > 0 else '<'} {b}"
+    elif c.get("equivalent"):
+        word = f"as good as (within ±{c['margin']:g})"
+    else:
+        word = "not resolved"
+    w = c["wilcoxon_p"]
+    if w is not None and (c["p"] < 0.05) != (w < 0.05):  # the plan: say so next to the verdict
+        word += f" (t p {'<' if c['p'] < 0.05 else '≥'} 0.05, Wilcoxon p {'<' if w < 0.05 else '≥'} 0.05)"
+    if complete < PLANNED_SEQUENCES:
+        word = f"interim, n = {complete} of {PLANNED_SEQUENCES}: {word}"
+    return word
 
 
 def analyse(runs: dict) -> dict:
@@ -124,7 +134,7 @@ def analyse(runs: dict) -> dict:
             done.append({"a": a, "b": b, "metric": name, **compare(d, margin)})
         for c, adj in zip(done, holm([c["p"] for c in done])):
             c["p_holm"] = adj
-            c["verdict"] = verdict(c, c["a"], c["b"])
+            c["verdict"] = verdict(c, c["a"], c["b"], len(seqs))
         families[family] = done
     return {"sequences": seqs, "families": families}
 

@@ -66,3 +66,19 @@ def test_analysis_uses_complete_sequences_only():
     assert result["sequences"] == ["s01", "s02"]
     kif_vs_ens = result["families"]["primary"][0]
     assert (kif_vs_ens["n"], kif_vs_ens["mean"], kif_vs_ens["sd"]) == (2, 1.0, 0.0)
+
+
+def test_verdict_labels_interim_and_test_disagreement():
+    """The plan's two labels: fewer than 14 complete sequences make every verdict interim, and a
+    t p and a Wilcoxon p on different sides of 0.05 are named next to the verdict."""
+    ev = _script("evidence_v2")
+    sweep = yaml.safe_load((ROOT / "configs" / "evidence-v2" / "sweep.yaml").read_text())
+    assert ev.PLANNED_SEQUENCES == len(sweep["grid"]["tasks"]) == 14
+    # d = 1..6: t p = 0.006 (< 0.05); Wilcoxon: all positive, 2 of 64 sign patterns -> 0.031 (< 0.05): agree
+    c = ev.compare([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], None) | {"p_holm": 0.01}
+    assert ev.verdict(c, "kif", "ens", 14) == "kif > ens"
+    assert ev.verdict(c, "kif", "ens", 6) == "interim, n = 6 of 14: kif > ens"
+    # d = 1, 1.1, 0.9, 1, 1.05: t p < 0.001, but 5 positive signs give Wilcoxon p = 2/32 = 0.0625
+    c = ev.compare([1.0, 1.1, 0.9, 1.0, 1.05], None) | {"p_holm": 0.002}
+    assert c["p"] < 0.001 and c["wilcoxon_p"] == pytest.approx(0.0625)
+    assert ev.verdict(c, "a", "b", 14) == "a > b (t p < 0.05, Wilcoxon p ≥ 0.05)"
