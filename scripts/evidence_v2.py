@@ -15,6 +15,8 @@ for every method of the plan count. Verdict words (fixed in the plan):
   otherwise                       "not resolved"
 Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; while
 fewer than the plan's 14 sequences are complete, every verdict is labelled "interim, n = k of 14".
+The table shows each difference's sd (the plan reports it) and, for the comparisons with a margin,
+the 90 % interval the equivalence verdict reads.
 """
 from __future__ import annotations
 
@@ -143,13 +145,17 @@ def markdown(result: dict) -> str:
     seqs = result["sequences"]
     lines = [f"Sequences complete for all {len(METHODS)} methods: {len(seqs)} ({', '.join(seqs)}).", ""]
     for family, rows in result["families"].items():
+        tost = any(c["margin"] is not None for c in rows)  # the equivalence test's 90 % interval
         lines += [f"### {family.capitalize()}", "",
-                  "| comparison | metric | n | mean diff | 95 % interval | p | Holm p | Wilcoxon p | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| comparison | metric | n | mean diff | sd | 95 % interval | "
+                  + ("90 % interval (margin) | " if tost else "") + "p | Holm p | Wilcoxon p | verdict |",
+                  "|---|---|---|---|---|---|" + ("---|" if tost else "") + "---|---|---|---|"]
         for c in rows:
             w = "-" if c["wilcoxon_p"] is None else f"{c['wilcoxon_p']:.3f}"
-            lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['n']} | {c['mean']:+.2f} | "
-                         f"[{c['low']:+.2f}, {c['high']:+.2f}] | {c['p']:.3f} | {c['p_holm']:.3f} | {w} | "
+            ninety = (f"[{c['low90']:+.2f}, {c['high90']:+.2f}] (±{c['margin']:g}) | " if c["margin"] is not None
+                      else "- | ") if tost else ""
+            lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['n']} | {c['mean']:+.2f} | {c['sd']:.2f} | "
+                         f"[{c['low']:+.2f}, {c['high']:+.2f}] | {ninety}{c['p']:.3f} | {c['p_holm']:.3f} | {w} | "
                          f"{c['verdict']} |")
         lines.append("")
     return "\n".join(lines)

@@ -66,6 +66,10 @@ def test_analysis_uses_complete_sequences_only():
     assert result["sequences"] == ["s01", "s02"]
     kif_vs_ens = result["families"]["primary"][0]
     assert (kif_vs_ens["n"], kif_vs_ens["mean"], kif_vs_ens["sd"]) == (2, 1.0, 0.0)
+    # the report's rows: sd, and the 90 % interval with its margin in the primary family only
+    table = ev.markdown(result)
+    assert "| kif − weight-ensemble | AP | 2 | +1.00 | 0.00 | [+1.00, +1.00] | [+1.00, +1.00] (±2) | 0.000 |" in table
+    assert "| kif − weight-ensemble | BWT | 2 | +0.00 | 0.00 | [+0.00, +0.00] | 1.000 |" in table
 
 
 def test_verdict_labels_interim_and_test_disagreement():
