@@ -10,13 +10,13 @@ training examples of its task:
 - the fill record of every memory (``pseudo_fill`` in results.json: requested, generated,
   well-formed, distinct, kept, label counts; the refusals by reason and, for ``gen_format:
   conditioned``, how many answers agreed with the label asked);
-- shape: the line-start fields that every real training input of the task has ("Text:" in agnews'
-  "Title\nText: …"; none for sst2), and how many well-formed texts have them all (a title alone
-  is well-formed for the parser, but not the shape of any real input);
 - re-parsed: every text the run drew (``tasks/<k>/generations.jsonl``, tagged formats) judged again
   by the current parser (``kif.replay.tagged_parse.verdict``), with the answers the run gave: a
   parser change is measured without generating again. A text the run refused but the current
-  parser accepts has no answer on record and is counted ``unanswered``, not well-formed.
+  parser accepts has no answer on record and is counted ``unanswered``, not well-formed. The fields
+  every real input of the task has (``kif.replay.tagged_parse.task_fields``: "Text:" for agnews) are
+  checked as the run's ``gen_fields`` says, and the texts refused for them after the cut at the
+  token limit are counted (``fields_cut``).
 
     python scripts/pseudo_quality.py runs/lfpt5-quickstart            # a table
     python scripts/pseudo_quality.py runs/lfpt5-quickstart --json     # machine-readable
@@ -34,7 +34,7 @@ from kif.configure import load_config
 from kif.metrics import rouge_l
 from kif.replay.generative import answer_mark, closed_labels
 from kif.replay.pseudo import prompt_template
-from kif.replay.tagged_parse import verdict
+from kif.replay.tagged_parse import task_fields, verdict
 from kif.runner import load_sequence_data
 
 
@@ -75,11 +75,12 @@ def quality(run: Path, near: float = 0.8) -> dict:
         for t, rec in st.get("pseudo_fill", {}).items():  # the generator's record of each memory it wrote
             fill[f"{k + 1}:{t}"] = rec
     out.update({"generated": gen, "well_formed": wf, "well_formed_share": wf / gen if gen else None,
-                "near_threshold": near, "fill": fill, "reparsed": reparse(run, data)})
+                "near_threshold": near, "fill": fill,
+                "reparsed": reparse(run, data, bool(cfg.method_args.get("gen_fields", True)))})
     return out
 
 
-def reparse(run: Path, data) -> dict:
+def reparse(run: Path, data, check_fields: bool = True) -> dict:
     """``tasks/<k>/generations.jsonl``, judged again (``reparse_file``), keyed ``<stage>:<task>``: each
     row's ``task`` (lfpt5 writes the earlier tasks' memories before a task), else the task of the
     folder (kif-m and sapt write the memory of the task just learned)."""
@@ -89,59 +90,43 @@ def reparse(run: Path, data) -> dict:
         rows = [json.loads(line) for line in f.read_text().splitlines()]
         for task in dict.fromkeys(row.get("task", own) for row in rows):
             mine = [row for row in rows if row.get("task", own) == task]
-            out[f"{int(stage)}:{task}"] = reparse_rows(mine, task, data)
+            out[f"{int(stage)}:{task}"] = reparse_rows(mine, task, data, check_fields)
     return out
 
 
-def reparse_file(f: Path, task: str, data) -> dict:
+def reparse_file(f: Path, task: str, data, check_fields: bool = True) -> dict:
     """One ``generations.jsonl`` of ``task`` judged again (``reparse_rows``)."""
-    return reparse_rows([json.loads(line) for line in f.read_text().splitlines()], task, data)
+    return reparse_rows([json.loads(line) for line in f.read_text().splitlines()], task, data, check_fields)
 
 
-FIELD = re.compile(r"^([A-Za-z][A-Za-z ]*):", re.M)  # a field at the start of a line: "Text: …"
-
-
-def fields(body: str) -> set[str]:
-    """The line-start fields of an input, lower case: {"text"} for "Title\nText: …"."""
-    return {f.lower() for f in FIELD.findall(body)}
-
-
-def real_fields(prompts: list[str], prefix: str, suffix: str) -> list[str]:
-    """The fields every real input has (``prompts`` without the task template's ``prefix``/``suffix``)."""
-    sets = [fields(p[len(prefix):len(p) - len(suffix)]) for p in prompts]
-    return sorted(set.intersection(*sets)) if sets else []
-
-
-def reparse_rows(rows: list, task: str, data) -> dict:
-    """Drawn texts of ``task`` judged again: verdict -> count, the well-formed rate (``ok`` with
-    an answer on record; ``unanswered``: accepted now, refused when it was drawn), the ``fields``
-    every real input has (``real_fields``), the well-formed texts ``with_fields`` (all of them), and
-    ``cut_without_fields``: well-formed texts that ran to the token limit and lack them once cut (a
-    cut at the title's line end leaves the title alone)."""
+def reparse_rows(rows: list, task: str, data, check_fields: bool = True) -> dict:
+    """Drawn texts of ``task`` judged again: verdict -> count, the well-formed rate (``ok`` with an
+    answer on record; ``unanswered``: accepted now, refused when it was drawn), the ``fields`` every
+    real input has (``task_fields``; checked with ``check_fields``, the run's ``gen_fields``) and
+    ``fields_cut``: texts refused for them that ran to the token limit (a cut at the title's line
+    end leaves the title alone)."""
     prompts = [ex.prompt for ex in data.train[task]]
     prefix, suffix = prompt_template(prompts)
-    required = set(real_fields(prompts, prefix, suffix))
+    fields = task_fields(prompts, prefix, suffix) if check_fields else ()
     labels = closed_labels(data.train[task])  # the set the run's generator was given
     closed = sorted(labels) if labels is not None else None
     counts: dict[str, int] = {}
-    shaped = cut_bare = 0
+    fields_cut = 0
     for row in rows:
-        body, why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed)
+        why = verdict(row["text"], task, prefix, answer_mark(suffix), row["finished"], closed, fields)[1]
         if why == "ok" and row.get("answer") is None:
             why = "no_answer" if row.get("verdict") == "no_answer" else "unanswered"
         counts[why] = counts.get(why, 0) + 1
-        if why == "ok":
-            shaped += required <= fields(body)
-            cut_bare += not row["finished"] and not required <= fields(body)
+        fields_cut += why == "fields" and not row["finished"]
     total = sum(counts.values())
     return {"drawn": total, "verdicts": dict(sorted(counts.items())),
             "well_formed_rate": round(counts.get("ok", 0) / total, 4) if total else None,
-            "fields": sorted(required), "with_fields": shaped, "cut_without_fields": cut_bare}
+            "fields": list(fields), "fields_cut": fields_cut}
 
 
 def shape(r: dict) -> str:
-    return (f"{r['with_fields']} well-formed with the fields every real input has ({', '.join(r['fields'])}), "
-            f"{r['cut_without_fields']} cut without them" if r["fields"] else "real inputs have no line-start field")
+    return (f"fields every real input has: {', '.join(r['fields'])} ({r['fields_cut']} refused for them after "
+            "the cut at the token limit)" if r["fields"] else "no field every real input has")
 
 
 def main(argv=None) -> int:
@@ -158,7 +143,7 @@ def main(argv=None) -> int:
         if task is None:
             print(f"{a.run}: --generations needs a one-task config", file=sys.stderr)
             return 2
-        r = reparse_file(a.generations, task, load_sequence_data(cfg))
+        r = reparse_file(a.generations, task, load_sequence_data(cfg), bool(cfg.method_args.get("gen_fields", True)))
         print(json.dumps(r) if a.json else f"re-parsed {a.generations}: {r['drawn']} drawn, "
               f"well-formed rate {r['well_formed_rate']}, {r['verdicts']}; {shape(r)}")
         return 0

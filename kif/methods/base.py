@@ -176,15 +176,17 @@ class CLMethod:
         return {}, {}
 
     # What ``extra_state`` writes: entry -> the number of completed stages from which it is
-    # always there. An entry is a tensor's name up to its first '/' or '.' (``fisher/<param>``
-    # -> ``fisher``) or a key of the JSON part. Each class lists what its own ``extra_state``
-    # adds (subclasses and mixins inherit, see ``state_entries``).
-    STATE: ClassVar[dict[str, int]] = {}
+    # always there, or None for an entry added after checkpoints of the method existed (an
+    # earlier kif's checkpoint lacks it and still resumes; the method reads it as empty). An
+    # entry is a tensor's name up to its first '/' or '.' (``fisher/<param>`` -> ``fisher``) or
+    # a key of the JSON part. Each class lists what its own ``extra_state`` adds (subclasses
+    # and mixins inherit, see ``state_entries``).
+    STATE: ClassVar[dict[str, Optional[int]]] = {}
 
     @classmethod
-    def state_entries(cls) -> dict[str, int]:
+    def state_entries(cls) -> dict[str, Optional[int]]:
         """``STATE`` merged over the class hierarchy."""
-        out: dict[str, int] = {}
+        out: dict[str, Optional[int]] = {}
         for c in reversed(cls.__mro__):
             out.update(vars(c).get("STATE", {}))
         return out
@@ -204,7 +206,8 @@ class CLMethod:
             raise ArtifactError(f"{source}: holds state {', '.join(map(repr, foreign[:3]))} that method "
                                 f"'{cls.name}' never writes (another method's checkpoint?); use --overwrite "
                                 "or another -o")
-        missing = sorted(e for e, since in declared.items() if done >= since and e not in have)
+        missing = sorted(e for e, since in declared.items()
+                         if since is not None and done >= since and e not in have)
         if missing:
             raise ArtifactError(f"{source}: lacks the state {', '.join(map(repr, missing[:3]))} that method "
                                 f"'{cls.name}' writes after {done} stage(s); the run directory is damaged")

@@ -64,6 +64,7 @@ from ..replay import Memory, pseudo_samples
 from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
                                  save_generations, save_pseudo)
 from ..replay.pseudo import prompt_template
+from ..replay.tagged_parse import task_fields
 from .base import ExtraStage
 from .kif import KIF, KIFLoRA
 from .options import KIFLoRAMOptions, KIFMOptions
@@ -112,11 +113,13 @@ class MemoryReplayMixin:
         n = self.memory.size_for(len(self._current))
         cfg = ctx.cfg
         if self._generative():
-            template = prompt_template([ex.prompt for ex in self._current])
+            prompts = [ex.prompt for ex in self._current]
+            template = prompt_template(prompts)
             samples = generate_with(o, self.model, ctx.encoder, task, template, n, ctx.lm.eos_token_ids,
                                     labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                     batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache,
-                                    stats=self._gen_stats, record=self._drawn)
+                                    stats=self._gen_stats, record=self._drawn,
+                                    fields=task_fields(prompts, *template))
             self._written = samples
             return self.memory.add(task, samples, select=False)
         samples = pseudo_samples(self.model, ctx.encoder, task, [ex.prompt for ex in self._current], n,

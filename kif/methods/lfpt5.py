@@ -65,6 +65,7 @@ from ..replay import memory_size
 from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
                                  save_generations, save_pseudo)
 from ..replay.pseudo import prompt_template
+from ..replay.tagged_parse import task_fields
 from ..data import Example
 from ..encoding import IGNORE
 from ..torchutil import eval_mode
@@ -110,7 +111,7 @@ class SinglePrompt(nn.Module):
 
 @register
 class LFPT5(CLMethod):
-    STATE = {"templates": 0, "label_sets": 0}  # what extra_state writes (CLMethod.STATE)
+    STATE = {"templates": 0, "label_sets": 0, "fields": None}  # extra_state (CLMethod.STATE; fields: added later)
     name = "lfpt5"
     description = ("LFPT5: one soft prompt learns each task and to generate it; pseudo-samples of earlier "
                    "tasks are generated before each new one and trained on with it")
@@ -126,6 +127,7 @@ class LFPT5(CLMethod):
         super().__init__(ctx)
         self.templates: dict[str, list[str]] = {}  # task -> [prefix, suffix] of its prompts
         self.label_sets: dict[str, list[str]] = {}  # task -> its closed label set (if it has one)
+        self.fields: dict[str, list[str]] = {}  # task -> the line-start fields all its inputs have (task_fields)
         self.last_pseudo: dict[str, list[str]] = {}  # task -> ids of the pseudo-samples trained on
         # KL label consistency: the frozen teacher of the task in training, its pseudo rows, the batch seen
         self.teacher: Optional[PromptedModel] = None
@@ -149,7 +151,8 @@ class LFPT5(CLMethod):
             samples = generate_with(o, self.model, ctx.encoder, task, (prefix, suffix), self._size(n_new),
                                     ctx.lm.eos_token_ids, labels=set(labels) if labels else None,
                                     seed=cfg.seed + 2000 + 100 * k + i, batch_size=cfg.eval.batch_size,
-                                    prefix_cache=self.reuses_prefix_cache, stats=info, record=drawn)
+                                    prefix_cache=self.reuses_prefix_cache, stats=info, record=drawn,
+                                    fields=self.fields.get(task, ()))
             self._pseudo_drawn += [{"task": task, **row} for row in drawn]
             add_pseudo_stats(stats, task, info, o.gen_answers)
             out += samples
@@ -170,7 +173,9 @@ class LFPT5(CLMethod):
 
     def train_examples(self, k: int, examples: list) -> list:
         task = self.ctx.tasks[k]
-        self.templates[task] = list(prompt_template([ex.prompt for ex in examples]))
+        prompts = [ex.prompt for ex in examples]
+        self.templates[task] = list(prompt_template(prompts))
+        self.fields[task] = list(task_fields(prompts, *self.templates[task]))
         labels = closed_labels(examples)
         if labels is not None:
             self.label_sets[task] = sorted(labels)
@@ -236,11 +241,12 @@ class LFPT5(CLMethod):
         return trainable_state(self.model)
 
     def extra_state(self):
-        return {}, {"templates": self.templates, "label_sets": self.label_sets}
+        return {}, {"templates": self.templates, "label_sets": self.label_sets, "fields": self.fields}
 
     def load_extra_state(self, tensors, meta):
         self.templates = {t: list(v) for t, v in meta.get("templates", {}).items()}
         self.label_sets = {t: list(v) for t, v in meta.get("label_sets", {}).items()}
+        self.fields = {t: list(v) for t, v in meta.get("fields", {}).items()}  # a checkpoint before it: none
 
     def save_adapter(self, dest: Path) -> None:
         atomic_save_tensors(dest / "prompts.safetensors", {"prompt": self.model.source.prompt.detach().float()})

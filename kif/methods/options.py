@@ -95,6 +95,9 @@ class GenerativeOptions(BaseModel):
     gen_instruction: bool = Field(True, description="gen_format tagged: the generation prompt carries the task's "
                                   "instruction after the request (kif); false: '[task] Write a new input for this "
                                   "task.' alone")
+    gen_fields: bool = Field(True, description="gen_format tagged / conditioned: refuse a generated input that lacks "
+                             "a line-start field every real input of its task has ('Text:' for agnews, "
+                             "'sentence 2:' for a sentence pair) (kif); false: not checked, as before")
 
 
 def _warmup_needs_a_schedule(v: int, info: ValidationInfo) -> int:

@@ -68,6 +68,7 @@ from ..replay import Memory
 from ..replay.generative import (add_pseudo_stats, closed_labels, generate_with, generation_examples,
                                  save_generations)
 from ..replay.pseudo import prompt_template
+from ..replay.tagged_parse import task_fields
 from .inclora import IncLoRA, adapter_name
 from .options import SAPTOptions
 from .registry import register
@@ -257,11 +258,12 @@ class SAPT(IncLoRA):
         info: dict = {}
         drawn: list = []
         cfg = ctx.cfg
-        samples = generate_with(o, self.model, ctx.encoder, task, prompt_template([ex.prompt for ex in self._current]),
-                                self.memory.size_for(len(self._current)), ctx.lm.eos_token_ids,
-                                labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
+        prompts = [ex.prompt for ex in self._current]
+        template = prompt_template(prompts)
+        samples = generate_with(o, self.model, ctx.encoder, task, template, self.memory.size_for(len(self._current)),
+                                ctx.lm.eos_token_ids, labels=closed_labels(self._current), seed=cfg.seed + 2000 + k,
                                 batch_size=cfg.eval.batch_size, prefix_cache=self.reuses_prefix_cache, stats=info,
-                                record=drawn)
+                                record=drawn, fields=task_fields(prompts, *template))
         self.memory.add(task, samples, select=False)
         save_generations(task_dir, drawn)
         return add_pseudo_stats({"memory_added": len(samples)}, task, info, o.gen_answers) | {

@@ -331,12 +331,13 @@ Drawn = tuple[str, bool, Optional[str]]  # (text, ended with the end token, the 
 def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], template: tuple[str, str],
                                n: int, answer: Predict, *, labels: Optional[Sequence[str]] = None,
                                balance: bool = True, stats: Optional[dict] = None,
-                               record: Optional[list] = None) -> list[Example]:
+                               record: Optional[list] = None, fields: Sequence[str] = ()) -> list[Example]:
     """Up to ``n`` distinct examples (``pseudo-<task>-<i>``) from rounds of drawn texts, ``(text,
     finished, asked label)`` (``None``: a tagged prompt asks for none); rounds are read until ``n``
     distinct well-formed inputs are found (or none is left).
 
-    A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``) gives an input and ``answer``
+    A text is well-formed when ``verdict`` (``kif.replay.tagged_parse``; ``fields``: the line-start
+    fields every real input has, ``task_fields``) gives an input and ``answer``
     (called once per round on the new distinct inputs' prompts) gives a non-empty answer, inside
     ``labels`` when given.
     Duplicates (same whitespace-normalised input) are dropped, the first kept as written (its line
@@ -356,7 +357,7 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
     for items in (rounds if n > 0 else ()):
         drawn += len(items)
         conditioned = conditioned or any(a is not None for _, _, a in items)
-        verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels) for t, f, _ in items]
+        verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels, fields) for t, f, _ in items]
         keys = [" ".join(b.split()) if b else None for b, _ in verdicts]
         bodies: dict[str, str] = {}  # a new key -> its first text's input, line breaks kept (as in real inputs)
         for (body, _), key in zip(verdicts, keys):
@@ -420,7 +421,8 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
                       gen_answers: Literal["generated", "predicted"] = "generated",
                       gen_format: GenFormat = "lamol", balance: bool = True,
                       stats: Optional[dict] = None, record: Optional[list] = None,
-                      prefix_cache: bool = True, force_tag: bool = True, instruction: bool = True) -> list[Example]:
+                      prefix_cache: bool = True, force_tag: bool = True, instruction: bool = True,
+                      fields: Sequence[str] = ()) -> list[Example]:
     """Up to ``n`` distinct, well-formed generated examples of ``task`` (``pseudo-<task>-<i>``).
 
     ``template`` is the task's (prefix, suffix) (``prompt_template`` of its real prompts).
@@ -437,7 +439,8 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
     starts with the task's tag, put there before sampling (``forced_ids``), so the model samples only
     the input — kif; without it the model must write the tag itself, and a text without it is refused.
     ``instruction`` (``tagged``): the generation prompt carries the task's instruction, as it did in
-    training (``generation_examples``)."""
+    training (``generation_examples``). ``fields`` (tagged formats): the line-start fields every real
+    input of the task has (``kif.replay.tagged_parse.task_fields``); a text without one is refused."""
     if gen_answers not in ("generated", "predicted"):
         raise ValueError(f"gen_answers: {gen_answers!r} is neither 'generated' nor 'predicted'")
     if gen_format not in FORMATS:
@@ -487,7 +490,7 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
             return [order[j] for j in scores.argmax(-1).tolist()]
 
         out = tagged_examples_from_texts(task, tagged_rounds(), template, n, answer, labels=order,
-                                         balance=balance, stats=info, record=record)
+                                         balance=balance, stats=info, record=record, fields=fields)
     info["fill"] = fill_record(n, out, info, gen_format)
     if info["fill"]["empty"]:
         log.warning("generative replay: the memory of task %s stays empty (%d generated, %d well-formed, "
@@ -499,14 +502,17 @@ def generate_examples(model, encoder: Encoder, task: str, template: tuple[str, s
 
 def generate_with(opts, model, encoder: Encoder, task: str, template: tuple[str, str], n: int,
                   eos_ids: list[int], *, labels: Optional[set[str]], seed: int, batch_size: int,
-                  prefix_cache: bool, stats: Optional[dict] = None, record: Optional[list] = None) -> list[Example]:
+                  prefix_cache: bool, stats: Optional[dict] = None, record: Optional[list] = None,
+                  fields: Sequence[str] = ()) -> list[Example]:
     """``generate_examples`` under a method's generator keys (``gen_*``,
-    ``kif.methods.options.GenerativeOptions``): the one call kif-m, lfpt5 and sapt make."""
+    ``kif.methods.options.GenerativeOptions``): the one call kif-m, lfpt5 and sapt make. ``fields``:
+    the task's (``task_fields`` of its real prompts), checked with ``gen_fields``."""
     return generate_examples(model, encoder, task, template, n, eos_ids, labels=labels, seed=seed,
                              top_k=opts.gen_top_k, max_new_tokens=opts.gen_max_tokens, rounds=opts.gen_rounds,
                              batch_size=batch_size, gen_answers=opts.gen_answers, gen_format=opts.gen_format,
                              balance=opts.gen_balance, force_tag=opts.gen_force_tag,
-                             instruction=opts.gen_instruction, stats=stats, record=record, prefix_cache=prefix_cache)
+                             instruction=opts.gen_instruction, stats=stats, record=record, prefix_cache=prefix_cache,
+                             fields=fields if opts.gen_fields else ())
 
 
 def add_pseudo_stats(stats: dict, task: str, info: dict, gen_answers: str) -> dict:

@@ -19,7 +19,7 @@ from kif.replay.generative import (answer_mark, balanced, closed_labels, cueless
                                    fill_record, gen_prompt, generate_examples, generation_examples, generation_target,
                                    parse_example, tagged_examples_from_texts)
 from kif.replay.pseudo import prompt_template
-from kif.replay.tagged_parse import sentence_head, verdict
+from kif.replay.tagged_parse import input_fields, sentence_head, task_fields, verdict
 from kif.training import train_task
 
 from helpers import REPO
@@ -298,8 +298,7 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, ca
     assert q["well_formed_share"] == 0.4 and q["fill"] == {"2:sst2": rec}
     # judged again: the repeated tag is refused now; a text refused then has no answer on record
     assert q["reparsed"] == {"1:sst2": {"drawn": 4, "well_formed_rate": 0.25, "verdicts": {
-        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}, "fields": [], "with_fields": 1,
-        "cut_without_fields": 0}}
+        "ok": 1, "tag_again": 1, "unanswered": 1, "unfinished": 1}, "fields": [], "fields_cut": 0}}
     assert q["tasks"] == {"sst2": {"samples": 3, "copies": 1, "copies_same_answer": 1, "near": 2}}
     # one committed generations file, judged against a one-task config (no run folder)
     one = tmp_path / "one.yaml"
@@ -319,8 +318,14 @@ def test_pseudo_quality_counts_copies_and_near_duplicates(tmp_path, data_dir, ca
                                           "tasks: [agnews]\ndata: {train_samples: 4}\n")
     assert pq.main([str(tmp_path / "agnews.yaml"), "--generations", str(tmp_path / "agnews.jsonl"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert (r["verdicts"], r["fields"], r["with_fields"], r["cut_without_fields"]) == (
-        {"ok": 4, "no_answer": 1}, ["text"], 2, 1)
+    assert (r["verdicts"], r["fields"], r["fields_cut"]) == ({"ok": 2, "fields": 2, "no_answer": 1}, ["text"], 1)
+    # the run's gen_fields false: not checked
+    (tmp_path / "agnews.yaml").write_text("method: lfpt5\nmodel: tiny-llama\nbenchmark: long_sequence\n"
+                                          "tasks: [agnews]\ndata: {train_samples: 4}\n"
+                                          "method_args: {gen_fields: false}\n")
+    assert pq.main([str(tmp_path / "agnews.yaml"), "--generations", str(tmp_path / "agnews.jsonl"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["verdicts"], r["fields"], r["fields_cut"]) == ({"ok": 4, "no_answer": 1}, [], 0)
 
 
 # ---- gen_format: tagged (kif's default) ------------------------------------------------------------------------
@@ -520,10 +525,11 @@ def test_tagged_parser_names_each_rejection():
         "instruction": ("[agnews] Write a new input: Markets rally", True),
         "options": ("[agnews] Sports or World?", True),  # labels listed (the instruction's own list: instruction)
         "label_only": ("[agnews]  Sports. ", True),
+        "fields": ("[agnews] Markets rally", True),  # a title alone: agnews' inputs all have "Text:"
     }
     assert tuple(cases) == REASONS
     for reason, (text, finished) in cases.items():
-        assert verdict(text, "agnews", p, "Answer:", finished, labels) == (None, reason), reason
+        assert verdict(text, "agnews", p, "Answer:", finished, labels, ("text",)) == (None, reason), reason
     for text in ("[agnews] Markets rally [/agnews]", "[agnews] Markets rally [agnews]"):
         assert verdict(text, "agnews", p, "Answer:", True, labels) == (None, "tag_again")
     # a line that starts with the tag again is the next example: the first one ended there, even when
@@ -553,6 +559,60 @@ def test_tagged_parser_names_each_rejection():
     # without a label set the label rules do not apply; parse_tagged is the verdict's input
     assert parse_tagged("[agnews] Sports.", "agnews", p, "\n\nAnswer:") == "Sports."
     assert parse_tagged("[agnews] Sports.", "agnews", p, "\n\nAnswer:", labels=labels) is None
+
+
+def test_fields_every_real_input_has_are_asked_of_a_generated_one():
+    """task_fields: the line-start fields all real inputs share (any case, digits and spaces in a
+    name); verdict refuses a text without one, also when the cut at the token limit dropped it."""
+    assert input_fields("Title\nText: a. b\n sentence 2: c\nhttp://x") == {"text", "sentence 2", "http"}
+    assert input_fields("Text: inline Answer: not at a line start") == {"text"}
+    pre, suf = "Topic?\nTitle: ", "\n\nAnswer:"
+    real = [pre + "A\nText: x.\nSource: y" + suf, pre + "B\ntext: z" + suf, pre + "Soccer: C\nText: w" + suf]
+    assert task_fields(real, pre, suf) == ("text",)  # Source and Soccer are not in every input
+    assert task_fields([], pre, suf) == () and task_fields(["x" + suf], "", suf) == ()
+    fields = ("text",)
+    assert verdict("[agnews] A title\nText: a body.", "agnews", pre, "Answer:", True, None, fields) == (
+        "A title\nText: a body.", "ok")
+    assert verdict("[agnews] A title alone", "agnews", pre, "Answer:", True, None, fields) == (None, "fields")
+    assert verdict("[agnews] A title alone", "agnews", pre, "Answer:", True, None) == ("A title alone", "ok")
+    # ran to the limit: the last end inside the Text line keeps it; with none there, the cut falls
+    # at the title's line end and the Text line is dropped: refused
+    assert verdict("[agnews] T\nText: One. Two and", "agnews", pre, "Answer:", False, None, fields) == (
+        "T\nText: One.", "ok")
+    assert verdict("[agnews] T\nText: One and two and", "agnews", pre, "Answer:", False, None, fields) == (
+        None, "fields")
+    pair = ("sentence 2",)
+    assert verdict("[rte] sentence 1: It rains.", "rte", "Option: yes, no.\nsentence 1: ", "Answer:", True, None,
+                   pair)[1] == "fields"  # a premise without its hypothesis
+    assert verdict("[rte] It rains.\nsentence 2: It is wet.", "rte", "", "Answer:", True, None, pair)[1] == "ok"
+
+
+def test_generator_gets_the_fields_only_with_gen_fields(monkeypatch):
+    """generate_with passes the task's fields to the generator under gen_fields (default true)."""
+    import kif.replay.generative as gen
+
+    seen = []
+    monkeypatch.setattr(gen, "generate_examples", lambda *a, **kw: seen.append(kw["fields"]) or [])
+    for opts in (GenerativeOptions(), GenerativeOptions(gen_fields=False)):
+        gen.generate_with(opts, None, None, "agnews", ("", ""), 2, [0], labels=None, seed=0, batch_size=1,
+                          prefix_cache=False, fields=("text",))
+    assert seen == [("text",), ()]
+
+
+def test_lfpt5_resumes_a_checkpoint_written_before_it_kept_fields():
+    """lfpt5's 'fields' state entry is optional (STATE None): a checkpoint without it still loads
+    (its earlier tasks' fields unknown: not checked), one with it too; a required entry missing, or
+    a foreign one, is still refused."""
+    from kif.errors import ArtifactError
+    from kif.methods.lfpt5 import LFPT5
+
+    old = {"templates": {"sst2": ["p", "s"]}, "label_sets": {}}
+    LFPT5.check_state({}, old, 2, "old")
+    LFPT5.check_state({}, old | {"fields": {"sst2": []}}, 2, "new")
+    with pytest.raises(ArtifactError, match="lacks the state 'templates'"):
+        LFPT5.check_state({}, {"label_sets": {}, "fields": {}}, 2, "damaged")
+    with pytest.raises(ArtifactError, match="never writes"):
+        LFPT5.check_state({}, old | {"fisher": {}}, 2, "foreign")
 
 
 def test_conditioned_prompts_carry_the_label():
