@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     from kif.replay.generative import closed_labels, generate_with, save_generations, save_pseudo
     from kif.replay.memory import Memory
     from kif.replay.pseudo import prompt_template
+    from kif.replay.tagged_parse import task_fields
     from kif.runner import load_sequence_data
 
     data = load_sequence_data(cfg)
@@ -61,9 +62,11 @@ def main(argv=None) -> int:
     n = Memory.from_options(opts, cfg.seed).size_for(len(examples))
     info: dict = {}
     record: list = []
-    kept = generate_with(opts, model, encoder, task, prompt_template([ex.prompt for ex in examples]), n,
-                         lm.eos_token_ids, labels=closed_labels(examples), seed=cfg.seed + 2000 + k,
-                         batch_size=cfg.eval.batch_size, prefix_cache=True, stats=info, record=record)
+    prompts = [ex.prompt for ex in examples]
+    template = prompt_template(prompts)  # as kif-m's store_memory
+    kept = generate_with(opts, model, encoder, task, template, n, lm.eos_token_ids, labels=closed_labels(examples),
+                         seed=cfg.seed + 2000 + k, batch_size=cfg.eval.batch_size, prefix_cache=True, stats=info,
+                         record=record, fields=task_fields(prompts, *template))
     args.output.mkdir(parents=True, exist_ok=True)
     save_generations(args.output, record)
     save_pseudo(args.output, kept)
