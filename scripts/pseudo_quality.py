@@ -103,8 +103,8 @@ def reparse_rows(rows: list, task: str, data, check_fields: bool = True) -> dict
     """Drawn texts of ``task`` judged again: verdict -> count, the well-formed rate (``ok`` with an
     answer on record; ``unanswered``: accepted now, refused when it was drawn), the ``fields`` every
     real input has (``task_fields``; checked with ``check_fields``, the run's ``gen_fields``) and
-    ``fields_cut``: texts refused for them that ran to the token limit (a cut at the title's line
-    end leaves the title alone)."""
+    ``fields_cut``: texts refused for them that did not end with the end token (cut at the token
+    limit, where a cut at the title's line end leaves the title alone, or at the next example)."""
     prompts = [ex.prompt for ex in data.train[task]]
     prefix, suffix = prompt_template(prompts)
     fields = task_fields(prompts, prefix, suffix) if check_fields else ()
@@ -125,8 +125,8 @@ def reparse_rows(rows: list, task: str, data, check_fields: bool = True) -> dict
 
 
 def shape(r: dict) -> str:
-    return (f"fields every real input has: {', '.join(r['fields'])} ({r['fields_cut']} refused for them after "
-            "the cut at the token limit)" if r["fields"] else "no field every real input has")
+    return (f"fields every real input has: {', '.join(r['fields'])} ({r['fields_cut']} of those refused for them "
+            "did not end with the end token)" if r["fields"] else "no field every real input has")
 
 
 def main(argv=None) -> int:
