@@ -100,7 +100,7 @@ from ..evaluation import generate, label_scores
 from ..io import write_jsonl
 from ..torchutil import eval_mode, fraction_count
 from .pseudo import prompt_template
-from .tagged_parse import REQUEST, task_tag, verdict
+from .tagged_parse import REQUEST, body_of, task_tag, verdict
 
 log = logging.getLogger("kif")
 ANSWER_MARK = "__ans__"  # LAMOL's answer token: the mark of a task whose template has no suffix
@@ -131,13 +131,6 @@ def gen_prompt(task: str, fmt: GenFormat = "lamol", prefix: str = "", label: Opt
         return task_tag(task) + (f" {label.strip()}" if label is not None else "")
     instruction = prefix.strip()
     return f"{task_tag(task)} {REQUEST}" + (f"\n{instruction}" if instruction else "")
-
-
-def body_of(prompt: str, prefix: str, suffix: str) -> str:
-    """The variable part of ``prompt`` (its input), the template taken off."""
-    end = len(prompt) - len(suffix) if suffix and prompt.endswith(suffix) else len(prompt)
-    start = len(prefix) if prompt.startswith(prefix) else 0
-    return prompt[start:max(start, end)].strip()
 
 
 def generation_target(ex: Example, prefix: str, suffix: str, encoder: Optional[Encoder] = None, *,
@@ -359,13 +352,12 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
         conditioned = conditioned or any(a is not None for _, _, a in items)
         verdicts = [verdict(t, task, prefix, answer_mark(suffix), f, labels, fields) for t, f, _ in items]
         keys = [" ".join(b.split()) if b else None for b, _ in verdicts]
-        bodies: dict[str, str] = {}  # a new key -> its first text's input, line breaks kept (as in real inputs)
+        new: dict[str, str] = {}  # a new key -> its first text's input, line breaks kept (as in real inputs)
         for (body, _), key in zip(verdicts, keys):
             if key and key not in answered:
-                bodies.setdefault(key, body)
-        new = list(bodies)
+                new.setdefault(key, body)
         if new:
-            for key, a in zip(new, answer([prefix + bodies[k] + suffix for k in new])):
+            for key, a in zip(new, answer([prefix + body + suffix for body in new.values()])):
                 a = a.strip()
                 answered[key] = a if a and (labels is None or a in labels) else None
         firsts: set[str] = set()
@@ -378,7 +370,7 @@ def tagged_examples_from_texts(task: str, rounds: Iterable[Sequence[Drawn]], tem
                 agreed += got == asked
                 if key in new and key not in firsts:
                     firsts.add(key)
-                    pool.append((prefix + bodies[key] + suffix, got, got == asked))
+                    pool.append((prefix + new[key] + suffix, got, got == asked))
             else:
                 rejected[why] = rejected.get(why, 0) + 1
             if record is not None:

@@ -95,12 +95,19 @@ def input_fields(body: str) -> set[str]:
     return {f.lower() for f in FIELD.findall(body)}
 
 
+def body_of(prompt: str, prefix: str, suffix: str) -> str:
+    """The variable part of ``prompt`` (its input), the template taken off."""
+    end = len(prompt) - len(suffix) if suffix and prompt.endswith(suffix) else len(prompt)
+    start = len(prefix) if prompt.startswith(prefix) else 0
+    return prompt[start:max(start, end)].strip()
+
+
 def task_fields(prompts: Sequence[str], prefix: str, suffix: str) -> tuple[str, ...]:
-    """The fields every real input of a task has: ``prompts`` (its real prompts) without the task
-    template's ``prefix`` and ``suffix`` (``kif.replay.pseudo.prompt_template``), sorted."""
+    """The fields every real input of a task has: the ``body_of`` each of ``prompts`` (its real
+    prompts) under the task template (``kif.replay.pseudo.prompt_template``), sorted."""
     common: Optional[set[str]] = None
     for p in prompts:
-        found = input_fields(p[len(prefix):len(p) - len(suffix)])
+        found = input_fields(body_of(p, prefix, suffix))
         common = found if common is None else common & found
     return tuple(sorted(common or ()))
 
