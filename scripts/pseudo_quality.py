@@ -30,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from kif.configure import load_config
+from kif.configure import load_config, method_options
 from kif.metrics import rouge_l
 from kif.replay.generative import answer_mark, closed_labels
 from kif.replay.pseudo import prompt_template
@@ -76,8 +76,13 @@ def quality(run: Path, near: float = 0.8) -> dict:
             fill[f"{k + 1}:{t}"] = rec
     out.update({"generated": gen, "well_formed": wf, "well_formed_share": wf / gen if gen else None,
                 "near_threshold": near, "fill": fill,
-                "reparsed": reparse(run, data, bool(cfg.method_args.get("gen_fields", True)))})
+                "reparsed": reparse(run, data, checks_fields(cfg))})
     return out
+
+
+def checks_fields(cfg) -> bool:
+    """The run's ``gen_fields`` (its method's resolved options; a method without it: the default)."""
+    return getattr(method_options(cfg), "gen_fields", True)
 
 
 def reparse(run: Path, data, check_fields: bool = True) -> dict:
@@ -143,7 +148,7 @@ def main(argv=None) -> int:
         if task is None:
             print(f"{a.run}: --generations needs a one-task config", file=sys.stderr)
             return 2
-        r = reparse_file(a.generations, task, load_sequence_data(cfg), bool(cfg.method_args.get("gen_fields", True)))
+        r = reparse_file(a.generations, task, load_sequence_data(cfg), checks_fields(cfg))
         print(json.dumps(r) if a.json else f"re-parsed {a.generations}: {r['drawn']} drawn, "
               f"well-formed rate {r['well_formed_rate']}, {r['verdicts']}; {shape(r)}")
         return 0
