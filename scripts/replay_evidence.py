@@ -1,0 +1,100 @@
+"""The replay-evidence table of issue 28 (configs/replay-evidence/sweep.yaml), from the cells'
+results.json files alone.
+
+    python scripts/replay_evidence.py docs/results/replay-evidence
+
+For each pair (a method with generative replay, the same method without) and task order: AP and
+BWT of both arms, their difference, and what the replay arm's generator kept per task ("kept of
+asked", from ``per_task[].pseudo_fill``; a memory written after the sequence's last task is never
+replayed and is marked so). Then, per pair, the mean difference over the orders with its 95 %
+Student t-interval (the order is the unit, df = orders − 1) and Holm's adjustment over the pair ×
+metric family, in the words of kif.stats. Only orders where both arms finished count; while a
+pair has fewer than the sweep's 3 orders its line says "interim".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kif.stats import holm, holm_word, interval_word, t_interval  # noqa: E402
+
+PAIRS = [("kiflora-m", "kiflora"), ("lfpt5", "lfpt5-noreplay"), ("sapt", "sapt-noreplay")]
+ORDERS = ["o1", "o2", "o3"]
+METRICS = ["AP", "BWT"]
+
+
+def load(folder: Path) -> dict[tuple[str, str], dict]:
+    """(arm, order) -> results.json of every finished cell named <arm>_<order>_seed<k>."""
+    runs = {}
+    for res in sorted(folder.glob("*_o*_seed*/results.json")):
+        r = json.loads(res.read_text())
+        if r.get("finished"):
+            arm, order, _ = res.parent.name.rsplit("_", 2)
+            runs[(arm, order)] = r
+    return runs
+
+
+def memories(run: dict) -> str:
+    """'task kept/asked' for every memory the generator wrote, in the order written; '-' for none."""
+    last = len(run["tasks"]) - 1
+    out = []
+    for k, entry in enumerate(run["per_task"]):
+        for task, fill in (entry.get("pseudo_fill") or {}).items():
+            never = k == last and task == entry.get("task")  # written after the last task
+            out.append(f"{task} {fill['kept']}/{fill['requested']}" + (" (not replayed)" if never else ""))
+    return ", ".join(out) or "-"
+
+
+def analyse(runs: dict) -> dict:
+    rows, comparisons = [], []
+    for a, b in PAIRS:
+        done = [o for o in ORDERS if (a, o) in runs and (b, o) in runs]
+        for o in done:
+            ra, rb = runs[(a, o)], runs[(b, o)]
+            rows.append({"pair": (a, b), "order": o, "memory": memories(ra),
+                         **{m: (ra[m], rb[m], ra[m] - rb[m]) for m in METRICS}})
+        for m in METRICS:
+            d = [runs[(a, o)][m] - runs[(b, o)][m] for o in done]
+            comparisons.append({"a": a, "b": b, "metric": m, "orders": done, **t_interval(d)})
+    for c, adj in zip(comparisons, holm([c["p"] for c in comparisons])):
+        c["p_holm"] = adj
+    return {"rows": rows, "comparisons": comparisons}
+
+
+def _num(x, fmt="+.2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def markdown(result: dict) -> str:
+    lines = ["| with replay | without | order | AP with | AP without | Δ AP | BWT with | BWT without | Δ BWT "
+             "| replay arm's memories (kept/asked) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        (a, b), cells = r["pair"], [f"{r[m][0]:.2f} | {r[m][1]:.2f} | {r[m][2]:+.2f}" for m in METRICS]
+        lines.append(f"| {a} | {b} | {r['order']} | {' | '.join(cells)} | {r['memory']} |")
+    lines += ["", "| comparison | metric | orders | mean diff | 95 % interval | p | Holm p | interval says "
+              "| Holm says |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in result["comparisons"]:
+        n = len(c["orders"])
+        label = f"{n}" + ("" if n == len(ORDERS) else f" (interim, {n} of {len(ORDERS)})")
+        above, below = f"{c['a']} > {c['b']}", f"{c['a']} < {c['b']}"
+        span = "-" if c["half"] is None else f"[{c['low']:+.2f}, {c['high']:+.2f}]"
+        says = interval_word(c, above, below) if n >= 2 else "no interval (n < 2)"
+        lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {label} | {_num(c['mean'])} | {span} | "
+                     f"{_num(c['p'], '.3f')} | {_num(c['p_holm'], '.3f')} | {says} | "
+                     f"{holm_word(c['p_holm'], c['mean'], 0.05, above, below)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path)
+    print(markdown(analyse(load(p.parse_args().folder))), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

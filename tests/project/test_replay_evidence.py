@@ -1,0 +1,64 @@
+"""scripts/replay_evidence.py, the replay-evidence table of issue 28, on hand-made cells."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from helpers import REPO
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("replay_evidence", REPO / "scripts" / "replay_evidence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cell(root, name, ap, bwt, fills=None, finished=True):
+    tasks = ["sst2", "dbpedia", "agnews"]
+    per_task = [{"task": t} for t in tasks]
+    for k, fill in (fills or {}).items():  # k -> {task: (kept, requested)}
+        per_task[k]["pseudo_fill"] = {t: {"kept": a, "requested": b} for t, (a, b) in fill.items()}
+    (root / name).mkdir()
+    (root / name / "results.json").write_text(json.dumps(
+        {"tasks": tasks, "AP": ap, "BWT": bwt, "per_task": per_task, "finished": finished}))
+
+
+def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
+    ev = _script()
+    after_each = {0: {"sst2": (2, 2)}, 1: {"dbpedia": (1, 2)}, 2: {"agnews": (2, 2)}}  # kiflora-m: its own task
+    for o, (ap, bwt) in {"o1": (61.0, -1.0), "o2": (62.0, -1.0), "o3": (63.0, -4.0)}.items():
+        _cell(tmp_path, f"kiflora-m_{o}_seed1", ap, bwt, after_each)
+        _cell(tmp_path, f"kiflora_{o}_seed1", 60.0, 0.0)
+    # lfpt5 writes earlier tasks' samples before each task; only o1 has both arms finished
+    _cell(tmp_path, "lfpt5_o1_seed1", 50.0, -2.0, {1: {"sst2": (2, 2)}, 2: {"sst2": (2, 2), "dbpedia": (0, 2)}})
+    _cell(tmp_path, "lfpt5-noreplay_o1_seed1", 52.0, -5.0)
+    _cell(tmp_path, "lfpt5-noreplay_o2_seed1", 99.0, 9.0)  # its replay arm is missing
+    _cell(tmp_path, "lfpt5_o2_seed1", 1.0, -9.0, finished=False)  # a partial cell does not count
+
+    result = ev.analyse(ev.load(tmp_path))
+    rows = {(r["pair"][0], r["order"]): r for r in result["rows"]}
+    assert set(rows) == {("kiflora-m", "o1"), ("kiflora-m", "o2"), ("kiflora-m", "o3"), ("lfpt5", "o1")}
+    assert rows[("kiflora-m", "o3")]["AP"] == (63.0, 60.0, 3.0)
+    # the memory written after the last task is never replayed; lfpt5's entries are all replayed
+    assert rows[("kiflora-m", "o1")]["memory"] == "sst2 2/2, dbpedia 1/2, agnews 2/2 (not replayed)"
+    assert rows[("lfpt5", "o1")]["memory"] == "sst2 2/2, sst2 2/2, dbpedia 0/2"
+
+    c = {(x["a"], x["metric"]): x for x in result["comparisons"]}
+    ap = c[("kiflora-m", "AP")]  # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653
+    assert (ap["mean"], ap["sd"], ap["orders"]) == (2.0, 1.0, ["o1", "o2", "o3"])
+    assert ap["low"] == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5)
+    bwt = c[("kiflora-m", "BWT")]  # -1, -1, -4: mean -2, sd sqrt(3)
+    assert bwt["mean"] == pytest.approx(-2.0) and bwt["sd"] == pytest.approx(math.sqrt(3))
+    assert c[("lfpt5", "AP")]["mean"] == -2.0 and c[("lfpt5", "AP")]["half"] is None
+    assert c[("sapt", "AP")]["n"] == 0
+
+    table = ev.markdown(result)
+    assert "| kiflora-m | kiflora | o3 | 63.00 | 60.00 | +3.00 | -4.00 | 0.00 | -4.00 |" in table
+    assert "| lfpt5 − lfpt5-noreplay | AP | 1 (interim, 1 of 3) | -2.00 | - |" in table
+    # p of the AP difference: t = 2 / (1 / sqrt 3) = 3.464 with 2 df -> 0.074; "not resolved" either way
+    assert "| kiflora-m − kiflora | AP | 3 | +2.00 | [-0.48, +4.48] | 0.074 |" in table
+    assert table.count("not resolved") == 4  # kiflora-m AP and BWT: interval and Holm each
