@@ -39,14 +39,22 @@ def load(folder: Path) -> dict[tuple[str, str], dict]:
 
 
 def memories(run: dict) -> str:
-    """'task kept/asked' for every memory the generator wrote, in the order written; '-' for none."""
+    """'task kept/asked' for every memory the generator wrote, in the order written; '-' for none.
+    A memory of task k is written after task k (kiflora-m, sapt: the one written after the last
+    task is never replayed) or, for earlier tasks, before task k (lfpt5: "before <task k>")."""
     last = len(run["tasks"]) - 1
     out = []
     for k, entry in enumerate(run["per_task"]):
+        before = []
         for task, fill in (entry.get("pseudo_fill") or {}).items():
-            never = k == last and task == entry.get("task")  # written after the last task
-            out.append(f"{task} {fill['kept']}/{fill['requested']}" + (" (not replayed)" if never else ""))
-    return ", ".join(out) or "-"
+            text = f"{task} {fill['kept']}/{fill['requested']}"
+            if task != entry.get("task"):
+                before.append(text)
+            else:
+                out.append(text + (" (not replayed)" if k == last else ""))
+        if before:
+            out.append(f"before {entry.get('task')}: {', '.join(before)}")
+    return "; ".join(out) or "-"
 
 
 def analyse(runs: dict) -> dict:

@@ -9,11 +9,15 @@ Sources: the paper (§3) and the authors' code, github.com/qcwthu/Lifelong-Fewsh
   model's input (``kif.prompting.PromptedModel``), initialised from random vocabulary embeddings
   (seeded), and trained on every task in turn — paper, code.
 - **Two objectives** (paper §3.2, after LAMOL): solve the task, and generate examples of it from
-  a task-specific generation token: task k's data is mixed with ⌈λ·n⌉ generation examples
-  ``__gen_<task>__`` → ``<input><cue> <answer>`` (the cue: the task's own, e.g. "Answer:";
-  ``kif.replay.generative``), λ = ``gen_weight``
-  0.25 (``--lm_lambda 0.25``). kif mixes examples instead of weighting a second loss on every
-  example (the same share of the gradient in expectation) — kif.
+  a task-specific generation token: task k's data is mixed with ⌈λ·n⌉ generation examples,
+  λ = ``gen_weight`` 0.25 (``--lm_lambda 0.25``). kif mixes examples instead of weighting a second
+  loss on every example (the same share of the gradient in expectation) — kif. Their form is
+  ``gen_format`` (``kif.replay.generative``): the paper's is ``lamol``, ``__gen_<task>__`` →
+  ``<input><cue> <answer>`` (the cue: the task's own, e.g. "Answer:"); kif's default is
+  ``tagged``, where the model writes only the input after the task's tag and a pseudo-sample's
+  answer is the model's own answer to the rebuilt prompt (within the task's labels when it has a
+  closed set), because SmolLM2 wrote almost no well-formed ``lamol`` samples
+  (``docs/results/generative_replay/README.md``) — kif.
 - **Generative replay** (paper §3.3): before task k ≥ 2, the model as it is (the prompt after task
   k−1) writes pseudo-samples of every earlier task from its generation token — filtered for well-
   formed ``input → answer`` pairs, deduplicated, seeded (``kif.replay.generative``) — and they are

@@ -44,8 +44,8 @@ def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
     assert set(rows) == {("kiflora-m", "o1"), ("kiflora-m", "o2"), ("kiflora-m", "o3"), ("lfpt5", "o1")}
     assert rows[("kiflora-m", "o3")]["AP"] == (63.0, 60.0, 3.0)
     # the memory written after the last task is never replayed; lfpt5's entries are all replayed
-    assert rows[("kiflora-m", "o1")]["memory"] == "sst2 2/2, dbpedia 1/2, agnews 2/2 (not replayed)"
-    assert rows[("lfpt5", "o1")]["memory"] == "sst2 2/2, sst2 2/2, dbpedia 0/2"
+    assert rows[("kiflora-m", "o1")]["memory"] == "sst2 2/2; dbpedia 1/2; agnews 2/2 (not replayed)"
+    assert rows[("lfpt5", "o1")]["memory"] == "before dbpedia: sst2 2/2; before agnews: sst2 2/2, dbpedia 0/2"
 
     c = {(x["a"], x["metric"]): x for x in result["comparisons"]}
     ap = c[("kiflora-m", "AP")]  # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653
