@@ -1,6 +1,8 @@
 """The pre-registered analysis of evidence v2 (docs/results/evidence-v2/PLAN.md), as code.
 
     python scripts/evidence_v2.py docs/results/evidence-v2            # verdicts (markdown)
+    python scripts/evidence_v2.py docs/results/evidence-v2 docs/results/evidence-v2-ablations
+                                                    # with the static-fusion arm, once it has run
     python scripts/evidence_v2.py --design                             # the plan's power numbers
 
 The unit is the task sequence: one run per method and sequence (one seed), so each
@@ -13,10 +15,13 @@ for every method of the plan count. Verdict words (fixed in the plan):
   Holm-adjusted p < 0.05          "A > B" / "A < B"
   90 % interval inside ±margin    "as good as (within ±margin)"   (margins: primary AP only)
   otherwise                       "not resolved"
-Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; while
-fewer than the plan's 14 sequences are complete, every verdict is labelled "interim, n = k of 14".
-The table shows each difference's sd (the plan reports it) and, for the comparisons with a margin,
-the 90 % interval the equivalence verdict reads.
+Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; a
+verdict over fewer than the plan's 14 sequences is labelled "interim, n = k of 14"; a primary
+comparison that is not resolved names the smallest difference the design detects (the plan's
+MDE). The table shows each difference's sd (the plan reports it) and, for the comparisons with a
+margin, the 90 % interval the equivalence verdict reads. Sequences left out for a missing or
+unfinished cell, and comparisons without two sequences (the static arm before its sweep ran),
+are named under the tables.
 """
 from __future__ import annotations
 
@@ -43,6 +48,9 @@ SECONDARY = [
 ]
 
 
+ASSUMED_SD = {("kif", "weight-ensemble"): 2.0, ("kiflora", "seqlora"): 6.0}  # PLAN.md, "What the design can detect"
+
+
 def plasticity(run: dict) -> float:
     """Mean score on each task right after learning it: mean_k a[k][k]."""
     m = run["matrix"]
@@ -54,15 +62,19 @@ def metric(run: dict, name: str) -> float:
 
 
 def load(folders: list[Path]) -> dict[tuple[str, str], dict]:
-    """(method, sequence) -> results.json of every finished cell named <method>_<seq>_seed<k>."""
-    runs = {}
+    """(method, sequence) -> results.json of every finished cell named <method>_<seq>_seed1 (the
+    plan's one seed); a cell found twice (two folders holding the same cell) is an error, not a
+    silent choice."""
+    runs, where = {}, {}
     for folder in folders:
-        for res in sorted(folder.glob("*_s*_seed*/results.json")):
+        for res in sorted(folder.glob("*_s*_seed1/results.json")):
             r = json.loads(res.read_text())
             if not r.get("finished"):
                 continue
             method, seq, _ = res.parent.name.rsplit("_", 2)
-            runs[(method, seq)] = r
+            if (method, seq) in runs:
+                raise SystemExit(f"evidence_v2: {res.parent} and {where[(method, seq)]} are the same cell")
+            runs[(method, seq)], where[(method, seq)] = r, res.parent
     return runs
 
 
@@ -108,7 +120,10 @@ def compare(d: list[float], margin: float | None) -> dict:
     return out
 
 
-def verdict(c: dict, a: str, b: str, complete: int) -> str:
+def verdict(c: dict, a: str, b: str, n: int) -> str:
+    """The plan's verdict words for one comparison over n sequences (interim while n < 14), and,
+    for a primary comparison that is not resolved, the design's minimum detectable difference
+    (PLAN.md: "the report will say that this design could not detect it")."""
     if c["p_holm"] < 0.05:
         word = f"{a} {'>' if c['mean'] > 0 else '<'} {b}"
     elif c.get("equivalent"):
@@ -118,32 +133,40 @@ def verdict(c: dict, a: str, b: str, complete: int) -> str:
     w = c["wilcoxon_p"]
     if w is not None and (c["p"] < 0.05) != (w < 0.05):  # the plan: say so next to the verdict
         word += f" (t p {'<' if c['p'] < 0.05 else '≥'} 0.05, Wilcoxon p {'<' if w < 0.05 else '≥'} 0.05)"
-    if complete < PLANNED_SEQUENCES:
-        word = f"interim, n = {complete} of {PLANNED_SEQUENCES}: {word}"
+    if word.startswith("not resolved") and c.get("margin") is not None:  # the primary comparisons
+        word += (f"; a true difference below {mde(ASSUMED_SD[(a, b)], 0.025):.2f} points is beyond this design "
+                 "(80 % power at α 0.025)")
+    if n < PLANNED_SEQUENCES:
+        word = f"interim, n = {n} of {PLANNED_SEQUENCES}: {word}"
     return word
 
 
 def analyse(runs: dict) -> dict:
     seqs = complete_sequences(runs)
-    families = {}
+    families, skipped = {}, []
     for family, rows in (("primary", PRIMARY), ("secondary", SECONDARY)):
         done = []
         for a, b, name, margin in rows:
             pairs = [s for s in seqs if (a, s) in runs and (b, s) in runs]
-            if len(pairs) < 2:
-                continue  # e.g. the static-fusion arm before its sweep ran
+            if len(pairs) < 2:  # e.g. the static-fusion arm before its sweep ran: named, not computed
+                skipped.append(f"{a} − {b} ({name}), {len(pairs)} sequence(s) with both")
+                continue
             d = [metric(runs[(a, s)], name) - metric(runs[(b, s)], name) for s in pairs]
             done.append({"a": a, "b": b, "metric": name, **compare(d, margin)})
         for c, adj in zip(done, holm([c["p"] for c in done])):
             c["p_holm"] = adj
-            c["verdict"] = verdict(c, c["a"], c["b"], len(seqs))
+            c["verdict"] = verdict(c, c["a"], c["b"], c["n"])
         families[family] = done
-    return {"sequences": seqs, "families": families}
+    missing = {s: [m for m in METHODS if (m, s) not in runs] for s in sorted({s for _, s in runs}) if s not in seqs}
+    return {"sequences": seqs, "families": families, "skipped": skipped, "incomplete": missing}
 
 
 def markdown(result: dict) -> str:
     seqs = result["sequences"]
     lines = [f"Sequences complete for all {len(METHODS)} methods: {len(seqs)} ({', '.join(seqs)}).", ""]
+    if result["incomplete"]:
+        lines += ["Left out, not complete (missing or unfinished cells): "
+                  + "; ".join(f"{s} ({', '.join(m)})" for s, m in result["incomplete"].items()) + ".", ""]
     for family, rows in result["families"].items():
         tost = any(c["margin"] is not None for c in rows)  # the equivalence test's 90 % interval
         lines += [f"### {family.capitalize()}", "",
@@ -158,18 +181,25 @@ def markdown(result: dict) -> str:
                          f"[{c['low']:+.2f}, {c['high']:+.2f}] | {ninety}{c['p']:.3f} | {c['p_holm']:.3f} | {w} | "
                          f"{c['verdict']} |")
         lines.append("")
+    if result["skipped"]:  # the static-fusion arm's cells are read from the ablation sweep's folder
+        lines += ["Not computed: " + "; ".join(result["skipped"]) + ".", ""]
     return "\n".join(lines)
 
 
-def design(n: int = 14, alpha: float = 0.05, power: float = 0.8) -> str:
+def mde(sd: float, alpha: float, n: int = PLANNED_SEQUENCES, power: float = 0.8) -> float:
     """Minimum detectable mean difference of a paired t-test over n sequences (normal-theory
-    approximation with t quantiles): (t(1-alpha'/2) + t(power)) · sd / sqrt(n), for the Holm
-    worst case alpha' = alpha/2 and the best case alpha' = alpha."""
+    approximation with t quantiles): (t(1 − α/2) + t(power)) · sd / √n."""
+    return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+
+
+def design(alpha: float = 0.05) -> str:
+    """The plan's power table: each primary comparison's MDE at its assumed sd, for the Holm
+    worst case α/2 and the best case α."""
     rows = []
-    for label, sd in (("KIF − ensemble AP", 2.0), ("KIFLoRA − SeqLoRA AP", 6.0)):
-        for a in (alpha / 2, alpha):
-            k = (t_quantile(1 - a / 2, n - 1) + t_quantile(power, n - 1)) / math.sqrt(n)
-            rows.append(f"{label}: assumed sd {sd:g}, alpha {a:g}: MDE {k * sd:.2f} points")
+    for label, (a, b), sd in (("KIF − ensemble AP", ("kif", "weight-ensemble"), ASSUMED_SD[("kif", "weight-ensemble")]),
+                              ("KIFLoRA − SeqLoRA AP", ("kiflora", "seqlora"), ASSUMED_SD[("kiflora", "seqlora")])):
+        for level in (alpha / 2, alpha):
+            rows.append(f"{label}: assumed sd {sd:g}, alpha {level:g}: MDE {mde(sd, level):.2f} points")
     return "\n".join(rows)
 
 

@@ -86,3 +86,37 @@ def test_verdict_labels_interim_and_test_disagreement():
     c = ev.compare([1.0, 1.1, 0.9, 1.0, 1.05], None) | {"p_holm": 0.002}
     assert c["p"] < 0.001 and c["wilcoxon_p"] == pytest.approx(0.0625)
     assert ev.verdict(c, "a", "b", 14) == "a > b (t p < 0.05, Wilcoxon p ≥ 0.05)"
+
+
+def test_report_names_what_it_leaves_out_and_the_design_limit(tmp_path):
+    """Left-out sequences and uncomputed comparisons are named; a primary comparison that is not
+    resolved names the plan's MDE (PLAN.md: 5.46 points for KIFLoRA − SeqLoRA at α 0.025); the
+    interim label follows each comparison's own n; one cell found twice is an error."""
+    ev = _script("evidence_v2")
+
+    def run(ap):
+        return {"AP": ap, "BWT": 0.0, "tasks": ["a", "b"], "matrix": [[ap, None], [ap, ap]], "finished": True}
+
+    runs = {(m, s): run(60.0 + i * (3.0 if m == "kiflora" else 0.5)) for i, s in enumerate(["s01", "s02", "s03"])
+            for m in ev.METHODS}
+    del runs[("ewc", "s03")], runs[("kif", "s03")]
+    runs[("kiflora-static", "s01")] = run(60.0)  # one sequence: not enough for a comparison
+    result = ev.analyse(runs)
+    assert result["incomplete"] == {"s03": ["kif", "ewc"]}
+    assert result["skipped"] == ["kiflora − kiflora-static (AP), 1 sequence(s) with both"]
+    table = ev.markdown(result)
+    assert "Left out, not complete (missing or unfinished cells): s03 (kif, ewc)." in table
+    assert "Not computed: kiflora − kiflora-static (AP), 1 sequence(s) with both." in table
+    kiflora_seqlora = result["families"]["primary"][1]  # d = 0, 2.5: not resolved, n = 2
+    assert kiflora_seqlora["verdict"] == ("interim, n = 2 of 14: not resolved; a true difference below 5.46 "
+                                          "points is beyond this design (80 % power at α 0.025)")
+    assert ev.mde(6.0, 0.025) == pytest.approx(5.46, abs=0.005) and ev.mde(2.0, 0.05) == pytest.approx(1.62, abs=0.005)
+
+    for folder in ("a", "b"):  # the same cell in two folders
+        (tmp_path / folder / "kif_s01_seed1").mkdir(parents=True)
+        (tmp_path / folder / "kif_s01_seed1" / "results.json").write_text('{"finished": true}')
+    (tmp_path / "a" / "kif_s02_seed2").mkdir()  # not the plan's seed: not read
+    (tmp_path / "a" / "kif_s02_seed2" / "results.json").write_text('{"finished": true}')
+    assert list(ev.load([tmp_path / "a"])) == [("kif", "s01")]
+    with pytest.raises(SystemExit, match="the same cell"):
+        ev.load([tmp_path / "a", tmp_path / "b"])
