@@ -1,0 +1,36 @@
+"""scripts/score_adapter.py scores a saved adapter as the run's own evaluator did: on the run's
+adapter it gives the run's matrix entries and the same predictions, example for example."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, kif_run, read_results, write_config
+
+pytestmark = pytest.mark.slow  # a whole (tiny) run
+
+
+def test_scoring_the_runs_adapter_gives_the_runs_scores(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", method="seqlora", tasks=["cb", "sst2"])
+    out = tmp_path / "run"
+    assert kif_run(cfg, out).returncode == 0
+    matrix = read_results(out)["matrix"]
+    scored = subprocess.run([sys.executable, str(REPO / "scripts" / "score_adapter.py"), str(out),
+                             "tasks/01_cb/adapter", "--tasks", "cb,sst2", "-o", str(tmp_path / "s")],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    lines = {ln.split()[1].rstrip(":"): float(ln.split()[2]) for ln in scored.stdout.splitlines()}
+    assert lines == pytest.approx({"cb": matrix[0][0], "sst2": matrix[0][1]}, abs=0.005)
+    for task in ("cb", "sst2"):  # the predictions themselves, not only their mean
+        mine = [json.loads(x) for x in (tmp_path / "s" / f"{task}.jsonl").read_text().splitlines()]
+        runs = [json.loads(x) for x in (out / "tasks" / "01_cb" / "predictions" / f"{task}.jsonl").read_text().splitlines()]
+        assert mine == runs
+
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "score_adapter.py"), str(out),
+                          "tasks/01_cb/adapter", "--tasks", "copa", "-o", str(tmp_path / "t")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("score_adapter: --tasks: copa not in the run's sequence")
+    assert not (tmp_path / "t").exists()  # refused before anything is written
