@@ -2,6 +2,7 @@
 results.json files alone.
 
     python scripts/replay_evidence.py docs/results/replay-evidence
+    python scripts/replay_evidence.py --before-replay docs/results/replay-evidence/before-replay
 
 For each pair (a method with generative replay, the same method without) and task order: AP and
 BWT of both arms, their difference, and what the replay arm's generator kept per task ("kept of
@@ -10,12 +11,18 @@ replayed and is marked so). Then, per pair, the mean difference over the orders 
 Student t-interval (the order is the unit, df = orders − 1) and Holm's adjustment over the pair ×
 metric family, in the words of kif.stats. Only orders where both arms finished count; while a
 pair has fewer than the sweep's 3 orders its line says "interim".
+
+``--before-replay DIR``: what KIF-M's replay stage itself did. DIR holds, per cell and task
+folder, the predictions of the model before the stage (``adapter_fused/<task>.jsonl``) and after
+it (``adapter/<task>.jsonl``) on the earlier tasks, as ``scripts/score_adapter.py`` writes them;
+the table gives both scores, their difference and the most frequent prediction after the stage.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -97,10 +104,35 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score(path: Path) -> tuple[float, list[str]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return sum(r["score"] for r in rows) / len(rows), [r["prediction"] for r in rows]
+
+
+def before_replay(folder: Path) -> str:
+    """One row per (cell, stage, earlier task): score before and after the replay stage."""
+    lines = ["| cell | replay stage after | task | before | after | Δ | most frequent prediction after |",
+             "|---|---|---|---|---|---|---|"]
+    deltas = []
+    for before in sorted(folder.glob("*/tasks/*/adapter_fused/*.jsonl")):
+        after = before.parent.parent / "adapter" / before.name
+        (b, _), (a, preds) = _score(before), _score(after)
+        top = Counter(preds).most_common(1)[0][0]  # ties: the first predicted
+        deltas.append(a - b)
+        lines.append(f"| {before.parents[3].name} | {before.parents[1].name} | {before.stem} | {b:.1f} | {a:.1f} | "
+                     f"{a - b:+.1f} | {top} ({preds.count(top)} of {len(preds)}) |")
+    down = sum(d < 0 for d in deltas)
+    lines.append(f"\n{len(deltas)} scores: {down} fell, {len(deltas) - down} did not; mean change "
+                 f"{sum(deltas) / len(deltas):+.1f} points.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path)
-    print(markdown(analyse(load(p.parse_args().folder))), end="")
+    p.add_argument("--before-replay", action="store_true", help="FOLDER holds score_adapter.py predictions")
+    args = p.parse_args()
+    print(before_replay(args.folder) if args.before_replay else markdown(analyse(load(args.folder))), end="")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""scripts/replay_evidence.py, the replay-evidence table of issue 28, on hand-made cells."""
+"""scripts/replay_evidence.py (the replay-evidence tables of issue 28) and scripts/adapter_diff.py,
+on hand-made cells and tensors."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +65,42 @@ def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
     # p of the AP difference: t = 2 / (1 / sqrt 3) = 3.464 with 2 df -> 0.074; "not resolved" either way
     assert "| kiflora-m − kiflora | AP | 3 | +2.00 | [-0.48, +4.48] | 0.074 |" in table
     assert table.count("not resolved") == 4  # kiflora-m AP and BWT: interval and Holm each
+
+
+def test_before_replay_table_by_hand(tmp_path):
+    ev = _script()
+
+    def preds(path, rows):  # rows: (prediction, score)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"prediction": p, "score": sc}) + "\n" for p, sc in rows))
+
+    stage = tmp_path / "kiflora-m_o1_seed1" / "tasks" / "02_dbpedia"
+    preds(stage / "adapter_fused" / "sst2.jsonl", [("Good", 100.0), ("Bad", 100.0), ("Bad", 0.0), ("Good", 100.0)])
+    preds(stage / "adapter" / "sst2.jsonl", [("Bad", 0.0), ("Bad", 100.0), ("Bad", 0.0), ("Bad", 0.0)])
+    table = ev.before_replay(tmp_path)
+    assert "| kiflora-m_o1_seed1 | 02_dbpedia | sst2 | 75.0 | 25.0 | -50.0 | Bad (4 of 4) |" in table
+    assert "1 scores: 1 fell, 0 did not; mean change -50.0 points." in table
+
+
+def test_adapter_diff_by_hand(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("adapter_diff", REPO / "scripts" / "adapter_diff.py")
+    ad = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ad)
+    before = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([0.5]), "only_before": torch.ones(2)}
+    after = {"a": torch.tensor([1.25, 2.0, 2.75]), "b": torch.tensor([0.5])}  # two entries moved by 0.25
+    d = ad.diff(before, after)
+    assert (d["tensors"], d["entries"], d["unchanged"]) == (2, 4, 2)
+    assert set(d["moved_abs_quantiles"].values()) == {0.25}
+    assert d["mean_abs_before"] == pytest.approx((1 + 2 + 3 + 0.5) / 4)
+    for name, tensors in (("x", before), ("y", after)):
+        (tmp_path / name).mkdir()
+        save_file(tensors, str(tmp_path / name / ad.WEIGHTS))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "adapter_diff.py"), str(tmp_path / "x"),
+                          str(tmp_path / "y")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and json.loads(out.stdout)["unchanged"] == 2
+    missing = subprocess.run([sys.executable, str(REPO / "scripts" / "adapter_diff.py"), str(tmp_path / "x"),
+                              str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("no adapter_model.safetensors")
