@@ -35,9 +35,10 @@ METRICS = ["AP", "BWT"]
 
 
 def load(folder: Path) -> dict[tuple[str, str], dict]:
-    """(arm, order) -> results.json of every finished cell named <arm>_<order>_seed<k>."""
+    """(arm, order) -> results.json of every finished cell named <arm>_<order>_seed1 (the sweep's
+    one seed; the folders of earlier commits, ``at-<commit>/``, are one level down and not read)."""
     runs = {}
-    for res in sorted(folder.glob("*_o*_seed*/results.json")):
+    for res in sorted(folder.glob("*_o*_seed1/results.json")):
         r = json.loads(res.read_text())
         if r.get("finished"):
             arm, order, _ = res.parent.name.rsplit("_", 2)
@@ -121,6 +122,8 @@ def before_replay(folder: Path) -> str:
         deltas.append(a - b)
         lines.append(f"| {before.parents[3].name} | {before.parents[1].name} | {before.stem} | {b:.1f} | {a:.1f} | "
                      f"{a - b:+.1f} | {top} ({preds.count(top)} of {len(preds)}) |")
+    if not deltas:
+        raise SystemExit(f"replay_evidence: no */tasks/*/adapter_fused/*.jsonl under {folder}")
     down = sum(d < 0 for d in deltas)
     lines.append(f"\n{len(deltas)} scores: {down} fell, {len(deltas) - down} did not; mean change "
                  f"{sum(deltas) / len(deltas):+.1f} points.")

@@ -104,3 +104,12 @@ def test_adapter_diff_by_hand(tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "scripts" / "adapter_diff.py"), str(tmp_path / "x"),
                               str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("no adapter_model.safetensors")
+
+
+def test_committed_before_replay_table_is_the_commands_output():
+    """docs/results/replay-evidence/README.md's table of the replay stage's effect is what
+    `replay_evidence.py --before-replay` prints over the committed predictions."""
+    ev = _script()
+    folder = REPO / "docs" / "results" / "replay-evidence"
+    table = ev.before_replay(folder / "before-replay")
+    assert table.strip() in (folder / "README.md").read_text()
