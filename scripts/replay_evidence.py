@@ -1,7 +1,7 @@
 """The replay-evidence table of issue 28 (configs/replay-evidence/sweep.yaml), from the cells'
 results.json files alone.
 
-    python scripts/replay_evidence.py docs/results/replay-evidence
+    python scripts/replay_evidence.py docs/results/replay-evidence docs/results/replay-evidence/mixed
     python scripts/replay_evidence.py --before-replay docs/results/replay-evidence/before-replay
 
 For each pair (a method with generative replay, the same method without) and task order: AP and
@@ -10,7 +10,10 @@ asked", from ``per_task[].pseudo_fill``; a memory written after the sequence's l
 replayed and is marked so). Then, per pair, the mean difference over the orders with its 95 %
 Student t-interval (the order is the unit, df = orders − 1) and Holm's adjustment over the pair ×
 metric family, in the words of kif.stats. Only orders where both arms finished count; while a
-pair has fewer than the sweep's 3 orders its line says "interim".
+pair has fewer than the sweep's 3 orders its line says "interim". The extra arm of
+configs/replay-evidence/mixed.yaml (kiflora-m replayed as the authors' code does), when its folder
+is given, is set against kiflora and against kiflora-m in a family of its own (its own Holm), so
+that it does not change the three pairs' adjustment.
 
 ``--before-replay DIR``: what KIF-M's replay stage itself did. DIR holds, per cell and task
 folder, the predictions of the model before the stage (``adapter_fused/<task>.jsonl``) and after
@@ -30,19 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kif.stats import holm, holm_word, interval_word, t_interval  # noqa: E402
 
 PAIRS = [("kiflora-m", "kiflora"), ("lfpt5", "lfpt5-noreplay"), ("sapt", "sapt-noreplay")]
+EXTRA = [("kiflora-m-mixed", "kiflora"), ("kiflora-m-mixed", "kiflora-m")]  # mixed.yaml, if given
 ORDERS = ["o1", "o2", "o3"]
 METRICS = ["AP", "BWT"]
 
 
-def load(folder: Path) -> dict[tuple[str, str], dict]:
+def load(folders: list[Path]) -> dict[tuple[str, str], dict]:
     """(arm, order) -> results.json of every finished cell named <arm>_<order>_seed1 (the sweep's
     one seed; the folders of earlier commits, ``at-<commit>/``, are one level down and not read)."""
     runs = {}
-    for res in sorted(folder.glob("*_o*_seed1/results.json")):
-        r = json.loads(res.read_text())
-        if r.get("finished"):
-            arm, order, _ = res.parent.name.rsplit("_", 2)
-            runs[(arm, order)] = r
+    for folder in folders:
+        for res in sorted(folder.glob("*_o*_seed1/results.json")):
+            r = json.loads(res.read_text())
+            if r.get("finished"):
+                arm, order, _ = res.parent.name.rsplit("_", 2)
+                if (arm, order) in runs:
+                    raise SystemExit(f"replay_evidence: {res.parent.name} found twice")
+                runs[(arm, order)] = r
     return runs
 
 
@@ -67,17 +74,21 @@ def memories(run: dict) -> str:
 
 def analyse(runs: dict) -> dict:
     rows, comparisons = [], []
-    for a, b in PAIRS:
-        done = [o for o in ORDERS if (a, o) in runs and (b, o) in runs]
-        for o in done:
-            ra, rb = runs[(a, o)], runs[(b, o)]
-            rows.append({"pair": (a, b), "order": o, "memory": memories(ra),
-                         **{m: (ra[m], rb[m], ra[m] - rb[m]) for m in METRICS}})
-        for m in METRICS:
-            d = [runs[(a, o)][m] - runs[(b, o)][m] for o in done]
-            comparisons.append({"a": a, "b": b, "metric": m, "orders": done, **t_interval(d)})
-    for c, adj in zip(comparisons, holm([c["p"] for c in comparisons])):
-        c["p_holm"] = adj
+    has_extra = any(arm == EXTRA[0][0] for arm, _ in runs)
+    for family, pairs in (("replay", PAIRS), ("extra", EXTRA if has_extra else [])):
+        mine = []
+        for a, b in pairs:
+            done = [o for o in ORDERS if (a, o) in runs and (b, o) in runs]
+            for o in done:
+                ra, rb = runs[(a, o)], runs[(b, o)]
+                rows.append({"pair": (a, b), "order": o, "memory": memories(ra),
+                             **{m: (ra[m], rb[m], ra[m] - rb[m]) for m in METRICS}})
+            for m in METRICS:
+                d = [runs[(a, o)][m] - runs[(b, o)][m] for o in done]
+                mine.append({"family": family, "a": a, "b": b, "metric": m, "orders": done, **t_interval(d)})
+        for c, adj in zip(mine, holm([c["p"] for c in mine])):
+            c["p_holm"] = adj
+        comparisons += mine
     return {"rows": rows, "comparisons": comparisons}
 
 
@@ -86,20 +97,20 @@ def _num(x, fmt="+.2f") -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| with replay | without | order | AP with | AP without | Δ AP | BWT with | BWT without | Δ BWT "
-             "| replay arm's memories (kept/asked) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| A (replay) | B | order | AP A | AP B | Δ AP | BWT A | BWT B | Δ BWT "
+             "| A's memories (kept/asked) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         (a, b), cells = r["pair"], [f"{r[m][0]:.2f} | {r[m][1]:.2f} | {r[m][2]:+.2f}" for m in METRICS]
         lines.append(f"| {a} | {b} | {r['order']} | {' | '.join(cells)} | {r['memory']} |")
-    lines += ["", "| comparison | metric | orders | mean diff | 95 % interval | p | Holm p | interval says "
-              "| Holm says |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| family | comparison | metric | orders | mean diff | 95 % interval | p | Holm p | interval says "
+              "| Holm says |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["comparisons"]:
         n = len(c["orders"])
         label = f"{n}" + ("" if n == len(ORDERS) else f" (interim, {n} of {len(ORDERS)})")
         above, below = f"{c['a']} > {c['b']}", f"{c['a']} < {c['b']}"
         span = "-" if c["half"] is None else f"[{c['low']:+.2f}, {c['high']:+.2f}]"
         says = interval_word(c, above, below) if n >= 2 else "no interval (n < 2)"
-        lines.append(f"| {c['a']} − {c['b']} | {c['metric']} | {label} | {_num(c['mean'])} | {span} | "
+        lines.append(f"| {c['family']} | {c['a']} − {c['b']} | {c['metric']} | {label} | {_num(c['mean'])} | {span} | "
                      f"{_num(c['p'], '.3f')} | {_num(c['p_holm'], '.3f')} | {says} | "
                      f"{holm_word(c['p_holm'], c['mean'], 0.05, above, below)} |")
     return "\n".join(lines) + "\n"
@@ -132,10 +143,13 @@ def before_replay(folder: Path) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path)
-    p.add_argument("--before-replay", action="store_true", help="FOLDER holds score_adapter.py predictions")
+    p.add_argument("folders", type=Path, nargs="+", help="the sweep's folder (and the extra arm's)")
+    p.add_argument("--before-replay", action="store_true", help="one folder of score_adapter.py predictions")
     args = p.parse_args()
-    print(before_replay(args.folder) if args.before_replay else markdown(analyse(load(args.folder))), end="")
+    if args.before_replay:
+        print(before_replay(args.folders[0]), end="")
+    else:
+        print(markdown(analyse(load(args.folders))), end="")
     return 0
 
 

@@ -42,7 +42,7 @@ def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
     _cell(tmp_path, "lfpt5-noreplay_o2_seed1", 99.0, 9.0)  # its replay arm is missing
     _cell(tmp_path, "lfpt5_o2_seed1", 1.0, -9.0, finished=False)  # a partial cell does not count
 
-    result = ev.analyse(ev.load(tmp_path))
+    result = ev.analyse(ev.load([tmp_path]))
     rows = {(r["pair"][0], r["order"]): r for r in result["rows"]}
     assert set(rows) == {("kiflora-m", "o1"), ("kiflora-m", "o2"), ("kiflora-m", "o3"), ("lfpt5", "o1")}
     assert rows[("kiflora-m", "o3")]["AP"] == (63.0, 60.0, 3.0)
@@ -61,10 +61,23 @@ def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
 
     table = ev.markdown(result)
     assert "| kiflora-m | kiflora | o3 | 63.00 | 60.00 | +3.00 | -4.00 | 0.00 | -4.00 |" in table
-    assert "| lfpt5 − lfpt5-noreplay | AP | 1 (interim, 1 of 3) | -2.00 | - |" in table
+    assert "| replay | lfpt5 − lfpt5-noreplay | AP | 1 (interim, 1 of 3) | -2.00 | - |" in table
     # p of the AP difference: t = 2 / (1 / sqrt 3) = 3.464 with 2 df -> 0.074; "not resolved" either way
-    assert "| kiflora-m − kiflora | AP | 3 | +2.00 | [-0.48, +4.48] | 0.074 |" in table
+    assert "| replay | kiflora-m − kiflora | AP | 3 | +2.00 | [-0.48, +4.48] | 0.074 |" in table
     assert table.count("not resolved") == 4  # kiflora-m AP and BWT: interval and Holm each
+    assert "| extra |" not in table  # no mixed.yaml folder given: no extra family
+
+    # the extra arm (mixed.yaml), from a second folder: its own family, the three pairs' Holm unchanged
+    (tmp_path / "mixed").mkdir()
+    for o, ap in {"o1": 60.0, "o2": 61.0}.items():
+        _cell(tmp_path / "mixed", f"kiflora-m-mixed_{o}_seed1", ap, 0.0)
+    both = ev.analyse(ev.load([tmp_path, tmp_path / "mixed"]))
+    extra = {(x["b"], x["metric"]): x for x in both["comparisons"] if x["family"] == "extra"}
+    assert extra[("kiflora", "AP")]["mean"] == 0.5 and extra[("kiflora-m", "AP")]["mean"] == -1.0  # 0, 1; -1, -1
+    replay_p = [x["p_holm"] for x in both["comparisons"] if x["family"] == "replay"]
+    assert replay_p == [x["p_holm"] for x in result["comparisons"]]
+    with pytest.raises(SystemExit, match="found twice"):
+        ev.load([tmp_path, tmp_path])
 
 
 def test_before_replay_table_by_hand(tmp_path):
