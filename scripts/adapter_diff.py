@@ -4,8 +4,9 @@ of the tensors (which stay in the run folder).
     python scripts/adapter_diff.py runs/X/tasks/02_sst2/adapter_fused runs/X/tasks/02_sst2/adapter
 
 For every entry of every tensor the two adapters share: the count of entries, how many did not
-move, the quantiles of |after − before| over the entries that moved, and the mean |before| (the
-size of what moved). One step of a freshly made Adam(W) moves every entry whose gradient is not 0
+move, the quantiles of |after − before| over the entries that moved, and the mean |before| over
+all of them (frozen entries included: the typical size of an entry); tensors only one adapter has
+are counted, not compared. One step of a freshly made Adam(W) moves every entry whose gradient is not 0
 by the learning rate (its first step is lr · g / |g|, whatever the gradient's size): then the
 quantiles all sit at the learning rate.
 """
@@ -21,6 +22,7 @@ QUANTILES = (0.0, 0.01, 0.5, 0.99, 1.0)
 
 
 def diff(before: dict, after: dict) -> dict:
+    import numpy as np
     import torch
 
     shared = sorted(set(before) & set(after))
@@ -28,9 +30,10 @@ def diff(before: dict, after: dict) -> dict:
         raise SystemExit("adapter_diff: the two adapters share no tensor")
     d = torch.cat([(after[k].float() - before[k].float()).abs().flatten() for k in shared])
     size = torch.cat([before[k].float().abs().flatten() for k in shared])
-    moved = d[d > 0]
-    q = torch.quantile(moved.double(), torch.tensor(QUANTILES, dtype=torch.float64)).tolist() if moved.numel() else []
-    return {"tensors": len(shared), "entries": d.numel(), "unchanged": int((d == 0).sum()),
+    moved = d[d > 0].double().numpy()
+    q = np.quantile(moved, QUANTILES).tolist() if moved.size else []  # numpy: no size limit
+    return {"tensors": len(shared), "not_shared": len(set(before) ^ set(after)),
+            "entries": d.numel(), "unchanged": int((d == 0).sum()),
             "moved_abs_quantiles": dict(zip([str(x) for x in QUANTILES], q)),
             "mean_abs_before": float(size.mean())}
 

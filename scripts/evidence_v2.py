@@ -17,8 +17,8 @@ for every method of the plan count. Verdict words (fixed in the plan):
   otherwise                       "not resolved"
 Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; a
 verdict over fewer than the plan's 14 sequences is labelled "interim, n = k of 14"; a primary
-comparison that is not resolved names the smallest difference the design detects (the plan's
-MDE). The table shows each difference's sd (the plan reports it) and, for the comparisons with a
+comparison not resolved at 14 sequences names the difference the design detects with 80 % power
+(the plan's MDE). The table shows each difference's sd (the plan reports it) and, for the comparisons with a
 margin, the 90 % interval the equivalence verdict reads. Sequences left out for a missing or
 unfinished cell, and comparisons without two sequences (the static arm before its sweep ran),
 are named under the tables.
@@ -122,7 +122,7 @@ def compare(d: list[float], margin: float | None) -> dict:
 
 def verdict(c: dict, a: str, b: str, n: int) -> str:
     """The plan's verdict words for one comparison over n sequences (interim while n < 14), and,
-    for a primary comparison that is not resolved, the design's minimum detectable difference
+    for a primary comparison not resolved at the end, the design's minimum detectable difference
     (PLAN.md: "the report will say that this design could not detect it")."""
     if c["p_holm"] < 0.05:
         word = f"{a} {'>' if c['mean'] > 0 else '<'} {b}"
@@ -133,9 +133,9 @@ def verdict(c: dict, a: str, b: str, n: int) -> str:
     w = c["wilcoxon_p"]
     if w is not None and (c["p"] < 0.05) != (w < 0.05):  # the plan: say so next to the verdict
         word += f" (t p {'<' if c['p'] < 0.05 else '≥'} 0.05, Wilcoxon p {'<' if w < 0.05 else '≥'} 0.05)"
-    if word.startswith("not resolved") and c.get("margin") is not None:  # the primary comparisons
-        word += (f"; a true difference below {mde(ASSUMED_SD[(a, b)], 0.025):.2f} points is beyond this design "
-                 "(80 % power at α 0.025)")
+    if word.startswith("not resolved") and c.get("margin") is not None and n >= PLANNED_SEQUENCES:
+        word += (f"; at its {PLANNED_SEQUENCES} sequences this design has 80 % power (α 0.025) only for a true "
+                 f"difference of {mde(ASSUMED_SD[(a, b)], 0.025):.2f} points or more")
     if n < PLANNED_SEQUENCES:
         word = f"interim, n = {n} of {PLANNED_SEQUENCES}: {word}"
     return word

@@ -86,8 +86,11 @@ def analyse(runs: dict) -> dict:
             for m in METRICS:
                 d = [runs[(a, o)][m] - runs[(b, o)][m] for o in done]
                 mine.append({"family": family, "a": a, "b": b, "metric": m, "orders": done, **t_interval(d)})
-        for c, adj in zip(mine, holm([c["p"] for c in mine])):
-            c["p_holm"] = adj
+        # Holm over the whole planned family: a comparison without a p yet counts as p = 1 (it cannot
+        # be rejected), so the others are adjusted for all of them, not only for those already in
+        padded = holm([1.0 if c["p"] is None else c["p"] for c in mine])
+        for c, adj in zip(mine, padded):
+            c["p_holm"] = None if c["p"] is None else adj
         comparisons += mine
     return {"rows": rows, "comparisons": comparisons}
 
@@ -116,9 +119,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _score(path: Path) -> tuple[float, list[str]]:
+def _score(path: Path) -> tuple[float, list[str], list[str]]:
+    """Mean score (the task's score for ungrouped tasks such as these), predictions, example ids."""
+    if not path.is_file():
+        raise SystemExit(f"replay_evidence: {path} is missing")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return sum(r["score"] for r in rows) / len(rows), [r["prediction"] for r in rows]
+    if not rows:
+        raise SystemExit(f"replay_evidence: {path} is empty")
+    return sum(r["score"] for r in rows) / len(rows), [r["prediction"] for r in rows], [r.get("id") for r in rows]
 
 
 def before_replay(folder: Path) -> str:
@@ -128,7 +136,9 @@ def before_replay(folder: Path) -> str:
     deltas = []
     for before in sorted(folder.glob("*/tasks/*/adapter_fused/*.jsonl")):
         after = before.parent.parent / "adapter" / before.name
-        (b, _), (a, preds) = _score(before), _score(after)
+        (b, _, ids_b), (a, preds, ids_a) = _score(before), _score(after)
+        if ids_b != ids_a:
+            raise SystemExit(f"replay_evidence: {before} and {after} score different examples")
         top = Counter(preds).most_common(1)[0][0]  # ties: the first predicted
         deltas.append(a - b)
         lines.append(f"| {before.parents[3].name} | {before.parents[1].name} | {before.stem} | {b:.1f} | {a:.1f} | "
@@ -147,6 +157,8 @@ def main() -> int:
     p.add_argument("--before-replay", action="store_true", help="one folder of score_adapter.py predictions")
     args = p.parse_args()
     if args.before_replay:
+        if len(args.folders) != 1:
+            p.error("--before-replay reads one folder")
         print(before_replay(args.folders[0]), end="")
     else:
         print(markdown(analyse(load(args.folders))), end="")

@@ -7,7 +7,10 @@ config, test samples, prompts, decoding and scoring.
 Writes ``OUT/<task>.jsonl`` (one prediction per test example, as the run's
 ``tasks/<k>/predictions/``) and prints each task's score with its prediction counts. Scoring the
 adapter the run evaluated (``tasks/<k>/adapter``) must give the run's own matrix entry: that is
-the check that this script scores as the run did.
+the check that this script scores as the run did. Only methods whose model is the base model plus
+one PEFT adapter, evaluated plainly, are scored; a method with its own saving or evaluation (the
+prompt methods, SAPT) or an adapter folder without ``adapter_config.json`` (IncLoRA's per-task
+folders) is refused (exit 2).
 """
 from __future__ import annotations
 
@@ -34,10 +37,21 @@ def main() -> int:
     from kif.configure import load_config
     from kif.encoding import Encoder
     from kif.evaluation import SequenceEvaluator
+    from kif.methods import get_method
+    from kif.methods.base import CLMethod
     from kif.models import load_model
     from kif.runner import load_sequence_data
 
     cfg = load_config(str(args.run / "config.yaml"), [])
+    cls = get_method(cfg.method)
+    if (cls.save_adapter is not CLMethod.save_adapter or cls.eval_task_context is not CLMethod.eval_task_context
+            or not cls.reuses_prefix_cache):
+        print(f"score_adapter: method {cfg.method} saves or evaluates its model its own way; not scored here",
+              file=sys.stderr)
+        return 2
+    if not (args.run / args.adapter / "adapter_config.json").is_file():
+        print(f"score_adapter: {args.run / args.adapter}: no adapter_config.json (not one PEFT adapter)", file=sys.stderr)
+        return 2
     data = load_sequence_data(cfg)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in data.tasks]

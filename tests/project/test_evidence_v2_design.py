@@ -89,9 +89,9 @@ def test_verdict_labels_interim_and_test_disagreement():
 
 
 def test_report_names_what_it_leaves_out_and_the_design_limit(tmp_path):
-    """Left-out sequences and uncomputed comparisons are named; a primary comparison that is not
-    resolved names the plan's MDE (PLAN.md: 5.46 points for KIFLoRA − SeqLoRA at α 0.025); the
-    interim label follows each comparison's own n; one cell found twice is an error."""
+    """Left-out sequences and uncomputed comparisons are named; the interim label follows each
+    comparison's own n; a primary comparison not resolved at 14 sequences names the plan's MDE
+    (PLAN.md: 5.46 points for KIFLoRA − SeqLoRA at α 0.025); one cell found twice is an error."""
     ev = _script("evidence_v2")
 
     def run(ap):
@@ -99,17 +99,24 @@ def test_report_names_what_it_leaves_out_and_the_design_limit(tmp_path):
 
     runs = {(m, s): run(60.0 + i * (3.0 if m == "kiflora" else 0.5)) for i, s in enumerate(["s01", "s02", "s03"])
             for m in ev.METHODS}
-    del runs[("ewc", "s03")], runs[("kif", "s03")]
-    runs[("kiflora-static", "s01")] = run(60.0)  # one sequence: not enough for a comparison
+    runs[("seqlora", "s04")] = run(50.0)  # s04 started: only seqlora finished
+    for i, s in enumerate(["s01", "s02"]):  # the static arm on 2 of the 3 complete sequences
+        runs[("kiflora-static", s)] = run(60.0 + i)
     result = ev.analyse(runs)
-    assert result["incomplete"] == {"s03": ["kif", "ewc"]}
-    assert result["skipped"] == ["kiflora − kiflora-static (AP), 1 sequence(s) with both"]
+    assert result["sequences"] == ["s01", "s02", "s03"]
+    assert result["incomplete"] == {"s04": ["kiflora", "kif", "weight-ensemble", "ewc"]}
     table = ev.markdown(result)
-    assert "Left out, not complete (missing or unfinished cells): s03 (kif, ewc)." in table
-    assert "Not computed: kiflora − kiflora-static (AP), 1 sequence(s) with both." in table
-    kiflora_seqlora = result["families"]["primary"][1]  # d = 0, 2.5: not resolved, n = 2
-    assert kiflora_seqlora["verdict"] == ("interim, n = 2 of 14: not resolved; a true difference below 5.46 "
-                                          "points is beyond this design (80 % power at α 0.025)")
+    assert "Left out, not complete (missing or unfinished cells): s04 (kiflora, kif, weight-ensemble, ewc)." in table
+    static = result["families"]["secondary"][-1]
+    assert (static["b"], static["n"]) == ("kiflora-static", 2) and static["verdict"].startswith("interim, n = 2 of 14")
+    kiflora_seqlora = result["families"]["primary"][1]  # d = 0, 2.5, 5: not resolved, n = 3
+    assert kiflora_seqlora["verdict"] == "interim, n = 3 of 14: not resolved"  # no MDE note before the end
+    del runs[("kiflora-static", "s02")]
+    assert ev.analyse(runs)["skipped"] == ["kiflora − kiflora-static (AP), 1 sequence(s) with both"]
+    assert "Not computed: kiflora − kiflora-static (AP), 1 sequence(s) with both." in ev.markdown(ev.analyse(runs))
+    c = ev.compare([0.0, 2.5, 5.0] * 5, 2.0) | {"p_holm": 0.5}  # 15 sequences: the end of the plan
+    assert ev.verdict(c, "kiflora", "seqlora", 15) == ("not resolved; at its 14 sequences this design has 80 % power "
+                                                       "(α 0.025) only for a true difference of 5.46 points or more")
     assert ev.mde(6.0, 0.025) == pytest.approx(5.46, abs=0.005) and ev.mde(2.0, 0.05) == pytest.approx(1.62, abs=0.005)
 
     for folder in ("a", "b"):  # the same cell in two folders

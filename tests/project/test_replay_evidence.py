@@ -57,6 +57,12 @@ def test_pairs_per_order_with_the_order_as_the_unit(tmp_path):
     bwt = c[("kiflora-m", "BWT")]  # -1, -1, -4: mean -2, sd sqrt(3)
     assert bwt["mean"] == pytest.approx(-2.0) and bwt["sd"] == pytest.approx(math.sqrt(3))
     assert c[("lfpt5", "AP")]["mean"] == -2.0 and c[("lfpt5", "AP")]["half"] is None
+    # Holm over the planned 6 (3 pairs x 2 metrics), those without a p counted as p = 1. With 2 df the
+    # two-sided p of t is 1 - t / sqrt(t^2 + 2): AP t = 2 sqrt 3 -> 1 - sqrt(12/14) = 0.07418, x 6;
+    # BWT t = -2 -> 1 - 2 / sqrt 6 = 0.18350, x 5 = 0.9175
+    assert ap["p_holm"] == pytest.approx(6 * (1 - math.sqrt(12 / 14)), abs=1e-6)
+    assert bwt["p_holm"] == pytest.approx(5 * (1 - 2 / math.sqrt(6)), abs=1e-6)
+    assert c[("lfpt5", "AP")]["p_holm"] is None
     assert c[("sapt", "AP")]["n"] == 0
 
     table = ev.markdown(result)
@@ -85,7 +91,8 @@ def test_before_replay_table_by_hand(tmp_path):
 
     def preds(path, rows):  # rows: (prediction, score)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({"prediction": p, "score": sc}) + "\n" for p, sc in rows))
+        path.write_text("".join(json.dumps({"id": str(i), "prediction": p, "score": sc}) + "\n"
+                                for i, (p, sc) in enumerate(rows)))
 
     stage = tmp_path / "kiflora-m_o1_seed1" / "tasks" / "02_dbpedia"
     preds(stage / "adapter_fused" / "sst2.jsonl", [("Good", 100.0), ("Bad", 100.0), ("Bad", 0.0), ("Good", 100.0)])
@@ -93,6 +100,9 @@ def test_before_replay_table_by_hand(tmp_path):
     table = ev.before_replay(tmp_path)
     assert "| kiflora-m_o1_seed1 | 02_dbpedia | sst2 | 75.0 | 25.0 | -50.0 | Bad (4 of 4) |" in table
     assert "1 scores: 1 fell, 0 did not; mean change -50.0 points." in table
+    preds(stage / "adapter" / "sst2.jsonl", [("Bad", 0.0)])  # not the same examples: refused
+    with pytest.raises(SystemExit, match="score different examples"):
+        ev.before_replay(tmp_path)
 
 
 def test_adapter_diff_by_hand(tmp_path):

@@ -34,3 +34,14 @@ def test_scoring_the_runs_adapter_gives_the_runs_scores(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("score_adapter: --tasks: copa not in the run's sequence")
     assert not (tmp_path / "t").exists()  # refused before anything is written
+
+    def refused(run, adapter):
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "score_adapter.py"), str(run), adapter,
+                            "--tasks", "cb", "-o", str(tmp_path / "u")], capture_output=True, text=True, timeout=300)
+        return r.returncode == 2 and not (tmp_path / "u").exists() and r.stderr.strip().splitlines()[-1]
+
+    assert "no adapter_config.json" in refused(out, "tasks/01_cb")  # a task folder, not an adapter
+    prompt_run = tmp_path / "prompt"  # a prompt method: its model is not base + one PEFT adapter
+    prompt_run.mkdir()
+    write_config(prompt_run / "config.yaml", method="lfpt5", tasks=["cb", "sst2"])
+    assert "method lfpt5 saves or evaluates its model its own way" in refused(prompt_run, "tasks/01_cb/adapter")
