@@ -142,6 +142,21 @@ def load_sequence_data(cfg: RunConfig) -> SequenceData:
     return SequenceData(bench, seq, train, test, metrics, labels, load_unseen(cfg, bench, seq), validation)
 
 
+def run_encoder(cfg: RunConfig, lm) -> Encoder:
+    """The run's encoder: the model's tokenizer and prompt format, the config's lengths."""
+    return Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
+                   cfg.data.max_input_length, cfg.data.max_target_length)
+
+
+def run_evaluator(cfg: RunConfig, encoder: Encoder, data: SequenceData, eos_ids: list[int]) -> SequenceEvaluator:
+    """The run's evaluator: every task's test samples, scoring and label set (also what
+    ``scripts/score_adapter.py`` scores a saved adapter with, so that it scores as the run did)."""
+    specs = {t: data.bench.tasks[t] for t in data.tasks}
+    return SequenceEvaluator(cfg, encoder, data.tasks, data.test,
+                             {t: s.scoring(cfg.eval.normalization) for t, s in specs.items()}, data.labels,
+                             eos_ids, {t: s.classification for t, s in specs.items()})
+
+
 def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start: float,
           overwrite: bool = False) -> RunState:
     """Load the model, build the method, and start the record (fresh or from a checkpoint).
@@ -156,13 +171,9 @@ def setup(cfg: RunConfig, out_dir: Path, data: SequenceData, checkpoint, t_start
     check_target_modules(lm.model, cfg.lora)
     if torch.cuda.is_available():
         lm.model.to(device())
-    encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
-                      cfg.data.max_input_length, cfg.data.max_target_length)
+    encoder = run_encoder(cfg, lm)
     method = method_cls(RunContext(cfg, lm, encoder, data.tasks, out_dir))
-    specs = {t: data.bench.tasks[t] for t in data.tasks}
-    evaluator = SequenceEvaluator(cfg, encoder, data.tasks, data.test,
-                                  {t: s.scoring(cfg.eval.normalization) for t, s in specs.items()}, data.labels,
-                                  lm.eos_token_ids, {t: s.classification for t, s in specs.items()})
+    evaluator = run_evaluator(cfg, encoder, data, lm.eos_token_ids)
     # A joint method (multi-task learning, the upper reference) has one stage: the union of
     # all tasks' training sets, evaluated once -> a one-row matrix, AP over all tasks.
     joint = bool(method.joint)

@@ -25,17 +25,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.set)
 
-    from kif.encoding import Encoder
     from kif.models import load_model
     from kif.replay.generative import body_of, generation_target
     from kif.replay.pseudo import prompt_template
     from kif.replay.tagged_parse import sentence_head
-    from kif.runner import load_sequence_data
+    from kif.runner import load_sequence_data, run_encoder
 
     data = load_sequence_data(cfg)
     lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
-    enc = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
-                  cfg.data.max_input_length, cfg.data.max_target_length)
+    enc = run_encoder(cfg, lm)
     tok = lm.tokenizer
     print(f"max_target_length {cfg.data.max_target_length}\n\n| task | examples | cut | mid-sentence even at a sentence end |\n|---|---|---|---|")
     for task in data.tasks:

@@ -38,13 +38,12 @@ def main(argv=None) -> int:
     import torch
     from peft import PeftModel
 
-    from kif.encoding import Encoder
     from kif.models import load_model
     from kif.replay.generative import closed_labels, generate_with, save_generations, save_pseudo
     from kif.replay.memory import Memory
     from kif.replay.pseudo import prompt_template
     from kif.replay.tagged_parse import task_fields
-    from kif.runner import load_sequence_data
+    from kif.runner import load_sequence_data, run_encoder
 
     data = load_sequence_data(cfg)
     k = args.task_index
@@ -56,8 +55,7 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
     model = PeftModel.from_pretrained(lm.model, str(adapter))
-    encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
-                      cfg.data.max_input_length, cfg.data.max_target_length)
+    encoder = run_encoder(cfg, lm)
     examples = data.train[task]
     n = Memory.from_options(opts, cfg.seed).size_for(len(examples))
     info: dict = {}

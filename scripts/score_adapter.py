@@ -35,12 +35,10 @@ def main() -> int:
     from peft import PeftModel
 
     from kif.configure import load_config
-    from kif.encoding import Encoder
-    from kif.evaluation import SequenceEvaluator
     from kif.methods import get_method
     from kif.methods.base import CLMethod
     from kif.models import load_model
-    from kif.runner import load_sequence_data
+    from kif.runner import load_sequence_data, run_encoder, run_evaluator
 
     cfg = load_config(str(args.run / "config.yaml"), [])
     cls = get_method(cfg.method)
@@ -60,12 +58,7 @@ def main() -> int:
         return 2
     torch.manual_seed(cfg.seed)
     lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
-    encoder = Encoder(lm.tokenizer, lm.is_seq2seq, lm.use_chat_template, lm.eos_token_ids[0],
-                      cfg.data.max_input_length, cfg.data.max_target_length)
-    specs = {t: data.bench.tasks[t] for t in data.tasks}
-    evaluator = SequenceEvaluator(cfg, encoder, data.tasks, data.test,
-                                  {t: s.scoring(cfg.eval.normalization) for t, s in specs.items()}, data.labels,
-                                  lm.eos_token_ids, {t: s.classification for t, s in specs.items()})
+    evaluator = run_evaluator(cfg, run_encoder(cfg, lm), data, lm.eos_token_ids)
     model = PeftModel.from_pretrained(lm.model, str(args.run / args.adapter)).eval()
     args.output.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
