@@ -6,9 +6,9 @@ of the tensors (which stay in the run folder).
 For every entry of every tensor the two adapters share: the count of entries, how many did not
 move, the quantiles of |after − before| over the entries that moved, and the mean |before| over
 all of them (frozen entries included: the typical size of an entry); tensors only one adapter has
-are counted, not compared. One step of a freshly made Adam(W) moves every entry whose gradient is not 0
-by the learning rate (its first step is lr · g / |g|, whatever the gradient's size): then the
-quantiles all sit at the learning rate.
+are counted, not compared. One step of a freshly made Adam(W) moves every entry whose gradient is
+not 0 by the learning rate (its first step is lr · g / |g|, whatever the gradient's size): then
+the quantiles all sit at the learning rate.
 """
 from __future__ import annotations
 
