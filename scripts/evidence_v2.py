@@ -18,10 +18,10 @@ for every method of the plan count. Verdict words (fixed in the plan):
 Where the t-test's p and the Wilcoxon p fall on different sides of 0.05, the verdict says so; a
 verdict over fewer than the plan's 14 sequences is labelled "interim, n = k of 14"; a primary
 comparison not resolved at 14 sequences names the difference the design detects with 80 % power
-(the plan's MDE). The table shows each difference's sd (the plan reports it) and, for the comparisons with a
-margin, the 90 % interval the equivalence verdict reads. Sequences left out for a missing or
-unfinished cell, and comparisons without two sequences (the static arm before its sweep ran),
-are named under the tables.
+(the plan's MDE). The table shows each difference's sd (the plan reports it) and, for the
+comparisons with a margin, the 90 % interval the equivalence verdict reads. Sequences left out for
+a missing or unfinished cell, and comparisons without two sequences (the static arm before its
+sweep ran), are named under the tables.
 """
 from __future__ import annotations
 
@@ -196,8 +196,8 @@ def design(alpha: float = 0.05) -> str:
     """The plan's power table: each primary comparison's MDE at its assumed sd, for the Holm
     worst case α/2 and the best case α."""
     rows = []
-    for label, (a, b), sd in (("KIF − ensemble AP", ("kif", "weight-ensemble"), ASSUMED_SD[("kif", "weight-ensemble")]),
-                              ("KIFLoRA − SeqLoRA AP", ("kiflora", "seqlora"), ASSUMED_SD[("kiflora", "seqlora")])):
+    for label, pair in (("KIF − ensemble AP", ("kif", "weight-ensemble")), ("KIFLoRA − SeqLoRA AP", ("kiflora", "seqlora"))):
+        sd = ASSUMED_SD[pair]
         for level in (alpha / 2, alpha):
             rows.append(f"{label}: assumed sd {sd:g}, alpha {level:g}: MDE {mde(sd, level):.2f} points")
     return "\n".join(rows)
