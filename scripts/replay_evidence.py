@@ -79,13 +79,15 @@ def analyse(runs: dict) -> dict:
         mine = []
         for a, b in pairs:
             done = [o for o in ORDERS if (a, o) in runs and (b, o) in runs]
+            pair_rows = []
             for o in done:
                 ra, rb = runs[(a, o)], runs[(b, o)]
-                rows.append({"pair": (a, b), "order": o, "memory": memories(ra),
-                             **{m: (ra[m], rb[m], ra[m] - rb[m]) for m in METRICS}})
+                pair_rows.append({"pair": (a, b), "order": o, "memory": memories(ra),
+                                  **{m: (ra[m], rb[m], ra[m] - rb[m]) for m in METRICS}})
+            rows += pair_rows
             for m in METRICS:
-                d = [runs[(a, o)][m] - runs[(b, o)][m] for o in done]
-                mine.append({"family": family, "a": a, "b": b, "metric": m, "orders": done, **t_interval(d)})
+                mine.append({"family": family, "a": a, "b": b, "metric": m, "orders": done,
+                             **t_interval([r[m][2] for r in pair_rows])})
         # Holm over the whole planned family: a comparison without a p yet counts as p = 1 (it cannot
         # be rejected), so the others are adjusted for all of them, not only for those already in
         padded = holm([1.0 if c["p"] is None else c["p"] for c in mine])
