@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import REPO
 
@@ -136,3 +137,26 @@ def test_committed_before_replay_table_is_the_commands_output():
     folder = REPO / "docs" / "results" / "replay-evidence"
     table = ev.before_replay(folder / "before-replay")
     assert table.strip() in (folder / "README.md").read_text()
+
+
+def test_prompt_scale_on_hand_made_prompts(tmp_path):
+    """scripts/prompt_scale.py: std, mean row norm and largest |entry| of each saved prompt; a run
+    without prompts is refused with exit 2."""
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("prompt_scale", REPO / "scripts" / "prompt_scale.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    prompt = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # rows of norm 5 and 0; entries mean 1.75
+    std = math.sqrt(((3 - 1.75) ** 2 + (4 - 1.75) ** 2 + 2 * 1.75 ** 2) / 3)  # unbiased, as torch
+    assert ps.scale(prompt) == {"std": round(std, 4), "row_norm": 2.5, "max_abs": 4.0}
+    run = tmp_path / "run"
+    (run / "tasks" / "01_sst2" / "adapter").mkdir(parents=True)
+    save_file({"prompt": prompt}, str(run / "tasks" / "01_sst2" / "adapter" / "prompts.safetensors"))
+    (run / "config.yaml").write_text("model: tiny-llama\ntrain: {learning_rate: 0.03}\n")
+    assert ps.run_scale(run) == {"model": "tiny-llama", "learning_rate": 0.03,
+                                 "tasks": {"01_sst2": {"prompt": ps.scale(prompt)}}}
+    (tmp_path / "lora").mkdir()
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "prompt_scale.py"), str(tmp_path / "lora")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a prompt method's run" in out.stderr

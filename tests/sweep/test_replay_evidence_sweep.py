@@ -29,6 +29,8 @@ def test_replay_evidence_sweep_has_18_valid_cells(tmp_path):
         assert cfg.method_args == {"kiflora-m": {"memory_source": "pseudo"},
                                    "lfpt5-noreplay": {"memory_per_task": 0, "min_per_task": 0},
                                    "sapt-noreplay": {"memory_per_task": 0, "min_per_task": 0}}.get(arm, {})
+        # lfpt5's prompt at 3e-2 (the sweep's dated deviation), the LoRA arms at the quickstart's 1e-3
+        assert cfg.train.learning_rate == (3e-2 if arm.startswith("lfpt5") else 1e-3)
 
 
 def test_methods_entry_by_label_wins_over_the_method(tmp_path):
