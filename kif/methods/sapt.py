@@ -44,7 +44,9 @@ each choice below names where it comes from (paper / code / kif).
   of each earlier task's pseudo inputs is drawn (seeded), its attention scores computed, and
   ``kl_weight`` · KL(target ‖ softmax(scores)) (batch mean) is added to the loss for each earlier
   task — code (``memory_replay``, ``kl_ratio``). kl_weight 2 is the Long Sequence LLaMA script's
-  (``gen_script_long_llama.py``; run_llama.py defaults to 0.5). The replay trains the query MLP
+  (``gen_script_long_llama.py``; run_llama.py defaults to 0.5). The per-task value applies
+  (``per_task.method_args.kl_weight``): that script turns the replay off (``--data_replay_freq -1``)
+  while it learns cb, copa, boolq, imdb, dbpedia and multirc, which is kl_weight 0 on those tasks. The replay trains the query MLP
   and the current key (earlier keys are frozen). kif divides it by the accumulation steps like the
   rest of the loss (the code does not).
 
@@ -136,6 +138,7 @@ class SAPT(IncLoRA):
         self._current: list = []
         self._replay: list[tuple[torch.Tensor, torch.Tensor]] = []  # (pooled pseudo inputs, target) per old task
         self._replay_gen: Optional[torch.Generator] = None
+        self._kl_weight = self.opts.kl_weight  # the task in training's (per_task applied)
         self.model.register_forward_pre_hook(self._stash_labels, with_kwargs=True)
         stack = base.get_encoder() if ctx.lm.is_seq2seq else base.get_decoder()
         stack.register_forward_pre_hook(self._route, with_kwargs=True)
@@ -234,10 +237,11 @@ class SAPT(IncLoRA):
             target[:i + 1] = self.targets[i].to(device)
             self._replay.append((pooled, target))
         self._replay_gen = torch.Generator().manual_seed(self.ctx.cfg.seed + 3000 + k)
+        self._kl_weight = self.task_opts(k).kl_weight
 
     def extra_loss(self, model) -> Optional[torch.Tensor]:
         """ARM: kl_weight · Σ_old KL(target ‖ softmax(scores)) on a batch of each old task's pseudo inputs."""
-        if not self._replay or self.opts.kl_weight == 0 or not self.model.training:
+        if not self._replay or self._kl_weight == 0 or not self.model.training:
             return None
         total = None
         bs = self.ctx.cfg.train.batch_size
@@ -246,7 +250,7 @@ class SAPT(IncLoRA):
             logp = torch.log_softmax(self.selection.scores(pooled[idx.to(pooled.device)]).float(), dim=-1)
             kl = torch.nn.functional.kl_div(logp, target.expand_as(logp), reduction="batchmean")
             total = kl if total is None else total + kl
-        return self.opts.kl_weight * total
+        return self._kl_weight * total
 
     def after_task(self, k: int, task_dir: Path) -> dict:
         o, ctx, task = self.opts, self.ctx, self.ctx.tasks[k]

@@ -13,7 +13,7 @@ from kif.io import dir_bytes, load_tensors
 from kif.runner import consolidate, run
 from kif.validation import validation_loss
 
-from helpers import read_results, tiny_config
+from helpers import REPO, read_results, tiny_config
 from test_baselines import make, snapshot, train
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -91,6 +91,35 @@ def test_two_task_toy_routes_each_task_to_its_block(tmp_path):
     assert saved == ["selection.safetensors", "task1", "task2"]
     sel = load_tensors(tmp_path / "k2" / "adapter" / "selection.safetensors")
     assert torch.equal(sel["keys.0"], key1) and sel["trans_input.0.weight"].shape == (100, 64)
+
+
+def test_per_task_kl_weight_turns_the_reflection_off_for_that_task(tmp_path):
+    """per_task.method_args.kl_weight applies to the task in training (SAPT's Long Sequence script
+    replays nothing while it learns dbpedia and five other tasks): 0 on t2 leaves the ARM term out
+    of t2's loss although t1's memory is there; on t3 the base weight (2) is back."""
+    m = make("sapt", tmp_path, method_args={"memory_per_task": 4, "gen_weight": 0},
+             per_task={"method_args": {"kl_weight": {"t2": 0}}})
+    a, b, c = _prompts("abcd", "yes", "t1", 4), _prompts("wxyz", "no", "t2", 4), _prompts("efgh", "no", "t3", 4)
+    train(m, 0, a)
+    consolidate(m, 0, tmp_path / "k1")
+    m.memory.add("t1", a, select=False)
+    _, st = train(m, 1, b)
+    assert len(m._replay) == 1 and m._kl_weight == 0 and "regularizer_loss" not in st  # no extra term at all
+    consolidate(m, 1, tmp_path / "k2")
+    m.memory.add("t2", b, select=False)
+    _, st = train(m, 2, c)
+    assert len(m._replay) == 2 and m._kl_weight == 2.0 and st["regularizer_loss"] > 0
+
+
+def test_table1_config_replays_where_the_authors_script_does():
+    """configs/table1/sapt.yaml: no ARM replay while learning the six tasks SAPT's Long Sequence
+    script runs with --data_replay_freq -1, kl_ratio 2 on the others."""
+    from kif.configure import load_config
+    from kif.per_task import known_sequence, task_config
+
+    cfg = load_config(str(REPO / "configs" / "table1" / "sapt.yaml"), [])
+    off = {t for k, t in enumerate(known_sequence(cfg)) if task_config(cfg, k, t).method_args["kl_weight"] == 0}
+    assert off == {"cb", "copa", "boolq", "imdb", "dbpedia", "multirc"} and cfg.method_args["kl_weight"] == 2.0
 
 
 def test_end_to_end_tiny_t5(tmp_path):
