@@ -12,7 +12,13 @@ each choice below names where it comes from (paper / code / kif).
   under ``no_grad``).
 - Query: the input's token embeddings (the frozen embedding layer) max-pooled over the prompt, then
   ``trans_input`` = Linear(d, h) → Linear(h, d) → SiLU → LayerNorm(d), no biases, h =
-  ``trans_hidden_dim`` 100 — code (``cal_attention``, run_llama.py default). Only the prompt is
+  ``trans_hidden_dim`` 100 — code (``cal_attention``, run_llama.py default). Its Linears start
+  from PyTorch's own init (seeded) — kif. The authors' LLaMA code gets N(0, initializer_range)
+  there (the layers are not in the checkpoint, so ``from_pretrained`` applies LLaMA's
+  ``_init_weights``); their T5 code gets PyTorch's init. Tried on 2026-12-05: with N(0, 0.02) the
+  two-task toy of tests/methods/test_sapt.py no longer routes task 2's inputs to its block in 15
+  epochs (0.54 against > 0.9), so the smaller start slows the routing; not adopted without a
+  measurement on a real model. Only the prompt is
   pooled, never the target (code: ``input_ids_wo_label``); kif leaves padding out of the max
   (the code pools the padded batch, so its query depends on the batch's longest prompt).
 - Keys: one learnable d-vector per task, initialised U(−1, 1), frozen after its task — code. The
@@ -39,16 +45,18 @@ each choice below names where it comes from (paper / code / kif).
   memory's, 2 % of the task by default — KIF's Table I setting, docs/method.md §5). The code
   generates them with a separately trained generator (``pseudo_data/``); kif trains the task's own
   block on the LAMOL generation objective, mixed into its data with ``gen_weight`` 0.25 (as LFPT5),
-  so no second model is kept — kif. Only their inputs are used.
-- Every training step of task j ≥ 1 (``data_replay_freq 1`` — code), one batch (``train.batch_size``)
-  of each earlier task's pseudo inputs is drawn (seeded), its attention scores computed, and
-  ``kl_weight`` · KL(target ‖ softmax(scores)) (batch mean) is added to the loss for each earlier
-  task — code (``memory_replay``, ``kl_ratio``). kl_weight 2 is the Long Sequence LLaMA script's
-  (``gen_script_long_llama.py``; run_llama.py defaults to 0.5). The per-task value applies
-  (``per_task.method_args.kl_weight``): that script turns the replay off (``--data_replay_freq -1``)
-  while it learns cb, copa, boolq, imdb, dbpedia and multirc, which is kl_weight 0 on those tasks. The replay trains the query MLP
-  and the current key (earlier keys are frozen). kif divides it by the accumulation steps like the
-  rest of the loss (the code does not).
+  so no second model is kept — kif. Only their inputs are used, pooled as a prompt alone, as at
+  test time — kif (the code pools the whole replayed text: prompt, answer and EOS).
+- Every training step of task j ≥ 1 (``data_replay_freq 1`` — code; kif from the first step, the
+  code from the second), one batch (``train.batch_size``) of each earlier task's pseudo inputs is
+  drawn (seeded), its attention scores computed, and ``kl_weight`` · KL(target ‖ softmax(scores))
+  (batch mean) is added to the loss for each earlier task — code (``memory_replay``,
+  ``kl_ratio``). kl_weight 2 is the Long Sequence LLaMA script's (``gen_script_long_llama.py``;
+  run_llama.py defaults to 0.5). The per-task value applies (``per_task.method_args.kl_weight``):
+  that script turns the replay off (``--data_replay_freq -1``) while it learns cb, copa, boolq,
+  imdb, dbpedia and multirc, which is kl_weight 0 on those tasks (``configs/table1/sapt.yaml``).
+  The replay trains the query MLP and the current key (earlier keys are frozen). kif divides it by
+  the accumulation steps like the rest of the loss (the code does not).
 
 Artifacts: ``tasks/<k>/adapter/`` holds every task's LoRA (PEFT sub-folders, as ``inclora``) and
 ``selection.safetensors`` (``trans_input.*``, ``keys``); so ``adapter_bytes`` counts both.
