@@ -17,7 +17,9 @@ A task a map leaves out (and that has no ``default``) keeps the base value (``tr
 load like the key it replaces. A list of the wrong length or an unknown task name is a
 one-line error naming the key: at load when the config fixes the sequence (``tasks``, or
 an order of a built-in benchmark), else when the run resolves it, before any model loads.
-A joint method (``mtl``: one stage on all tasks) takes no per-task values.
+A joint method (``mtl``: one stage on all tasks) takes no per-task values, and a method takes
+per-task ``method_args`` only for the options it reads again at each task (its options'
+``per_task_keys``): a per-task value of another would be silently ignored, so it is an error.
 """
 from __future__ import annotations
 
@@ -86,6 +88,11 @@ def check_values(cfg, method, source: str = "config") -> None:
             raise ConfigError(f"{source}: {where}: unknown key")
         if section == "train" and key in RUN_WIDE:
             raise ConfigError(f"{source}: {where}: {RUN_WIDE[key]}; not a per-task value")
+        if (section == "method_args" and key in method.options.model_fields
+                and key not in method.options.per_task_keys):
+            can = ", ".join(sorted(method.options.per_task_keys)) or "none"
+            raise ConfigError(f"{source}: {where}: method '{method.name}' reads {key} once for the whole run; "
+                              f"not a per-task value (per-task keys: {can})")
         if isinstance(spec, list) and spec:
             items = [(f"{where}[{i}]", v) for i, v in enumerate(spec)]
         elif isinstance(spec, dict) and spec:

@@ -12,7 +12,7 @@ users write them and as config.yaml records them, and no class inherits a group.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       create_model, field_validator, model_validator)
@@ -25,6 +25,9 @@ class MethodOptions(BaseModel):
     """Base of each method's ``method_args`` schema (unknown keys are errors). A schema is built
     when first used (``defer_build``): validation imports every method's options, uses one."""
     model_config = ConfigDict(extra="forbid", defer_build=True)
+    # the keys the method reads again for each task (``CLMethod.task_opts``); a ``per_task`` value
+    # of any other key would be ignored, so config validation refuses it (kif.per_task)
+    per_task_keys: ClassVar[frozenset[str]] = frozenset()
 
 
 def compose(base: type[MethodOptions], *groups: type[BaseModel]) -> type[MethodOptions]:
@@ -139,6 +142,7 @@ class MemoryReplayOptions(BaseModel):
 # ---- baselines ----------------------------------------------------------------------------------
 
 class OLoRAOptions(MethodOptions):
+    per_task_keys = frozenset({"lambda_1", "lambda_2", "orth_norm"})  # OLoRA.extra_loss
     lambda_1: float = Field(0.5, ge=0, description="weight of the orthogonality loss (O-LoRA scripts: "
                              "0.5; Long Sequence: 0.5, 5 from task 10, per_task)")
     lambda_2: float = Field(0.0, ge=0, description="weight of the L2 norm of the new LoRA (O-LoRA "
@@ -198,6 +202,7 @@ class L2POptions(MethodOptions):
 
 
 class ProgPromptOptions(MethodOptions):
+    per_task_keys = frozenset({"prompt_length", "residual_mlp", "mlp_bottleneck"})  # each task's new prompt
     prompt_length: int = Field(10, gt=0, description="soft-prompt tokens per task (authors' README: 10)")
     residual_mlp: bool = Field(False, description="train each prompt through P' = MLP(P) + P (their ResMLP)")
     mlp_bottleneck: int = Field(800, gt=0, description="the residual MLP's hidden size (their default 800)")
@@ -207,6 +212,7 @@ class ProgPromptOptions(MethodOptions):
 
 
 class LFPT5Options(compose(MethodOptions, GenerativeOptions, MemoryOptions)):
+    per_task_keys = frozenset({"kd_weight"})
     prompt_length: int = Field(300, gt=0, description="soft-prompt tokens (LFPT5's --prompt_number 300)")
     kd_weight: float = Field(0.01, ge=0, description="weight of the KL label-consistency term on the pseudo-"
                              "samples, KL(teacher ‖ student) summed over answer tokens (LFPT5's --kd_lamda 0.01); "
@@ -214,6 +220,7 @@ class LFPT5Options(compose(MethodOptions, GenerativeOptions, MemoryOptions)):
 
 
 class SAPTOptions(compose(MethodOptions, GenerativeOptions, MemoryOptions)):
+    per_task_keys = frozenset({"kl_weight"})  # SAPT's script replays on some tasks only
     trans_hidden_dim: int = Field(100, gt=0, description="hidden size of the query MLP (SAPT run_llama.py: 100)")
     temperature: Optional[float] = Field(None, gt=0, description="attention temperature τ; null: √d "
                                          "(SAPT attn_temperature 1)")

@@ -119,6 +119,10 @@ CASES = {
                     "method_args.memory_fracton: unknown key (method 'kiflora-m')"),
     "per_task.method_args": ("method: olora\ntasks: [cb, copa]\nper_task: {method_args: {lambda_3: [1, 2]}}\n",
                              "per_task.method_args.lambda_3[0]: unknown key"),
+    # a key the method reads once: a per-task value would be ignored
+    "per_task once": ("method: kiflora\ntasks: [cb, copa]\nper_task: {method_args: {ortho_weight: [0.1, 0.5]}}\n",
+                      "per_task.method_args.ortho_weight: method 'kiflora' reads ortho_weight once for the "
+                      "whole run; not a per-task value (per-task keys: none)"),
     "unknown method": ("method: kiflra\n", "method: unknown method 'kiflra' (known: ema, ewc, "),
 }
 
