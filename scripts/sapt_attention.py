@@ -34,9 +34,8 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from kif.configure import load_config
-    from kif.encoding import pad
     from kif.methods.options import SAPTOptions, parse_options
-    from kif.methods.sapt import Selection, max_pool
+    from kif.methods.sapt import Selection, pool_prompts
     from kif.models import load_model
     from kif.runner import load_sequence_data, run_encoder
 
@@ -52,12 +51,7 @@ def main() -> None:
     lm = load_model(cfg.model, cfg.data.prompt_format, cfg.attn_implementation, cfg.hub_kernels)
     enc, emb = run_encoder(cfg, lm), lm.model.get_input_embeddings()
 
-    def pooled(prompts: list[str]) -> torch.Tensor:  # as SAPT.pooled: the prompt's tokens only
-        ids = [enc.prompt_ids(x) for x in prompts]
-        with torch.no_grad():
-            return max_pool(emb(pad(ids, enc.tokenizer.pad_token_id)), pad([[1] * len(i) for i in ids], 0))
-
-    queries = {t: pooled([ex.prompt for ex in data.train[t][:args.prompts]]) for t in data.tasks}
+    queries = {t: pool_prompts(emb, enc, [ex.prompt for ex in data.train[t][:args.prompts]]) for t in data.tasks}
 
     def mean_weights(sel: Selection) -> dict[str, list[float]]:
         with torch.no_grad():

@@ -18,9 +18,9 @@ each choice below names where it comes from (paper / code / kif).
   ``_init_weights``); their T5 code gets PyTorch's init. Tried on 2026-12-05: with N(0, 0.02) the
   two-task toy of tests/methods/test_sapt.py no longer routes task 2's inputs to its block in 15
   epochs (0.54 against > 0.9), so the smaller start slows the routing; not adopted without a
-  measurement on a real model. Only the prompt is
-  pooled, never the target (code: ``input_ids_wo_label``); kif leaves padding out of the max
-  (the code pools the padded batch, so its query depends on the batch's longest prompt).
+  measurement on a real model. Only the prompt is pooled, never the target (code:
+  ``input_ids_wo_label``); kif leaves padding out of the max (the code pools the padded batch, so
+  its query depends on the batch's longest prompt).
 - Keys: one learnable d-vector per task, initialised U(−1, 1), frozen after its task — code. The
   shared ``trans_input`` keeps training on every task (code: it is loaded from the previous task
   and trained on).
@@ -122,6 +122,17 @@ def max_pool(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return embeddings.float().masked_fill(~mask[..., None], float("-inf")).max(1).values
 
 
+def pool_prompts(embedding: nn.Module, encoder, prompts: list[str]) -> torch.Tensor:
+    """[n, d]: each prompt, encoded as evaluation encodes it, through the frozen embedding layer and
+    max-pooled over its own tokens (the SALS query's input for a prompt alone)."""
+    ids = [encoder.prompt_ids(p) for p in prompts]
+    device = embedding.weight.device
+    x = pad(ids, encoder.tokenizer.pad_token_id).to(device)
+    mask = pad([[1] * len(i) for i in ids], 0).to(device)
+    with torch.no_grad():
+        return max_pool(embedding(x), mask)
+
+
 @register
 class SAPT(IncLoRA):
     STATE = {"selection": 0, "target": 1, "memory": 0, "targets": 0}  # extra_state (CLMethod.STATE)
@@ -205,16 +216,10 @@ class SAPT(IncLoRA):
 
     def attention(self, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
         """[n, K] attention weights of prompts (as evaluation encodes them)."""
-        enc = self.ctx.encoder
-        device = self.model.get_input_embeddings().weight.device
-        out = []
+        emb, out = self.model.get_input_embeddings(), []
         for s in range(0, len(prompts), batch_size):
-            ids = [enc.prompt_ids(p) for p in prompts[s:s + batch_size]]
-            pid = enc.tokenizer.pad_token_id
-            x = pad(ids, pid).to(device)
-            mask = pad([[1] * len(i) for i in ids], 0).to(device)
             with torch.no_grad():
-                out.append(self.selection.weights(self.pooled(x, mask)))
+                out.append(self.selection.weights(pool_prompts(emb, self.ctx.encoder, prompts[s:s + batch_size])))
         return torch.cat(out) if out else torch.empty(0, len(self.selection.keys))
 
     # --- hooks -------------------------------------------------------------------------------------
@@ -237,12 +242,9 @@ class SAPT(IncLoRA):
             exs = self.memory.task_examples(task)
             if not exs or i >= len(self.targets):
                 continue
-            ids = [self.ctx.encoder.prompt_ids(ex.prompt) for ex in exs]
-            device = self.model.get_input_embeddings().weight.device
-            pooled = self.pooled(pad(ids, self.ctx.encoder.tokenizer.pad_token_id).to(device),
-                                 pad([[1] * len(x) for x in ids], 0).to(device))
-            target = torch.zeros(k + 1, device=device)
-            target[:i + 1] = self.targets[i].to(device)
+            pooled = pool_prompts(self.model.get_input_embeddings(), self.ctx.encoder, [ex.prompt for ex in exs])
+            target = torch.zeros(k + 1, device=pooled.device)
+            target[:i + 1] = self.targets[i].to(pooled.device)
             self._replay.append((pooled, target))
         self._replay_gen = torch.Generator().manual_seed(self.ctx.cfg.seed + 3000 + k)
         self._kl_weight = self.task_opts(k).kl_weight
